@@ -1,0 +1,226 @@
+"""The model folder: one JSON config beside safetensors weights, shared by the engine and Training.
+
+A model folder must carry everything needed to reproduce its preprocessing (orientation, slicing,
+resizing, intensity normalisation) so that a model trained anywhere segments identically everywhere. The
+weights are safetensors, never pickle, and their SHA-256 is recorded in the config and checked on load, so
+a truncated copy or a silently swapped file is refused instead of producing plausible-looking wrong masks.
+The format is documented in docs/model-folder.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFolderError
+
+CONFIG_NAME = "model.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_NAME = "neonatal-lung-seg-model"
+FORMAT_VERSION = 1
+IN_PLANE_POLICIES = ("fixed_size",)
+INTENSITY_METHODS = ("percentile_minmax", "zscore")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Which network to build; ``library`` + ``architecture`` + ``args`` go to the builder by name."""
+
+    library: str = "smp"
+    architecture: str = "Unet"
+    args: dict[str, Any] = field(default_factory=lambda: {
+        "encoder_name": "resnet50",
+        "encoder_depth": 5,
+        "decoder_channels": [256, 128, 64, 32, 16],
+        "decoder_use_norm": "batchnorm",
+    })
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How a volume becomes network input.
+
+    ``channels`` > 1 means 2.5D: the slice and its neighbours (clamped at the ends) are stacked.
+    ``slice_axis`` is the canonical ITK index axis (0 = i, 1 = j, 2 = k) the slices are taken across;
+    with orientation "LPS" and slice_axis 2 the slices are axial.
+    """
+
+    channels: int = 1
+    canonical_orientation: str = "LPS"
+    slice_axis: int = 2
+    in_plane_policy: str = "fixed_size"
+    in_plane_size: tuple[int, int] = (128, 128)  # (rows, columns) of the network input
+    intensity_method: str = "percentile_minmax"
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What the network predicts and how it becomes labels."""
+
+    activation: str = "sigmoid"
+    threshold: float = 0.5
+    network_label: str = "lung"
+    labels: dict[str, int] = field(default_factory=lambda: {"right_lung": 1, "left_lung": 2})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model.json. ``training`` and ``validation`` are free-form summaries for the model card."""
+
+    name: str = "neonatal-lung-unet-resnet50"
+    version: str = "0.0.0"
+    parent_version: str | None = None
+    description: str = ""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    weights_dtype: str = "float32"
+    clinical_use: str = "Research use only. Not clinically validated."
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input"]["in_plane_size"] = list(self.input.in_plane_size)
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], source: str = CONFIG_NAME) -> ModelConfig:
+        """Validate and build; every problem becomes a ModelFolderError naming ``source``."""
+        def fail(problem: str) -> ModelFolderError:
+            return ModelFolderError(f"{source}: {problem}")
+
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise fail(f"not a {FORMAT_NAME} config (missing or wrong 'format')")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise fail(f"unsupported format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        try:
+            net = NetworkConfig(**body.pop("network"))
+            inp = dict(body.pop("input"))
+            inp["in_plane_size"] = tuple(int(v) for v in inp.get("in_plane_size", (128, 128)))
+            inp = InputConfig(**inp)
+            out = OutputConfig(**body.pop("output"))
+            config = ModelConfig(network=net, input=inp, output=out, **body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise fail(f"invalid or missing field ({exc})") from None
+        problems = config.problems()
+        if problems:
+            raise fail(problems[0])
+        return config
+
+    def problems(self) -> list[str]:
+        """Semantic checks the dataclass types cannot express."""
+        found = []
+        inp = self.input
+        if inp.channels < 1 or inp.channels % 2 == 0:
+            found.append(f"input.channels must be an odd number >= 1, got {inp.channels}")
+        if inp.slice_axis not in (0, 1, 2):
+            found.append(f"input.slice_axis must be 0, 1 or 2, got {inp.slice_axis}")
+        if inp.in_plane_policy not in IN_PLANE_POLICIES:
+            found.append(f"input.in_plane_policy must be one of {IN_PLANE_POLICIES}, got {inp.in_plane_policy!r}")
+        if len(inp.in_plane_size) != 2 or min(inp.in_plane_size) < 32 or any(s % 32 for s in inp.in_plane_size):
+            found.append(f"input.in_plane_size must be two multiples of 32, got {list(inp.in_plane_size)}")
+        if inp.intensity_method not in INTENSITY_METHODS:
+            found.append(f"input.intensity_method must be one of {INTENSITY_METHODS}, got {inp.intensity_method!r}")
+        if not 0 <= inp.lower_percentile < inp.upper_percentile <= 100:
+            found.append("input percentiles must satisfy 0 <= lower < upper <= 100")
+        if self.output.activation != "sigmoid":
+            found.append(f"output.activation must be 'sigmoid', got {self.output.activation!r}")
+        if not 0 < self.output.threshold < 1:
+            found.append(f"output.threshold must lie in (0, 1), got {self.output.threshold}")
+        if sorted(self.output.labels.values()) != [1, 2]:
+            found.append("output.labels must map the right and left lung to 1 and 2")
+        return found
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_config(folder: Path) -> ModelConfig:
+    """Read and validate model.json without touching the weights (cheap: used to list models)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"{folder}: model folder does not exist")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: missing model config")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{path}: unreadable JSON ({exc})") from None
+    return ModelConfig.from_dict(data, source=str(path))
+
+
+def verify_weights(folder: Path, config: ModelConfig) -> Path:
+    """Return the weights path after checking it exists and matches the recorded SHA-256."""
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ModelFolderError(f"{path}: missing weights file")
+    if not config.weights_sha256:
+        raise ModelFolderError(f"{Path(folder) / CONFIG_NAME}: no weights_sha256 recorded")
+    actual = sha256_of(path)
+    if actual != config.weights_sha256:
+        raise ModelFolderError(f"{path}: checksum mismatch (file truncated or altered): "
+                               f"expected {config.weights_sha256[:12]}..., got {actual[:12]}...")
+    return path
+
+
+def load_state_dict(folder: Path, config: ModelConfig) -> dict[str, Any]:
+    """Checked weights as float32 CPU tensors (safetensors only: nothing is unpickled)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = verify_weights(folder, config)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path}: not a valid safetensors file ({exc})") from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+def write_model_folder(folder: Path, config: ModelConfig, state_dict: dict[str, Any],
+                       dtype: str = "float16") -> ModelConfig:
+    """Write weights + config into a NEW folder, atomically; returns the config with its checksum.
+
+    Written into a sibling temporary folder and renamed, so a crash never leaves a half-written model that
+    a later run could pick up. Refuses to replace an existing folder: models are versioned, not edited.
+    """
+    from safetensors.torch import save_file
+    import torch
+
+    folder = Path(folder)
+    if folder.exists():
+        raise ModelFolderError(f"{folder}: already exists; choose a new folder for a new model version")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    target = getattr(torch, dtype)
+    tensors = {k: (v.detach().to("cpu", target) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in state_dict.items()}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
+        final = ModelConfig(**{**config.__dict__, "weights_sha256": sha256_of(staging / WEIGHTS_NAME),
+                               "weights_dtype": dtype})
+        (staging / CONFIG_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(staging, folder)
+    except BaseException:
+        for child in staging.glob("*"):
+            child.unlink()
+        staging.rmdir()
+        raise
+    return final
