@@ -18,3 +18,36 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (large volumes, training)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped where there is none")
+
+
+TINY_NETWORK_ARGS = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8],
+                     "decoder_use_norm": "batchnorm"}
+
+
+def tiny_config(**overrides):
+    """A real but small smp U-Net config so engine tests run in milliseconds per slice."""
+    from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig, NetworkConfig
+
+    return ModelConfig(name="tiny-test-model", version="0.0.1",
+                       network=NetworkConfig(args=dict(TINY_NETWORK_ARGS)),
+                       input=InputConfig(in_plane_size=(64, 64), **overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder with random weights, written through the real writer."""
+    import torch
+
+    from NeonatalLungSegLib.model_folder import write_model_folder
+    from NeonatalLungSegLib.network import build_network
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    write_model_folder(folder, config, build_network(config).state_dict(), dtype="float32")
+    return folder
+
+
+BUNDLED_MODEL = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
+BUNDLED_SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
+BUNDLED_SAMPLE_LABELS = REPO / "Resources" / "Sample" / "sample-neonatal-chest_reference-lungs.nii.gz"

@@ -135,12 +135,18 @@ class Reorientation:
         return np.transpose(out, np.argsort(forward))
 
 
+def check_orientation_code(code: str) -> str:
+    """Upper-cased ``code`` if it names one direction per patient axis, else ValueError."""
+    code = str(code).upper()
+    if len(code) != 3 or any(c not in _LETTER_TO_LPS for c in code) \
+            or {_LETTER_TO_LPS[c][0] for c in code} != {0, 1, 2}:
+        raise ValueError(f"invalid orientation code {code!r}: use three letters such as 'LPS' or 'RAS'")
+    return code
+
+
 def reorientation(geometry: Geometry, code: str = "LPS") -> Reorientation:
     """Plan the permutation and flips that bring ``geometry`` closest to orientation ``code``."""
-    code = code.upper()
-    if len(code) != 3 or {_LETTER_TO_LPS[c][0] for c in code if c in _LETTER_TO_LPS} != {0, 1, 2} \
-            or any(c not in _LETTER_TO_LPS for c in code):
-        raise ValueError(f"invalid orientation code {code!r}: use three letters such as 'LPS' or 'RAS'")
+    code = check_orientation_code(code)
     direction = geometry.direction_matrix
     wanted = np.zeros((3, 3))  # column c: LPS unit vector canonical axis c should point towards
     for c, letter in enumerate(code):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFolderError
+from .geometry import check_orientation_code
 
 CONFIG_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -121,6 +122,10 @@ class ModelConfig:
         """Semantic checks the dataclass types cannot express."""
         found = []
         inp = self.input
+        try:
+            check_orientation_code(inp.canonical_orientation)
+        except ValueError as exc:
+            found.append(f"input.canonical_orientation: {exc}")
         if inp.channels < 1 or inp.channels % 2 == 0:
             found.append(f"input.channels must be an odd number >= 1, got {inp.channels}")
         if inp.slice_axis not in (0, 1, 2):

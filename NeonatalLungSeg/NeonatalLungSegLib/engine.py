@@ -1,0 +1,168 @@
+"""The segmentation engine: one loaded model, many volumes.
+
+This is the public API the CLI, the Slicer module and Training call:
+
+    segmenter = Segmenter.load(model_folder, device="auto")
+    result = segmenter.segment_image(sitk_image)                  # or segment_array(array_kji, geometry)
+    result.labels_image()  # uint8, 1 = right lung, 2 = left lung, on exactly the input's grid
+    result.volumes         # {"right_lung": {"volume_ml": ...}, ...}
+
+Inference runs slice batch by slice batch, so memory on the device is bounded by the batch, not the
+volume; progress is reported and a cancel request is honoured between batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .errors import Cancelled, DeviceError, ModelFolderError
+from .geometry import Geometry, Reorientation, array_to_image, image_to_array
+from .measure import measure_volumes
+from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config
+from .network import build_network
+from .postprocess import PostprocessOptions, postprocess
+from .preprocess import network_input, prepare, resize_batch, slice_stack
+from .volume_io import check_values
+
+ProgressCallback = Callable[[float], None]
+CancelCheck = Callable[[], bool]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' prefers CUDA, then Apple MPS, then CPU; a named device must really be usable here."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DeviceError("device 'mps' requested but Apple MPS is not available here")
+    elif device.type != "cpu":
+        raise DeviceError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+@dataclass
+class SegmentationResult:
+    """Labels and probabilities on the input's own grid, plus the measured volumes."""
+
+    labels: np.ndarray                 # uint8 (k, j, i) on ``geometry``
+    probabilities: np.ndarray | None   # float32 (k, j, i) lung probability, when asked for
+    geometry: Geometry
+    volumes: dict
+    label_names: dict[str, int]
+    slice_confidence: np.ndarray | None = None  # reserved for the confidence work; per canonical slice
+
+    def labels_image(self) -> sitk.Image:
+        return array_to_image(self.labels, self.geometry)
+
+    def probabilities_image(self) -> sitk.Image | None:
+        return None if self.probabilities is None else array_to_image(self.probabilities, self.geometry)
+
+
+class Segmenter:
+    """A model folder loaded once onto one device."""
+
+    def __init__(self, config: ModelConfig, network: torch.nn.Module, device: torch.device,
+                 batch_size: int | None = None, folder: Path | None = None) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config = config
+        self.device = device
+        self.folder = folder
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+        self.network = network.to(device).eval()
+
+    @classmethod
+    def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None) -> Segmenter:
+        folder = Path(folder)
+        config = read_config(folder)
+        try:
+            network = build_network(config)
+        except ModelFolderError as exc:
+            raise ModelFolderError(f"{folder / CONFIG_NAME}: {exc}") from None
+        state = load_state_dict(folder, config)
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
+        return cls(config, network, resolve_device(device), batch_size, folder)
+
+    def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
+                cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
+        """Lung probability (float16) on the canonical grid, and the map between the two grids."""
+        inp = self.config.input
+        prepared = prepare(array, geometry, inp)
+        slices = prepared.slices
+        out_slices = np.empty(slices.shape, dtype=np.float16)
+        count = len(slices)
+        autocast = _autocast(self.device)
+        with torch.inference_mode():
+            for start in range(0, count, self.batch_size):
+                if cancel is not None and cancel():
+                    raise Cancelled("segmentation cancelled; nothing was written")
+                indices = np.arange(start, min(start + self.batch_size, count))
+                batch = network_input(slice_stack(slices, indices, inp.channels), prepared.scale, inp,
+                                      self.device)
+                with autocast:
+                    logits = self.network(batch)
+                logits = resize_batch(logits.float(), slices.shape[1:])
+                out_slices[indices] = torch.sigmoid(logits[:, 0]).to("cpu", torch.float16).numpy()
+                if progress is not None:
+                    progress((indices[-1] + 1) / count)
+        canonical = np.moveaxis(out_slices, 0, 2 - inp.slice_axis)
+        return canonical, prepared.reorientation
+
+    def segment_array(self, array: np.ndarray, geometry: Geometry,
+                      options: PostprocessOptions | None = PostprocessOptions(),
+                      with_probabilities: bool = False, progress: ProgressCallback | None = None,
+                      cancel: CancelCheck | None = None) -> SegmentationResult:
+        """Segment a (k, j, i) array on ``geometry``; ``options=None`` returns the raw thresholded mask."""
+        if tuple(array.shape) != geometry.array_shape:
+            raise ValueError(f"array shape {array.shape} does not match geometry {geometry.array_shape}")
+        check_values(array, "input volume")
+        probability, plan = self.predict(array, geometry, progress, cancel)
+        canonical_geometry = plan.target
+        mask = probability >= self.config.output.threshold
+        raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)
+        canonical_labels = postprocess(mask, canonical_geometry, options or raw)
+        split = (options or raw).split_left_right
+        labels = np.ascontiguousarray(plan.from_canonical(canonical_labels))
+        probabilities = None
+        if with_probabilities:
+            probabilities = np.ascontiguousarray(plan.from_canonical(probability), dtype=np.float32)
+        names = dict(self.config.output.labels) if split else {self.config.output.network_label: 1}
+        return SegmentationResult(labels=labels, probabilities=probabilities, geometry=geometry,
+                                  volumes=measure_volumes(canonical_labels, canonical_geometry, split=split),
+                                  label_names=names)
+
+    def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
+        array, geometry = image_to_array(image)
+        return self.segment_array(array.astype(np.float32, copy=False), geometry, **kwargs)
+
+
+def _autocast(device: torch.device):
+    """Mixed precision on GPUs (bf16 where supported); plain fp32 elsewhere."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
