@@ -89,7 +89,7 @@ def run_segment(args: argparse.Namespace) -> int:
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size)
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
-          f"{len(cases)} case(s)", file=sys.stderr)
+          f"{len(cases)} case(s)", flush=True)
     for case in cases:
         started = time.perf_counter()
         image = read_volume(case.source)
