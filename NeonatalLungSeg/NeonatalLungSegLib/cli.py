@@ -118,13 +118,22 @@ def _volume_line(volumes: dict) -> str:
     return format_volumes(volumes)
 
 
-def run_train(args: argparse.Namespace) -> int:
+TRAINING_COMMANDS = {
+    "train": ("neonatal_lung_training.train", "train a new model folder on synthetic neonatal MRI"),
+    "synthesize": ("neonatal_lung_training.synthesize", "write synthetic neonatal chest MRI with labels"),
+}
+
+
+def run_training_command(command: str, argv: Sequence[str]) -> int:
+    """Training commands own their options, so they get the raw argv; imported only when used."""
+    import importlib
+
     try:
-        from neonatal_lung_training.train import main as train_main
+        module = importlib.import_module(TRAINING_COMMANDS[command][0])
     except ImportError as exc:
         raise NeonatalLungSegError(f"training package not installed ({exc}); install the project with "
                                    "`pip install -e .[train]`") from None
-    return train_main(args.train_args)
+    return module.main(list(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,13 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--format", choices=OUTPUT_FORMATS, default="nii.gz", help="output file format")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     seg.set_defaults(func=run_segment)
-    train = sub.add_parser("train", help="train a model folder (see `train --help`)", add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
-    train.set_defaults(func=run_train)
+    for command, (_, summary) in TRAINING_COMMANDS.items():
+        sub.add_parser(command, help=f"{summary} (see `{command} --help`)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in TRAINING_COMMANDS:
+        try:
+            return run_training_command(argv[0], argv[1:])
+        except NeonatalLungSegError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     if getattr(args, "model", "unset") is None:
         args.model = default_model_dir()

@@ -1,0 +1,1 @@
+"""Training recipes for the neonatal lung model: synthetic data, augmentation, training, evaluation."""
