@@ -26,7 +26,8 @@ from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig, NetworkCon
 from NeonatalLungSegLib.network import build_network
 
 from .augment import AugmentConfig, augment_batch
-from .evaluate import dice, evaluate_case, summarise
+from .evaluate import evaluate_case, summarise
+from .model_card import write_model_card
 from .slices import SliceSet, volume_slices
 from .synthetic import default_atlas_dir, generate_case
 
@@ -183,7 +184,9 @@ def train(config: TrainConfig) -> ModelConfig:
         "seed": config.seed, "minutes": round((time.perf_counter() - started) / 60, 1),
     }, validation={"data": f"{config.test_cases} held-out synthetic volumes (unseen seeds), engine with "
                            "post-processing", **summary})
-    return write_model_folder(output, final, network.state_dict(), dtype=config.weights_dtype)
+    written = write_model_folder(output, final, network.state_dict(), dtype=config.weights_dtype)
+    write_model_card(output)
+    return written
 
 
 def _parser() -> argparse.ArgumentParser:

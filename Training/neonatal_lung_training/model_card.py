@@ -1,0 +1,61 @@
+"""Write MODEL_CARD.md from a model folder's own config, so the card can never disagree with the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from NeonatalLungSegLib.model_folder import read_config
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def _rows(values: dict) -> str:
+    return "\n".join(f"| {key} | {value} |" for key, value in values.items())
+
+
+def write_model_card(folder: Path) -> Path:
+    config = read_config(folder)
+    training, validation = dict(config.training), dict(config.validation)
+    data = training.pop("data", "unknown")
+    tested_on = validation.pop("data", "unknown")
+    net = config.network
+    text = f"""# Model card: {config.name} {config.version}
+
+**{config.clinical_use}** This model has never been trained or tested on real neonatal MRI: no public
+neonatal lung MRI with lung masks could be reached by this project. Its figures describe synthetic data only.
+
+## What it is
+- {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())}; one sigmoid
+  "lung" output; {config.input.channels} input channel(s); parent version: {config.parent_version or 'none'}.
+- Input: volume reoriented to {config.input.canonical_orientation}, slices across axis {config.input.slice_axis},
+  intensities {config.input.intensity_method} ({config.input.lower_percentile}-{config.input.upper_percentile}
+  percentiles), resized to {list(config.input.in_plane_size)}.
+- Output after post-processing: {config.output.labels}. Weights: {config.weights_dtype} safetensors,
+  SHA-256 `{config.weights_sha256}`.
+
+## Training data
+{data}
+
+| field | value |
+|---|---|
+{_rows(training)}
+
+## Evaluation
+On: {tested_on}. Dice per lung is volumetric, computed on the engine's final labels (after post-processing)
+against the generator's reference labels.
+
+| metric | value |
+|---|---|
+{_rows(validation)}
+
+## Limits
+- Synthetic training data only: real UTE / gradient-echo neonatal MRI differs in noise, artefacts
+  (motion, streaks), coil shading and pathology (BPD: dense atelectasis, cysts) in ways the generator only
+  approximates. Expect lower accuracy on real scans; review every mask.
+- Slice-wise 2D network: no 3D context beyond post-processing.
+- Right/left come from the image header's geometry: a wrong header gives swapped labels.
+- Not a medical device; not for diagnosis or treatment decisions.
+"""
+    path = Path(folder) / CARD_NAME
+    path.write_text(text, encoding="utf-8")
+    return path
