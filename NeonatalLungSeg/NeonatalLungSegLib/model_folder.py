@@ -222,6 +222,9 @@ def write_model_folder(folder: Path, config: ModelConfig, state_dict: dict[str, 
         final = ModelConfig(**{**config.__dict__, "weights_sha256": sha256_of(staging / WEIGHTS_NAME),
                                "weights_dtype": dtype})
         (staging / CONFIG_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
+        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+        for child in staging.iterdir():
+            child.chmod(0o644)
         os.replace(staging, folder)
     except BaseException:
         for child in staging.glob("*"):
