@@ -69,7 +69,6 @@ class SegmentationResult:
     geometry: Geometry
     volumes: dict
     label_names: dict[str, int]
-    slice_confidence: np.ndarray | None = None  # reserved for the confidence work; per canonical slice
 
     def labels_image(self) -> sitk.Image:
         return array_to_image(self.labels, self.geometry)

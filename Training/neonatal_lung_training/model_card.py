@@ -22,16 +22,18 @@ def write_model_card(folder: Path) -> Path:
     text = f"""# Model card: {config.name} {config.version}
 
 **{config.clinical_use}** This model has never been trained or tested on real neonatal MRI: no public
-neonatal lung MRI with lung masks could be reached by this project. Its figures describe synthetic data only.
+neonatal lung MRI with lung masks could be reached by this project. Its figures describe synthetic data
+only.
 
 ## What it is
-- {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())}; one sigmoid
-  "lung" output; {config.input.channels} input channel(s); parent version: {config.parent_version or 'none'}.
-- Input: volume reoriented to {config.input.canonical_orientation}, slices across axis {config.input.slice_axis},
-  intensities {config.input.intensity_method} ({config.input.lower_percentile}-{config.input.upper_percentile}
-  percentiles), resized to {list(config.input.in_plane_size)}.
-- Output after post-processing: {config.output.labels}. Weights: {config.weights_dtype} safetensors,
-  SHA-256 `{config.weights_sha256}`.
+- Network: {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())};
+  one sigmoid "lung" output; {config.input.channels} input channel(s); parent version: {config.parent_version or 'none'}.
+- Input: the volume is reoriented to {config.input.canonical_orientation} and cut into slices across axis
+  {config.input.slice_axis}; intensities are scaled by {config.input.intensity_method}
+  ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
+  {list(config.input.in_plane_size)}.
+- Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
+- Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
 
 ## Training data
 {data}
@@ -41,8 +43,10 @@ neonatal lung MRI with lung masks could be reached by this project. Its figures 
 {_rows(training)}
 
 ## Evaluation
-On: {tested_on}. Dice per lung is volumetric, computed on the engine's final labels (after post-processing)
-against the generator's reference labels.
+On: {tested_on}.
+
+Dice per lung is volumetric, computed on the engine's final labels (after post-processing) against the
+generator's reference labels.
 
 | metric | value |
 |---|---|
