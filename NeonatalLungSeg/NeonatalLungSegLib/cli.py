@@ -72,6 +72,7 @@ def _progress_bar(name: str) -> tuple[Callable[[float], None], Callable[[], None
 
 def run_segment(args: argparse.Namespace) -> int:
     from .engine import Segmenter
+    from .measure import format_volumes
     from .postprocess import PostprocessOptions
     from .volume_io import read_volume
 
@@ -82,8 +83,8 @@ def run_segment(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: output exists and is not a folder")
     checker = AtomicOutputs(overwrite=args.overwrite)
-    for case in cases:
-        paths = output_paths(out_dir, case.name, args.format)
+    paths_of = {case.name: output_paths(out_dir, case.name, args.format) for case in cases}
+    for paths in paths_of.values():
         for key in ("labels", "volumes") + (("probabilities",) if args.probabilities else ()):
             checker.check(paths[key])
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size)
@@ -99,7 +100,7 @@ def run_segment(args: argparse.Namespace) -> int:
                                              progress=update)
         finally:
             close()
-        paths = output_paths(out_dir, case.name, args.format)
+        paths = paths_of[case.name]
         report = {"case": case.name, "model": {"name": segmenter.config.name,
                                                "version": segmenter.config.version},
                   "labels": result.label_names, "postprocessed": options is not None, **result.volumes}
@@ -109,13 +110,8 @@ def run_segment(args: argparse.Namespace) -> int:
                 outputs.write_image(result.probabilities_image(), paths["probabilities"])
             report["seconds"] = round(time.perf_counter() - started, 3)
             outputs.write_json(report, paths["volumes"])
-        print(f"{case.name}: {_volume_line(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}")
+        print(f"{case.name}: {format_volumes(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}")
     return 0
-
-
-def _volume_line(volumes: dict) -> str:
-    from .measure import format_volumes
-    return format_volumes(volumes)
 
 
 TRAINING_COMMANDS = {

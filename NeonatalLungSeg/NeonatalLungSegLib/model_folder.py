@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +219,7 @@ def write_model_folder(folder: Path, config: ModelConfig, state_dict: dict[str, 
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
-        final = ModelConfig(**{**config.__dict__, "weights_sha256": sha256_of(staging / WEIGHTS_NAME),
-                               "weights_dtype": dtype})
+        final = replace(config, weights_sha256=sha256_of(staging / WEIGHTS_NAME), weights_dtype=dtype)
         (staging / CONFIG_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
         staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
         for child in staging.iterdir():
