@@ -115,8 +115,11 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 TRAINING_COMMANDS = {
-    "train": ("neonatal_lung_training.train", "train a new model folder on synthetic neonatal MRI"),
+    "train": ("neonatal_lung_training.train", "train or fine-tune a model folder on a training folder"),
     "synthesize": ("neonatal_lung_training.synthesize", "write synthetic neonatal chest MRI with labels"),
+    "prepare-ct": ("neonatal_lung_training.prepare_ct", "convert the public CT lung slices to a training folder"),
+    "evaluate": ("neonatal_lung_training.evaluate",
+                 "evaluate model folders on a labelled folder: metrics CSV/JSON, plots, Markdown report"),
 }
 
 

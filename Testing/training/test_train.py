@@ -1,67 +1,176 @@
-"""The train and synthesize commands end to end at toy scale, with real networks and real files."""
+"""The train command end to end at toy scale: real networks, real files, real processes.
+
+Covers the issue's contract: subject-level split, resume after a kill, DDP with two gloo processes, and
+fine-tuning lineage; plus config files and the refusal to mix runs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
+import torch
 
 from NeonatalLungSegLib.cli import main
 from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.model_folder import read_config
-from neonatal_lung_training.evaluate import dice, summarise
+from NeonatalLungSegLib.model_folder import load_state_dict, read_config
+from NeonatalLungSegLib.training_folder import read_training_folder
+from neonatal_lung_training.config import TrainConfig, load_config_file
+from neonatal_lung_training.dataset import cases_of, load_slices
+from neonatal_lung_training.split import split_subjects
+from training_fixtures import TINY_TRAIN_ARGS, toy_training_folder
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_train_writes_a_loadable_model_folder_with_card_and_metrics(tmp_path: Path) -> None:
-    out = tmp_path / "model"
-    code = main(["train", "--output", str(out), "--run-dir", str(tmp_path / "run"), "--train-cases", "2",
-                 "--val-cases", "1", "--test-cases", "1", "--epochs", "2", "--steps-per-epoch", "2",
-                 "--batch-size", "4", "--encoder", "resnet18", "--in-plane-size", "64",
-                 "--atlas-fraction", "0", "--version", "0.0.1"])
-    assert code == 0
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return toy_training_folder(tmp_path_factory.mktemp("data") / "toy", subjects=10, versions=2)
+
+
+def _env() -> dict[str, str]:
+    paths = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "OMP_NUM_THREADS": "1"}
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--output", str(out), *TINY_TRAIN_ARGS, *extra]
+
+
+def test_train_writes_a_model_folder_with_split_log_card_and_test_metrics(toy_folder: Path,
+                                                                         tmp_path: Path) -> None:
+    out, run = tmp_path / "model", tmp_path / "run"
+    assert main(["train", *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "2",
+                                       "--version", "0.0.1")]) == 0
     config = read_config(out)
-    assert config.version == "0.0.1" and config.network.args["encoder_name"] == "resnet18"
-    assert config.training["training_cases"] == 2 and "synthetic" in config.training["data"]
-    assert 0.0 <= config.validation["mean_dice_right_lung"] <= 1.0 and config.validation["cases"] == 1
+    assert config.version == "0.0.1" and config.parent_version is None
+    assert config.training["training_folder_manifest_sha256"] == read_training_folder(toy_folder).manifest_sha256
+    assert config.training["subjects"] == {"train": 7, "val": 2, "test": 1}
+    assert config.validation["cases"] == 2 and 0 <= config.validation["mean_dice_right_lung"] <= 1
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0] == "epoch,train_loss,val_loss,val_dice,val_iou,lr,seconds" and len(log) == 3
+    saved = json.loads((run / "run_config.json").read_text())
+    assert saved["config"]["epochs"] == 2 and "torch" in saved["environment"]["packages"]
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
     assert "not clinically validated" in (out / "MODEL_CARD.md").read_text().lower()
-    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch") and len(log) == 3
-    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["train_cases"] == 2
-    Segmenter.load(out, device="cpu")  # checksum and strict weight loading pass
+    Segmenter.load(out, device="cpu")
 
 
-def test_train_refuses_an_existing_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_split_is_by_subject_and_seeded() -> None:
+    subjects = [f"s{i:03d}" for i in range(100)]
+    split = split_subjects(subjects, (0.7, 0.2, 0.1), seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [70, 20, 10]
+    assert set().union(*split.values()) == set(subjects)
+    assert not set(split["train"]) & set(split["val"]) and not set(split["val"]) & set(split["test"])
+    assert split == split_subjects(list(reversed(subjects)), (0.7, 0.2, 0.1), seed=3)
+    assert split != split_subjects(subjects, (0.7, 0.2, 0.1), seed=4)
+    small = split_subjects(["a", "b", "c"], (0.7, 0.2, 0.1), seed=0)
+    assert len(small["val"]) == 1 and len(small["train"]) >= 1
+
+
+def test_slices_of_one_subject_never_span_sets(toy_folder: Path) -> None:
+    folder = read_training_folder(toy_folder)
+    split = split_subjects(folder.subjects(), (0.7, 0.2, 0.1), seed=0)
+    config = TrainConfig(data=str(toy_folder), output="x", in_plane_size=32)
+    from neonatal_lung_training.lineage import model_config_for
+
+    input_config = model_config_for(config)[0].input
+    parts = {name: cases_of(folder.cases, split[name]) for name in ("train", "val", "test")}
+    for name, cases in parts.items():
+        assert {c.subject for c in cases} == set(split[name])
+        assert len(cases) == 2 * len(split[name])  # both versions of a subject go to the same set
+        slices = load_slices(folder, cases, input_config, 0.3, 0)
+        owners = {cases[i].subject for i in set(slices.case_ids.tolist())}
+        assert owners <= set(split[name])
+
+
+def test_resume_after_kill_continues_from_the_last_checkpoint(toy_folder: Path, tmp_path: Path) -> None:
+    out, run = tmp_path / "model", tmp_path / "run"
+    command = [sys.executable, "-m", "neonatal_lung_training.train",
+               *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "4", "--patience", "10",
+                            "--steps-per-epoch", "25")]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # mid-epoch 2: epoch 1's checkpoint is on disk
+    process.wait(30)
+    assert process.returncode == -signal.SIGKILL, process.stdout.read().decode()[-2000:]
+    assert not out.exists()
+    first_epoch = torch.load(last, weights_only=True)["epoch"]
+    assert first_epoch < 4
+    again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"after epoch {first_epoch}" in again.stdout
+    epochs = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert epochs == [1, 2, 3, 4]  # no epoch lost, none logged twice
+    assert read_config(out).training["epochs_run"] == 4
+
+
+def test_two_gloo_processes_train_through_torchrun(toy_folder: Path, tmp_path: Path) -> None:
+    out, run = tmp_path / "model", tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "neonatal_lung_training.train",
+               *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "2", "--device", "cpu")]
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("epoch   1") == 1  # one process logs
+    assert len((run / "log.csv").read_text().splitlines()) == 3
+    Segmenter.load(out, device="cpu")
+
+
+def test_fine_tuning_records_lineage_and_keeps_a_frozen_encoder(toy_folder: Path, tmp_path: Path) -> None:
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    child = tmp_path / "child"
+    assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                 "--freeze-encoder", "--epochs", "1", "--batch-size", "4", "--reviewed-only",
+                 "--latest-only", "--weights-dtype", "float32"]) == 0
+    parent_config, child_config = read_config(parent), read_config(child)
+    assert child_config.version == "1.1.0" and child_config.parent_version == "1.0.0"
+    assert child_config.training["parent"] == {"name": parent_config.name, "version": "1.0.0",
+                                               "weights_sha256": parent_config.weights_sha256}
+    assert child_config.training["training_folder_manifest_sha256"] == \
+        read_training_folder(toy_folder).manifest_sha256
+    assert child_config.input == parent_config.input and child_config.network == parent_config.network
+    subjects = child_config.training["subjects"]
+    assert sum(subjects.values()) == 5  # reviewed subjects only, newest version of each
+    before, after = load_state_dict(parent, parent_config), load_state_dict(child, child_config)
+    encoder = [k for k in before if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+
+
+def test_config_file_flags_override_and_unknown_keys_fail(tmp_path: Path, toy_folder: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"data: {toy_folder}\noutput: {tmp_path / 'm'}\nepochs: 7\naugment:\n  gamma_range: [0.8, 1.2]\n")
+    from neonatal_lung_training.train_cli import parse_config
+
+    config = parse_config(["--config", str(path), "--epochs", "3"])
+    assert config.epochs == 3 and config.augment.gamma_range == (0.8, 1.2)
+    path.write_text("epoch: 3\n")
+    with pytest.raises(ValueError, match="unknown config field"):
+        load_config_file(path)
+
+
+def test_a_run_folder_refuses_different_settings(toy_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(["train", *_train_args(toy_folder, tmp_path / "a", "--run-dir", str(run), "--epochs", "1")]) == 0
+    code = main(["train", *_train_args(toy_folder, tmp_path / "b", "--run-dir", str(run), "--epochs", "2")])
+    assert code == 2 and "different settings" in capsys.readouterr().err
+
+
+def test_train_refuses_an_existing_output_and_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "model").mkdir()
-    assert main(["train", "--output", str(tmp_path / "model")]) == 2
+    assert main(["train", "--data", str(tmp_path), "--output", str(tmp_path / "model")]) == 2
     assert "already exists" in capsys.readouterr().err
-
-
-def test_synthesize_writes_labelled_pairs_and_never_overwrites(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture) -> None:
-    args = ["synthesize", "-o", str(tmp_path), "--cases", "2", "--seed", "3", "--shape", "24", "64", "64",
-            "--spacing", "2", "1.5", "1.5"]
-    assert main(args) == 0
-    images = sorted((tmp_path / "images").iterdir())
-    labels = sorted((tmp_path / "labels").iterdir())
-    assert [p.name for p in images] == [p.name for p in labels] == ["synthetic-000003.nii.gz",
-                                                                  "synthetic-000004.nii.gz"]
-    image = sitk.ReadImage(str(images[0]))
-    label = sitk.ReadImage(str(labels[0]))
-    assert image.GetPixelID() == sitk.sitkInt16 and image.GetSize() == (64, 64, 24)
-    assert set(np.unique(sitk.GetArrayViewFromImage(label))) == {0, 1, 2}
-    before = images[0].read_bytes()
-    assert main(args) == 2 and "already exists" in capsys.readouterr().err
-    assert images[0].read_bytes() == before
-
-
-def test_dice_and_summary() -> None:
-    a = np.zeros((4, 4), bool)
-    b = a.copy()
-    assert dice(a, b) == 1.0
-    a[0, :2] = b[0, 1:3] = True
-    assert dice(a, b) == pytest.approx(0.5)
-    summary = summarise([{"dice_x": 0.8}, {"dice_x": 1.0}])
-    assert summary == {"cases": 2, "mean_dice_x": 0.9, "min_dice_x": 0.8}
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "m2")]) == 2
+    assert "not a training folder" in capsys.readouterr().err

@@ -21,9 +21,9 @@ def write_model_card(folder: Path) -> Path:
     net = config.network
     text = f"""# Model card: {config.name} {config.version}
 
-**{config.clinical_use}** This model has never been trained or tested on real neonatal MRI: no public
-neonatal lung MRI with lung masks could be reached by this project. Its figures describe synthetic data
-only.
+**{config.clinical_use}** This model has never been trained or tested on real neonatal MRI, because no
+public neonatal lung MRI with lung masks could be reached by this project. Its figures describe only the
+data named under "Training data" and "Evaluation" below.
 
 ## What it is
 - Network: {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())};
@@ -45,15 +45,15 @@ only.
 ## Evaluation
 On: {tested_on}.
 
-Dice per lung is volumetric, computed on the engine's final labels (after post-processing) against the
-generator's reference labels.
+Dice is volumetric, computed on the engine's final labels (after post-processing) against the reference
+labels; per-lung figures only where the reference labels tell right from left.
 
 | metric | value |
 |---|---|
 {_rows(validation)}
 
 ## Limits
-- Synthetic training data only: real UTE / gradient-echo neonatal MRI differs in noise, artefacts
+- Trained on synthetic MRI and/or public CT only. Real UTE / gradient-echo neonatal MRI differs in noise, artefacts
   (motion, streaks), coil shading and pathology (BPD: dense atelectasis, cysts) in ways the generator only
   approximates. Expect lower accuracy on real scans; review every mask.
 - Slice-wise 2D network: no 3D context beyond post-processing.

@@ -1,215 +1,272 @@
-"""Train a model folder on synthetic neonatal chest MRI, following the published slice-wise method.
+"""Train (or fine-tune) a model folder on a training folder, following the published slice-wise method.
 
-U-Net / ResNet-50 (built from the model config), BCE + Dice loss, Adam at 1e-3, ReduceLROnPlateau and
-early stopping on validation Dice, rotation / translation / zoom augmentation. The figures written into
-the model card come from the real engine on held-out volumes (see ``evaluate.py``).
+U-Net / ResNet-50 built from the model config, MONAI's BCE + Dice loss, Adam at 1e-3, ReduceLROnPlateau
+and early stopping on validation Dice, MONAI augmentation (``augment.py``), a subject-level split, best
+and last checkpoints with resume, and DDP under torchrun. The figures written into the model card come
+from the real engine on the held-out test subjects, not from the training loop.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import csv
-import dataclasses
 import json
+import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
+from monai.losses import DiceCELoss
 
-from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig, NetworkConfig, write_model_folder
+from NeonatalLungSegLib.engine import resolve_device
+from NeonatalLungSegLib.errors import NeonatalLungSegError
 from NeonatalLungSegLib.network import build_network
+from NeonatalLungSegLib.training_folder import read_training_folder
 
-from .augment import AugmentConfig, augment_batch
-from .evaluate import evaluate_case, summarise
-from .model_card import write_model_card
-from .slices import SliceSet, volume_slices
-from .synthetic import default_atlas_dir, generate_case
+from . import checkpoint, distributed
+from .augment import SliceAugmenter
+from .config import TrainConfig, environment
+from .dataset import cases_of, load_slices, select_cases
+from .lineage import finish_model, model_config_for
+from .slices import SliceSet
+from .split import check_split, read_split, split_subjects, write_split
 
-
-@dataclass
-class TrainConfig:
-    """Every choice of a run; saved as run_config.json beside the run's log."""
-
-    output: str = ""                  # the NEW model folder to write
-    run_dir: str = ""                 # logs and checkpoints (default: <output>.run)
-    name: str = "neonatal-lung-unet-r50"
-    version: str = "0.1.0"
-    train_cases: int = 120
-    val_cases: int = 12
-    test_cases: int = 10
-    atlas_fraction: float = 0.5       # share of cases built on the fetal atlas anatomy (rest procedural)
-    seed: int = 0
-    epochs: int = 40
-    steps_per_epoch: int = 100
-    batch_size: int = 12
-    learning_rate: float = 1e-3
-    patience: int = 6                 # early stopping, in epochs without validation improvement
-    max_minutes: float = 0.0          # stop after this wall time (0 = no limit); the best model is kept
-    in_plane_size: int = 128
-    channels: int = 1
-    encoder: str = "resnet50"
-    weights_dtype: str = "float16"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 
 
-def _case(seed: int, config: TrainConfig, rng: np.random.Generator):
-    """One synthetic volume with a random field of view, matrix and slice thickness."""
-    atlas = rng.random() < config.atlas_fraction and default_atlas_dir().is_dir()
-    n = int(rng.choice([112, 128, 144, 160, 192]))
-    fov = rng.uniform(110.0, 160.0)
-    slices = int(rng.integers(40, 80))
-    thickness = rng.uniform(1.2, 2.5)
-    return generate_case(seed, anatomy="atlas" if atlas else "procedural", shape=(slices, n, n),
-                         spacing=(thickness, fov / n, fov / n),
-                         atlas_dir=default_atlas_dir() if atlas else None)
+class RunFolder:
+    """The run folder's files, and the rule that one run folder belongs to one config."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.root = Path(config.run_dir or f"{config.output}.run")
+        self.config_path = self.root / "run_config.json"
+        self.split_path = self.root / "split.json"
+        self.log_path = self.root / "log.csv"
+        self.last = self.root / "checkpoints" / checkpoint.LAST
+        self.best = self.root / "checkpoints" / checkpoint.BEST
+
+    def claim(self, config: TrainConfig) -> bool:
+        """Record the config, or check it matches the recorded one; True when resuming."""
+        wanted = config.to_dict()
+        if self.config_path.exists():
+            saved = json.loads(self.config_path.read_text(encoding="utf-8"))
+            if saved.get("config") != wanted:
+                changed = sorted(k for k in wanted if saved.get("config", {}).get(k) != wanted[k])
+                raise ValueError(f"{self.root}: holds a run with different settings ({', '.join(changed)}); "
+                                 "rerun with the same settings to resume, or choose a new --run-dir")
+            return self.last.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        payload = {"config": wanted, "environment": environment(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.config_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        return False
+
+    def trim_log(self, last_epoch: int) -> None:
+        """Drop log rows of an epoch that was cut short by a kill (they have no checkpoint behind them)."""
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= last_epoch]
+        self._write_log(rows, "w")
+
+    def append_log(self, row: dict) -> None:
+        self._write_log([row], "a")
+
+    def _write_log(self, rows: list[dict], mode: str) -> None:
+        new = mode == "w" or not self.log_path.exists()
+        with open(self.log_path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
 
 
-def _slice_set(seeds: Sequence[int], config: TrainConfig, input_config: InputConfig) -> SliceSet:
-    parts = []
-    for seed in seeds:
-        case = _case(seed, config, np.random.default_rng(seed))
-        parts.append(volume_slices(case.image, case.label, input_config, case_id=seed))
-    return SliceSet.concat(parts)
+def _split(config: TrainConfig, run: RunFolder, subjects: list[str]) -> dict[str, list[str]]:
+    if run.split_path.exists():
+        split = json.loads(run.split_path.read_text(encoding="utf-8"))
+        check_split(split, subjects, str(run.split_path))
+        return split
+    if config.split_file:
+        return read_split(Path(config.split_file), subjects)
+    return split_subjects(subjects, config.split_fractions, config.seed)
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice over the batch, as in the published method."""
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    probs = torch.sigmoid(logits)
-    soft_dice = (2 * (probs * targets).sum() + 1) / (probs.sum() + targets.sum() + 1)
-    return bce + (1 - soft_dice)
-
-
-def _slice_dice(network: torch.nn.Module, data: SliceSet, batch_size: int) -> float:
+def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Module,
+                  batch_size: int) -> tuple[float, float, float]:
+    """Validation loss, Dice and IoU pooled over all validation slices (cheap; the engine's volumetric
+    figures come at the end)."""
     network.eval()
-    hits = total = 0.0
+    hits = predicted = truth = 0.0
+    losses = []
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
-            pred = network(data.images[start:start + batch_size]) > 0
-            truth = data.targets[start:start + batch_size] >= 0.5
-            hits += float((pred & truth).sum())
-            total += float(pred.sum() + truth.sum())
-    return 2 * hits / total if total else 1.0
+            images = data.images[start:start + batch_size].to(_device_of(network))
+            targets = data.targets[start:start + batch_size].to(images.device)
+            logits = network(images)
+            losses.append(float(loss_fn(logits, targets)) * len(images))
+            pred, ref = logits > 0, targets >= 0.5
+            hits += float((pred & ref).sum())
+            predicted += float(pred.sum())
+            truth += float(ref.sum())
+    union = predicted + truth - hits
+    dice = 2 * hits / (predicted + truth) if predicted + truth else 1.0
+    return sum(losses) / len(data), dice, (hits / union if union else 1.0)
 
 
-def train(config: TrainConfig) -> ModelConfig:
-    """Run the whole recipe and write the model folder; returns its config (with test metrics)."""
-    if not config.output:
-        raise ValueError("TrainConfig.output (the new model folder) is required")
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _progress(total: int, enabled: bool, description: str):
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, desc=description, leave=False, unit="batch")
+    return None
+
+
+def train(config: TrainConfig) -> dict | None:
+    """Run or resume the recipe; rank 0 writes the model folder and returns its config as a dict."""
+    if config.problems():
+        raise ValueError("; ".join(config.problems()))
     output = Path(config.output)
     if output.exists():
         raise FileExistsError(f"{output}: already exists; models are versioned, choose a new folder")
-    run_dir = Path(config.run_dir or f"{output}.run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-
-    input_config = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2)
-    model_config = ModelConfig(name=config.name, version=config.version, input=input_config,
-                               network=NetworkConfig(args={**NetworkConfig().args,
-                                                           "encoder_name": config.encoder}))
-    base = config.seed * 1_000_000
-    started = time.perf_counter()
-    train_set = _slice_set(range(base, base + config.train_cases), config, input_config)
-    val_set = _slice_set(range(base + 100_000, base + 100_000 + config.val_cases), config, input_config)
-    print(f"data: {len(train_set)} training and {len(val_set)} validation slices "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
-
-    network = build_network(model_config)
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
-    best_dice, best_state, stale = -1.0, None, 0
-    log_path = run_dir / "log.csv"
-    with open(log_path, "w", newline="") as log_file:
-        log = csv.writer(log_file)
-        log.writerow(["epoch", "train_loss", "val_slice_dice", "learning_rate", "seconds"])
-        for epoch in range(1, config.epochs + 1):
-            network.train()
-            losses = []
-            for _ in range(config.steps_per_epoch):
-                index = torch.randint(len(train_set), (config.batch_size,), generator=generator)
-                images, targets = augment_batch(train_set.images[index], train_set.targets[index],
-                                                config.augment, generator)
-                loss = _loss(network(images), targets)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                losses.append(loss.item())
-            val_dice = _slice_dice(network, val_set, 32)
-            scheduler.step(val_dice)
-            elapsed = time.perf_counter() - started
-            lr = optimiser.param_groups[0]["lr"]
-            log.writerow([epoch, f"{np.mean(losses):.4f}", f"{val_dice:.4f}", lr, f"{elapsed:.0f}"])
-            log_file.flush()
-            print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val slice Dice {val_dice:.4f}  "
-                  f"lr {lr:.1e}  {elapsed / 60:.1f} min", flush=True)
-            if val_dice > best_dice:
-                best_dice, best_state, stale = val_dice, copy.deepcopy(network.state_dict()), 0
-            else:
-                stale += 1
-            if stale >= config.patience:
-                print(f"early stop: no validation improvement for {stale} epochs", flush=True)
-                break
-            if config.max_minutes and elapsed > 60 * config.max_minutes:
-                print(f"time limit of {config.max_minutes} min reached", flush=True)
-                break
-
-    # Evaluate exactly what gets shipped: weights rounded to the stored dtype.
-    stored = getattr(torch, config.weights_dtype)
-    network.load_state_dict({k: v.to(stored).to(v.dtype) if v.is_floating_point() else v
-                             for k, v in best_state.items()})
-    segmenter = Segmenter(model_config, network, torch.device("cpu"))
-    test_seeds = range(base + 200_000, base + 200_000 + config.test_cases)
-    per_case = []
-    for seed in test_seeds:
-        case = _case(seed, config, np.random.default_rng(seed))
-        per_case.append({**evaluate_case(segmenter, case.image, case.label)})
-    summary = summarise(per_case)
-    print("held-out volumes:", json.dumps(summary), flush=True)
-    (run_dir / "test_per_case.json").write_text(json.dumps(per_case, indent=2))
-
-    final = dataclasses.replace(model_config, training={
-        "data": "synthetic neonatal chest MRI from this project's generator "
-                f"({config.atlas_fraction:.0%} fetal-atlas anatomy, rest procedural); no real neonatal MRI",
-        "training_cases": config.train_cases, "validation_cases": config.val_cases,
-        "training_slices": len(train_set), "epochs_run": epoch, "best_val_slice_dice": round(best_dice, 4),
-        "recipe": "BCE + Dice, Adam 1e-3, ReduceLROnPlateau, early stopping, rot 15 deg, shift/zoom 10 %",
-        "seed": config.seed, "minutes": round((time.perf_counter() - started) / 60, 1),
-    }, validation={"data": f"{config.test_cases} held-out synthetic volumes (unseen seeds), engine with "
-                           "post-processing", **summary})
-    written = write_model_folder(output, final, network.state_dict(), dtype=config.weights_dtype)
-    write_model_card(output)
-    return written
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neonatal-lung-seg train",
-                                     description="Train a new model folder on synthetic neonatal chest MRI.")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "augment":
-            continue
-        default = f.default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default,
-                            required=f.name == "output", help=f"(default: {default!r})")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    config = TrainConfig(**vars(args))
+    context = distributed.start(resolve_device(config.device))
+    device = distributed.device_for(resolve_device(config.device), context)
     try:
+        return _train(config, output, context, device)
+    finally:
+        distributed.stop(context)
+
+
+def _train(config: TrainConfig, output: Path, context: distributed.Context,
+           device: torch.device) -> dict | None:
+    say = print if context.is_main else (lambda *a, **k: None)
+    folder = read_training_folder(config.data)
+    cases = select_cases(folder, config.reviewed_only, config.latest_only)
+    subjects = sorted({c.subject for c in cases})
+    run = RunFolder(config)
+    resuming = run.claim(config) if context.is_main else run.last.exists()
+    split = _split(config, run, subjects)
+    if context.is_main and not run.split_path.exists():
+        write_split(run.split_path, split)
+    distributed.barrier(context)
+
+    model_config, init_state, parent = model_config_for(config)
+    started = time.perf_counter()
+    train_cases, val_cases = cases_of(cases, split["train"]), cases_of(cases, split["val"])
+    test_cases = cases_of(cases, split.get("test", []))
+    train_set = load_slices(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
+    val_set = load_slices(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
+    say(f"data: {len(train_cases)} training / {len(val_cases)} validation / {len(test_cases)} test cases "
+        f"({len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))} subjects); "
+        f"{len(train_set)} training and {len(val_set)} validation slices", flush=True)
+
+    torch.manual_seed(config.seed)
+    network = build_network(model_config)
+    if init_state is not None:
+        network.load_state_dict(init_state, strict=True)
+    if config.freeze_encoder:
+        encoder = getattr(network, "encoder", None)
+        if encoder is None:
+            raise ValueError(f"{model_config.network.architecture} has no .encoder to freeze")
+        encoder.requires_grad_(False)
+    network.to(device)
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
+                                                           patience=config.lr_patience)
+    loss_fn = DiceCELoss(sigmoid=True)
+    first_epoch, best_dice, stale, spent = 1, -1.0, 0, 0.0
+    if resuming:
+        state = checkpoint.load(run.last)
+        network.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_epoch, best_dice = state["epoch"] + 1, state["best_dice"]
+        stale, spent = state["stale"], state["seconds"]
+        if context.is_main:
+            run.trim_log(state["epoch"])
+        say(f"resuming {run.root} after epoch {state['epoch']} (best validation Dice {best_dice:.4f})",
+            flush=True)
+    # Shallower encoders keep their unused deeper blocks, so DDP must tolerate parameters without grads.
+    model = (torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
+             if context.active else network)
+    augmenter = SliceAugmenter(config.augment, model_config.input.in_plane_size, config.seed)
+
+    epoch = first_epoch - 1
+    out_of_time = bool(config.max_minutes and spent > 60 * config.max_minutes)
+    remaining = range(0) if stale >= config.patience or out_of_time else range(first_epoch, config.epochs + 1)
+    for epoch in remaining:
+        augmenter.reseed(config.seed * 1_000_003 + epoch * 101 + context.rank)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+        shard = order[context.rank::context.world_size]
+        steps = config.steps_per_epoch or max(1, math.ceil(len(shard) / config.batch_size))
+        model.train()
+        if config.freeze_encoder:
+            network.encoder.eval()  # frozen means frozen: batch-norm statistics included
+        losses = []
+        bar = _progress(steps, context.is_main, f"epoch {epoch}")
+        for step in range(steps):
+            index = shard[(torch.arange(config.batch_size) + step * config.batch_size) % len(shard)]
+            images, targets = augmenter(train_set.images[index], train_set.targets[index])
+            loss = loss_fn(model(images.to(device)), targets.to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        if bar is not None:
+            bar.close()
+        train_loss = distributed.mean_over_ranks(float(np.mean(losses)), context)
+        val_loss, val_dice, val_iou = _slice_scores(network, val_set, loss_fn, 32)
+        scheduler.step(val_dice)
+        seconds = spent + time.perf_counter() - started
+        improved = val_dice > best_dice
+        best_dice, stale = (val_dice, 0) if improved else (best_dice, stale + 1)
+        lr = optimiser.param_groups[0]["lr"]
+        if context.is_main:
+            run.append_log({"epoch": epoch, "train_loss": f"{train_loss:.5f}", "val_loss": f"{val_loss:.5f}",
+                             "val_dice": f"{val_dice:.5f}", "val_iou": f"{val_iou:.5f}", "lr": f"{lr:.3g}",
+                             "seconds": f"{seconds:.1f}"})
+            if improved:
+                checkpoint.save(run.best, {"model": checkpoint.cpu_state(network), "epoch": epoch,
+                                           "val_dice": val_dice})
+            checkpoint.save(run.last, {"model": checkpoint.cpu_state(network), "optimizer": optimiser.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                       "best_dice": best_dice, "stale": stale, "seconds": seconds})
+        say(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  val Dice {val_dice:.4f}  "
+            f"IoU {val_iou:.4f}  lr {lr:.1e}  {seconds / 60:.1f} min{'  *' if improved else ''}", flush=True)
+        stop = stale >= config.patience or bool(config.max_minutes and seconds > 60 * config.max_minutes)
+        if distributed.broadcast_flag(stop, context):
+            say("early stop: no validation improvement for "
+                f"{stale} epochs" if stale >= config.patience else f"time limit of {config.max_minutes} min",
+                flush=True)
+            break
+    distributed.barrier(context)
+    if not context.is_main:
+        return None
+    best = checkpoint.load(run.best)
+    network.load_state_dict(best["model"])
+    return finish_model(config, model_config, network.cpu(), folder, cases, split, parent, run.root,
+                        epochs_run=epoch, best_epoch=best["epoch"], best_dice=best["val_dice"],
+                        train_slices=len(train_set), minutes=(spent + time.perf_counter() - started) / 60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .train_cli import parse_config
+
+    try:
+        config = parse_config(argv)
         result = train(config)
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, ValueError, NeonatalLungSegError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {config.output} (version {result.version})")
+    if result is not None:
+        print(f"wrote {config.output} (version {result['version']})")
     return 0
 
 

@@ -1,0 +1,128 @@
+"""One config per run: a dataclass read from YAML or JSON, overridable from the command line, saved whole.
+
+A run folder must say exactly how its model was made, so the config is saved beside the log with the git
+revision and the package versions. Resuming compares the saved config with the new one: continuing a run
+under different settings would produce a model that no config describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .augment import AugmentConfig
+
+SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a run. Paths are strings so the config serialises as it was given."""
+
+    data: str = ""                    # training folder (see docs/training-folder.md)
+    output: str = ""                  # the NEW model folder to write
+    run_dir: str = ""                 # log, split, checkpoints (default: <output>.run)
+    split_file: str = ""              # explicit {"train": [...], "val": [...], "test": [...]} subjects
+    split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+    reviewed_only: bool = False       # train on reviewed / reference cases only
+    latest_only: bool = False         # one case per subject: its newest export
+    name: str = ""                    # "" = the parent's name, or neonatal-lung-unet-r50
+    version: str = ""                 # "" = 0.1.0, or the parent's version with the minor number bumped
+    description: str = ""
+    data_description: str = ""        # what the data is, for the model card ("" = the folder's description)
+    init_model: str = ""              # fine-tune from this model folder (its network and preprocessing)
+    freeze_encoder: bool = False
+    seed: int = 0
+    epochs: int = 40
+    steps_per_epoch: int = 0          # 0 = one pass over the training slices
+    batch_size: int = 12
+    learning_rate: float = 1e-3
+    lr_patience: int = 2              # ReduceLROnPlateau, epochs
+    patience: int = 6                 # early stopping, epochs without validation improvement
+    max_minutes: float = 0.0          # stop after this wall time (0 = none); the best model is kept
+    keep_empty_fraction: float = 0.3  # share of lung-free slices kept (teaches "no lung here")
+    in_plane_size: int = 128
+    channels: int = 1                 # > 1: 2.5D, neighbouring slices as channels
+    encoder: str = "resnet50"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    weights_dtype: str = "float16"
+    device: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in self.augment.items()})
+        self.split_fractions = tuple(float(f) for f in self.split_fractions)
+        self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.data:
+            found.append("data (a training folder) is required")
+        if not self.output:
+            found.append("output (the new model folder) is required")
+        if len(self.split_fractions) != 3 or any(f < 0 for f in self.split_fractions) \
+                or abs(sum(self.split_fractions) - 1) > 1e-6 or self.split_fractions[0] == 0:
+            found.append(f"split_fractions must be three non-negative numbers summing to 1, "
+                         f"got {self.split_fractions}")
+        for name in ("epochs", "batch_size", "in_plane_size", "channels"):
+            if getattr(self, name) < 1:
+                found.append(f"{name} must be >= 1")
+        if self.learning_rate <= 0:
+            found.append("learning_rate must be > 0")
+        if self.weights_dtype not in ("float16", "float32"):
+            found.append("weights_dtype must be float16 or float32")
+        if self.freeze_encoder and not self.init_model:
+            found.append("freeze_encoder needs init_model (a trained encoder to keep)")
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples become lists, as in the saved file
+
+
+def config_field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config; unknown keys are an error (a typo must not silently use a default)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a mapping of field names to values")
+    unknown = set(data) - config_field_names()
+    if unknown:
+        raise ValueError(f"{path}: unknown config field(s) {', '.join(sorted(unknown))}")
+    return data
+
+
+def environment() -> dict[str, Any]:
+    """Git revision and versions of what shapes the result, recorded with every run."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                                    text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        revision, dirty = "", False
+    versions = {}
+    for package in ("torch", "segmentation-models-pytorch", "monai", "numpy", "SimpleITK"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"git_revision": revision or None, "git_dirty": dirty, "python": platform.python_version(),
+            "platform": platform.platform(), "packages": versions}

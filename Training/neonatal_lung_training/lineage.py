@@ -1,0 +1,116 @@
+"""Where a model comes from: a fresh config or a parent model folder, and the lineage written into the child.
+
+Fine-tuning keeps the parent's network and preprocessing exactly (a child that preprocesses differently
+is a different model, not a better version of the same one), and the child records its parent's version
+and weights hash, the training folder's manifest hash and how much data it saw, so any model folder can be
+traced back to the exact cases that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.model_folder import (InputConfig, ModelConfig, NetworkConfig, load_state_dict,
+                                             read_config, write_model_folder)
+from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
+
+from .config import TrainConfig
+from .evaluate import dice, evaluate_case, summarise
+from .model_card import write_model_card
+
+RECIPE = ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; "
+          "MONAI augmentation: rotation 15 deg, translation 10 %, zoom 10 %, bias field, Rician noise, gamma, "
+          "breathing blur, streaks, low resolution")
+
+
+def bump_minor(version: str) -> str:
+    parts = (version.split(".") + ["0", "0"])[:3]
+    try:
+        return f"{int(parts[0])}.{int(parts[1]) + 1}.0"
+    except ValueError:
+        return f"{version}.1"
+
+
+def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, ModelConfig | None]:
+    """The child's config, the parent's weights (or None) and the parent's config (or None)."""
+    if config.init_model:
+        parent = read_config(Path(config.init_model))
+        state = load_state_dict(Path(config.init_model), parent)  # checksum verified
+        version = config.version or bump_minor(parent.version)
+        if version == parent.version:
+            raise ValueError(f"version {version} is the parent's own; a fine-tuned model needs a new version")
+        child = dataclasses.replace(parent, name=config.name or parent.name, version=version,
+                                    parent_version=parent.version, description=config.description,
+                                    training={}, validation={}, weights_sha256="")
+        return child, state, parent
+    network = NetworkConfig(args={**NetworkConfig().args, "encoder_name": config.encoder,
+                                  "encoder_depth": config.encoder_depth,
+                                  "decoder_channels": list(config.decoder_channels)})
+    inp = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2)
+    return ModelConfig(name=config.name or "neonatal-lung-unet-r50", version=config.version or "0.1.0", description=config.description,
+                       network=network, input=inp), None, None
+
+
+def _evaluate(model_config: ModelConfig, network: torch.nn.Module, folder: TrainingFolder,
+              cases: list[CaseRecord]) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Volumetric scores of the final engine output on the test subjects; per side where labels have sides."""
+    segmenter = Segmenter(model_config, network, torch.device("cpu"))
+    per_case = []
+    for record in cases:
+        image, label = folder.read_case(record)
+        if record.label_scheme == "right_left":
+            scores = evaluate_case(segmenter, image, label)
+        else:
+            import SimpleITK as sitk
+            result = segmenter.segment_image(image)
+            reference = sitk.GetArrayViewFromImage(label) > 0
+            scores = {"dice_lungs": dice(result.labels > 0, reference)}
+        per_case.append({"case_id": record.case_id, **scores})
+    numeric = [{k: v for k, v in row.items() if k != "case_id"} for row in per_case]
+    keys = set.intersection(*(set(r) for r in numeric)) if numeric else set()
+    return per_case, summarise([{k: r[k] for k in sorted(keys)} for r in numeric])
+
+
+def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.nn.Module,
+                 folder: TrainingFolder, cases: list[CaseRecord], split: dict[str, list[str]],
+                 parent: ModelConfig | None, run_dir: Path, *, epochs_run: int, best_epoch: int,
+                 best_dice: float, train_slices: int, minutes: float) -> dict:
+    """Evaluate the best weights exactly as they will be stored, then write the model folder and card."""
+    stored = getattr(torch, config.weights_dtype)
+    network.load_state_dict({k: v.to(stored).to(v.dtype) if v.is_floating_point() else v
+                             for k, v in network.state_dict().items()})
+    network.eval()
+    test_cases = [c for c in cases if c.subject in set(split.get("test", []))]
+    per_case, summary = _evaluate(model_config, network, folder, test_cases) if test_cases else ([], {})
+    (run_dir / "test_per_case.json").write_text(json.dumps(per_case, indent=2) + "\n", encoding="utf-8")
+    data = config.data_description or folder.description or f"training folder {Path(config.data).name}"
+    training = {
+        "data": data,
+        "training_folder_manifest_sha256": folder.manifest_sha256,
+        "training_cases": sum(c.subject in set(split["train"]) for c in cases),
+        "validation_cases": sum(c.subject in set(split["val"]) for c in cases),
+        "test_cases": len(test_cases),
+        "subjects": {name: len(split.get(name, [])) for name in ("train", "val", "test")},
+        "training_slices": train_slices,
+        "reviewed_only": config.reviewed_only,
+        "parent": None if parent is None else {"name": parent.name, "version": parent.version,
+                                               "weights_sha256": parent.weights_sha256},
+        "frozen_encoder": config.freeze_encoder,
+        "epochs_run": epochs_run, "best_epoch": best_epoch, "best_val_slice_dice": round(best_dice, 4),
+        "recipe": RECIPE, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+        "seed": config.seed, "minutes": round(minutes, 1),
+    }
+    validation = ({"data": f"{len(test_cases)} held-out test cases (subject-level split) of the training "
+                           "folder; engine with post-processing", **summary}
+                  if test_cases else {"data": "no test subjects in this split; see a separate evaluate report"})
+    final = dataclasses.replace(model_config, training=training, validation=validation)
+    written = write_model_folder(Path(config.output), final, network.state_dict(), dtype=config.weights_dtype)
+    write_model_card(Path(config.output))
+    print("held-out test cases:", json.dumps(summary), flush=True)
+    return written.to_dict()
