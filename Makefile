@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine; both create .venv on first use.
-.PHONY: demo test test-fast venv
+.PHONY: demo test test-fast venv train-ct
 
 venv:
 	bash scripts/setup-venv.sh
@@ -15,3 +15,8 @@ test: venv
 # Everything except tests marked slow.
 test-fast: venv
 	.venv/bin/python -m pytest Testing -q -m "not slow"
+
+# Train the published recipe on the real public CT lung slices (issue 3's real-data check, CPU ~10 min).
+train-ct: venv
+	test -d runs/ct-lung-slices-data || .venv/bin/neonatal-lung-seg prepare-ct -o runs/ct-lung-slices-data
+	.venv/bin/neonatal-lung-seg train --config Training/configs/ct-lung-slices.yaml
