@@ -1,0 +1,380 @@
+"""3D Slicer module: segment the right and left lungs in neonatal chest MRI, review, correct, export.
+
+A thin shell: the engine (NeonatalLungSegLib) does the work, NeonatalLungSegSlicerLib turns MRML nodes
+into its inputs and its results into nodes. torch and the engine are imported only when first needed,
+after the user agreed to install what is missing.
+"""
+
+import importlib
+import logging
+import pathlib
+import sys
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from NeonatalLungSegSlicerLib import dependencies, mrmlNodes, pipeline, resources
+
+SETTINGS_REVIEWER = "NeonatalLungSeg/Reviewer"
+SETTINGS_TRAINING_FOLDER = "NeonatalLungSeg/TrainingFolder"
+OTHER_MODEL = "Other model folder..."
+DEFAULT_TRAINING_FOLDER = pathlib.Path.home() / "NeonatalLungSeg-training"
+
+
+class NeonatalLungSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Neonatal Lung Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["Neonatal Lung Segmentation project contributors"]
+        self.parent.helpText = """
+Segments the right and left lungs in chest MRI of newborns and measures their volumes (mL).
+<ol><li>Pick the input volume (Sample Data > Neonatal lung MRI has a synthetic example) and click <b>Segment</b>;
+Python packages are installed on first use after you agree.</li>
+<li>Check the result, starting with the least confident slices; correct it with the Segment Editor below
+(paint, erase, scissors, islands, smoothing, undo); <b>Update volumes</b> re-measures.</li>
+<li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
+identifiers) are appended to the folder for retraining.</li></ol>
+<b>Research use only. Not clinically validated.</b> The bundled model was trained on synthetic data only."""
+        self.parent.acknowledgementText = """
+The network follows the published neonatal lung MRI segmentation method (U-Net with a ResNet-50 encoder
+trained slice-wise with BCE + Dice); credit for the method belongs to its authors. Built on 3D Slicer,
+PyTorch and segmentation-models-pytorch."""
+        slicer.app.connect("startupCompleted()", resources.registerSampleData)
+
+
+@parameterNodeWrapper
+class NeonatalLungSegParameterNode:
+    """Every user choice of the module; the .ui binds widgets to these names (SlicerParameterName)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    modelFolder: pathlib.Path = resources.defaultModelFolder()
+    device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
+    keepLargestComponents: bool = True
+    fillHoles: bool = True
+    splitLeftRight: bool = True
+    showProbabilities: bool = False
+    reviewSliceCount: Annotated[int, WithinRange(0, 50)] = 5
+    replacePrevious: bool = True
+    outputSegmentation: vtkMRMLSegmentationNode
+    volumeTable: vtkMRMLTableNode
+    probabilityVolume: vtkMRMLScalarVolumeNode
+    trainingFolder: pathlib.Path = DEFAULT_TRAINING_FOLDER
+    reviewer: str = ""
+
+
+class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._timer = None
+        self._shownModel = self._shownDevice = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/NeonatalLungSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = NeonatalLungSegLogic()
+        self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        self._populateModelComboBox()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._pollJob)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChoice)
+        self.ui.segmentButton.clicked.connect(self.onSegmentButton)
+        self.ui.cancelButton.clicked.connect(self.onCancelButton)
+        self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.onSegmentationChanged)
+        self.ui.updateVolumesButton.clicked.connect(self.onUpdateVolumesButton)
+        self.ui.reviewSlicesListWidget.currentRowChanged.connect(self.onReviewSliceSelected)
+        self.ui.exportButton.clicked.connect(self.onExportButton)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.setVisible(False)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self._job is not None:
+            self._job.cancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event):
+        if self._job is not None:
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+
+    def onReload(self):
+        """Reload the helper packages too (importlib.reload; the base class reloads only this file)."""
+        for name in sorted(sys.modules):
+            if name.split(".")[0] in ("NeonatalLungSegLib", "NeonatalLungSegSlicerLib") and sys.modules[name]:
+                importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        node = self._parameterNode
+        if not node.inputVolume:
+            node.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        settings = qt.QSettings()
+        if not node.reviewer:
+            node.reviewer = str(settings.value(SETTINGS_REVIEWER, ""))
+        remembered = str(settings.value(SETTINGS_TRAINING_FOLDER, "") or "")
+        if remembered and node.trainingFolder == DEFAULT_TRAINING_FOLDER:
+            node.trainingFolder = pathlib.Path(remembered)
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self.onSegmentationChanged(self._parameterNode.outputSegmentation)
+        self._shownModel = self._shownDevice = None
+        self._onParameterNodeModified()
+
+    def _populateModelComboBox(self):
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for folder in resources.bundledModelFolders():
+            combo.addItem(f"Bundled: {folder.name}", str(folder))
+        combo.addItem(OTHER_MODEL, "")
+
+    def onModelChoice(self, index):
+        folder = self.ui.modelComboBox.itemData(index)
+        self.ui.modelFolderPathLineEdit.enabled = not folder
+        if folder and self._parameterNode:
+            self._parameterNode.modelFolder = pathlib.Path(folder)
+
+    def _onParameterNodeModified(self, caller=None, event=None):
+        """Labels that describe a choice follow the parameter node (not the widget: its slot may run first)."""
+        node = self._parameterNode
+        if node and str(node.modelFolder) != self._shownModel:
+            self._shownModel = str(node.modelFolder)
+            self.ui.modelInfoLabel.text = pipeline.modelDescription(node.modelFolder)
+        if node and node.device != self._shownDevice:
+            self._shownDevice = node.device
+            self.ui.deviceInfoLabel.text = pipeline.deviceMessage(node.device)
+        self._updateButtons()
+
+    def _updateButtons(self):
+        node, running = self._parameterNode, self._job is not None
+        self.ui.segmentButton.enabled = bool(node and node.inputVolume) and not running
+        self.ui.cancelButton.enabled = running
+        hasResult = bool(node and node.outputSegmentation and node.inputVolume)
+        self.ui.updateVolumesButton.enabled = hasResult and not running
+        self.ui.exportButton.enabled = hasResult and bool(node.reviewer.strip()) and not running
+
+    def onSegmentButton(self):
+        with slicer.util.tryWithErrorDisplay("Segmentation could not start.", waitCursor=True):
+            if not self.logic.ensureDependencies(lambda text: slicer.util.confirmOkCancelDisplay(text)):
+                self.ui.statusLabel.text = "Not started: the required Python packages are not installed."
+                return
+            self._job = self.logic.startSegmentation(self._parameterNode)
+            self.ui.statusLabel.text = "Segmenting..."
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.setVisible(True)
+            self._updateButtons()
+            self._timer.start()
+
+    def onCancelButton(self):
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+            self.ui.cancelButton.enabled = False
+
+    def _pollJob(self):
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        self.ui.progressBar.value = int(round(100 * job.progress))
+        if not job.done:
+            return
+        self._timer.stop()
+        self._job = None
+        self._shownDevice = None  # torch is loaded now: the device line can say what this computer has
+        self.ui.progressBar.setVisible(False)
+        try:
+            outputs = self.logic.finishSegmentation(job, self._parameterNode)
+        except Exception as error:
+            from NeonatalLungSegLib.errors import Cancelled
+
+            if isinstance(error, Cancelled):
+                self.ui.statusLabel.text = "Cancelled: nothing was changed."
+            else:
+                self.ui.statusLabel.text = f"Failed: {error}"
+                logging.exception("NeonatalLungSeg: segmentation failed")
+                slicer.util.errorDisplay(f"Segmentation failed: {error}")
+        else:
+            from NeonatalLungSegLib.measure import format_volumes
+
+            self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}"
+            if outputs.probabilityNode is not None:
+                slicer.util.setSliceViewerLayers(foreground=outputs.probabilityNode, foregroundOpacity=0.4)
+        self._onParameterNodeModified()
+
+    def onSegmentationChanged(self, segmentationNode):
+        editor = self.ui.segmentEditorWidget
+        editor.setSegmentationNode(segmentationNode)
+        volumeNode = segmentationNode.GetNodeReference(mrmlNodes.SOURCE_ROLE) if segmentationNode else None
+        editor.setSourceVolumeNode(volumeNode or (self._parameterNode.inputVolume if self._parameterNode else None))
+        table = segmentationNode.GetNodeReference(mrmlNodes.TABLE_ROLE) if segmentationNode else None
+        self.ui.volumeTableView.setMRMLTableNode(table)
+        self.ui.reviewSlicesListWidget.clear()
+        for entry in mrmlNodes.reviewSlices(segmentationNode):
+            self.ui.reviewSlicesListWidget.addItem(entry["text"])
+
+    def onReviewSliceSelected(self, row):
+        entries = mrmlNodes.reviewSlices(self._parameterNode.outputSegmentation if self._parameterNode else None)
+        if 0 <= row < len(entries):
+            self.logic.jumpToSlice(entries[row]["ras"])
+
+    def onUpdateVolumesButton(self):
+        with slicer.util.tryWithErrorDisplay("Could not measure the segmentation.", waitCursor=True):
+            node = self._parameterNode
+            node.volumeTable = self.logic.updateVolumeTable(node.outputSegmentation, node.inputVolume)
+            self.ui.volumeTableView.setMRMLTableNode(node.volumeTable)
+
+    def onExportButton(self):
+        with slicer.util.tryWithErrorDisplay("Export failed; see the message for what to fix.", waitCursor=True):
+            node = self._parameterNode
+            result = self.logic.exportForTraining(node.outputSegmentation, node.inputVolume, node.trainingFolder,
+                                                  node.reviewer)
+            settings = qt.QSettings()
+            settings.setValue(SETTINGS_REVIEWER, node.reviewer)
+            settings.setValue(SETTINGS_TRAINING_FOLDER, str(node.trainingFolder))
+            changes = result.sidecar.get("changes_from_ai") or {}
+            dice = changes.get("dice", {}).get("lungs")
+            self.ui.exportStatusLabel.text = (f"Exported {result.record.case_id} (verified voxel for voxel)"
+                                              + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else ""))
+
+
+class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
+    """Segment, measure, export. No widgets, no dialogs: questions go through callbacks."""
+
+    def __init__(self, segmenterLoader=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.segmenterLoader = segmenterLoader  # (folder, device) -> segmenter; None: the engine's Segmenter
+        self._segmenters = {}
+
+    def getParameterNode(self):
+        return NeonatalLungSegParameterNode(super().getParameterNode())
+
+    def getSegmentEditorNode(self):
+        node = slicer.mrmlScene.GetSingletonNode("NeonatalLungSeg", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("NeonatalLungSeg")
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+    def ensureDependencies(self, confirm):
+        return dependencies.ensureDependencies(confirm)
+
+    def getSegmenter(self, folder, device):
+        """One loaded model per (folder, device), reused across runs (loading takes seconds)."""
+        key = (str(pathlib.Path(folder).resolve()), device)
+        if key not in self._segmenters:
+            if self.segmenterLoader is not None:
+                self._segmenters[key] = self.segmenterLoader(folder, device)
+            else:
+                from NeonatalLungSegLib.engine import Segmenter
+
+                self._segmenters[key] = Segmenter.load(folder, device=device)
+        return self._segmenters[key]
+
+    def startSegmentation(self, parameterNode):
+        """Start segmenting on a worker thread; returns the job (poll ``progress``/``done``, ``cancel()``)."""
+        from NeonatalLungSegLib.jobs import BackgroundJob
+
+        if self.segmenterLoader is None:
+            importlib.import_module("NeonatalLungSegLib.engine")  # torch imported on the GUI thread, not the worker
+        request = pipeline.makeRequest(parameterNode)
+
+        def work(progress, cancel):
+            return pipeline.runRequest(request, self.getSegmenter(request.modelFolder, request.device),
+                                       progress, cancel)
+
+        job = BackgroundJob(work, name="NeonatalLungSeg segmentation")
+        job.request = request
+        return job.start()
+
+    def finishSegmentation(self, job, parameterNode=None):
+        """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
+        result, model = job.result()
+        outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, model)
+        if parameterNode is not None:
+            parameterNode.outputSegmentation = outputs.segmentationNode
+            parameterNode.volumeTable = outputs.tableNode
+            parameterNode.probabilityVolume = outputs.probabilityNode
+        return outputs
+
+    def segment(self, parameterNode, timeout=None):
+        """Blocking Segment for scripts and tests: start, wait, finish."""
+        job = self.startSegmentation(parameterNode)
+        if not job.wait(timeout):
+            job.cancel()
+            job.wait()
+        return self.finishSegmentation(job, parameterNode)
+
+    def updateVolumeTable(self, segmentationNode, volumeNode):
+        return pipeline.updateVolumeTable(slicer.mrmlScene, segmentationNode, volumeNode)
+
+    def exportForTraining(self, segmentationNode, volumeNode, trainingFolder, reviewer):
+        if segmentationNode is None or volumeNode is None:
+            raise ValueError("Select the segmentation to export and its input volume.")
+        return pipeline.exportForTraining(slicer.mrmlScene, segmentationNode, volumeNode, trainingFolder, reviewer)
+
+    def jumpToSlice(self, ras):
+        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+class NeonatalLungSegTest(ScriptedLoadableModuleTest):
+    """Sample -> Segment (bundled model) -> checks -> correction via the Segment Editor logic -> export x2."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegmentCorrectExport()
+
+    def test_SegmentCorrectExport(self):
+        from NeonatalLungSegSlicerLib import selfTest
+
+        selfTest.run(self, NeonatalLungSegLogic())

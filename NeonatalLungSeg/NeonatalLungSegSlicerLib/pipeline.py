@@ -1,0 +1,224 @@
+"""The steps behind the module's buttons, between MRML nodes and the engine library.
+
+Segment is split in two so the GUI never blocks: ``makeRequest`` (GUI thread: copy the voxels, read the
+options) -> ``runRequest`` (worker thread: engine only, no MRML) -> ``applyResult`` (GUI thread: nodes).
+Export reads the segmentation by segment *name*, writes through the library and checks what it wrote
+against the segments again, so a swapped segment order or label value can never pass unnoticed.
+"""
+
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import slicer
+
+from NeonatalLungSegSlicerLib import mrmlNodes
+
+DEVICES = {"auto": "auto", "GPU": "gpu", "CPU": "cpu"}
+
+
+@dataclass
+class SegmentationRequest:
+    """Everything the worker needs, copied off MRML on the GUI thread."""
+
+    volumeNodeId: str
+    array: np.ndarray
+    geometry: object
+    modelFolder: Path
+    device: str
+    options: object
+    withProbabilities: bool
+    showProbabilities: bool
+    reviewSliceCount: int
+    replacePrevious: bool
+
+
+@dataclass
+class SegmentationOutputs:
+    segmentationNode: object
+    tableNode: object
+    probabilityNode: object
+    reviewSlices: list = field(default_factory=list)
+    volumes: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+
+def engineDevice(choice):
+    """Parameter-node device choice -> engine device name ('GPU' is CUDA, or Apple MPS where that is all)."""
+    device = DEVICES.get(choice, choice)
+    if device != "gpu":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    raise ValueError("No GPU is available on this computer: choose 'auto' or 'CPU' as the device.")
+
+
+def deviceMessage(choice):
+    """One line for the panel: where the model will run, and a clear note when no GPU is present.
+
+    torch is only asked once something else imported it (the first Segment): importing it just to fill a
+    label would make opening the module take seconds, or fail before the user agreed to install it.
+    """
+    if "torch" not in sys.modules:
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed yet; Segment offers to install it."
+        return {"CPU": "Runs on the CPU.", "GPU": "Runs on the GPU (checked when you click Segment)."}.get(
+            choice, "Runs on a GPU when one is found, else on the CPU (checked when you click Segment).")
+    import torch
+    hasCuda = torch.cuda.is_available()
+    hasMps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    gpuName = torch.cuda.get_device_name(0) if hasCuda else ("Apple GPU (MPS)" if hasMps else None)
+    if choice == "CPU":
+        return "Runs on the CPU."
+    if gpuName is None:
+        if choice == "GPU":
+            return "No GPU is available on this computer: choose 'auto' or 'CPU' (the CPU takes seconds to a minute)."
+        return "No GPU found: runs on the CPU."
+    return f"Runs on {gpuName}."
+
+
+def modelDescription(folder):
+    """'name version: validation Dice right ..., left ... (data)' or why the folder is not a model."""
+    from NeonatalLungSegLib.errors import ModelFolderError
+    from NeonatalLungSegLib.model_folder import read_config
+
+    try:
+        config = read_config(Path(folder))
+    except ModelFolderError as error:
+        return f"Not a usable model folder: {error}"
+    validation = config.validation or {}
+    dice = [f"{side} {validation[key]:.3f}" for side, key in (("right", "mean_dice_right_lung"),
+                                                               ("left", "mean_dice_left_lung")) if key in validation]
+    text = f"{config.name} {config.version}"
+    if dice:
+        text += ": validation Dice " + ", ".join(dice)
+    if validation.get("data"):
+        text += f" ({validation['data']})"
+    return text + ". " + config.clinical_use
+
+
+def makeRequest(parameterNode):
+    """Validate the choices and copy the input off MRML; raises ValueError with a user-facing message."""
+    from NeonatalLungSegLib.postprocess import PostprocessOptions
+
+    volumeNode = parameterNode.inputVolume
+    if volumeNode is None:
+        raise ValueError("Select an input volume.")
+    folder = Path(parameterNode.modelFolder)
+    if not (folder / "model.json").is_file():
+        raise ValueError(f"Select a model folder (one holding model.json); '{folder}' is not one.")
+    options = PostprocessOptions(keep_largest_components=parameterNode.keepLargestComponents,
+                                 fill_holes=parameterNode.fillHoles,
+                                 split_left_right=parameterNode.splitLeftRight)
+    count = int(parameterNode.reviewSliceCount)
+    return SegmentationRequest(
+        volumeNodeId=volumeNode.GetID(), array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
+        geometry=mrmlNodes.volumeGeometry(volumeNode), modelFolder=folder,
+        device=engineDevice(parameterNode.device), options=options,
+        withProbabilities=bool(parameterNode.showProbabilities or count > 0),
+        showProbabilities=bool(parameterNode.showProbabilities), reviewSliceCount=count,
+        replacePrevious=bool(parameterNode.replacePrevious))
+
+
+def runRequest(request, segmenter, progress, cancel):
+    """Worker-thread part: the engine alone. Returns (SegmentationResult, model info dict)."""
+    result = segmenter.segment_array(request.array, request.geometry, options=request.options,
+                                     with_probabilities=request.withProbabilities, progress=progress,
+                                     cancel=cancel)
+    config = segmenter.config
+    model = {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
+             "device": str(getattr(segmenter, "device", "")),
+             "postprocess": {"keep_largest_components": request.options.keep_largest_components,
+                             "fill_holes": request.options.fill_holes,
+                             "split_left_right": request.options.split_left_right}}
+    return result, model
+
+
+def applyResult(scene, request, result, model):
+    """GUI-thread part: segmentation (+ model mask), volume table, probability volume, slices to review."""
+    from NeonatalLungSegLib.review import least_confident_slices
+
+    volumeNode = scene.GetNodeByID(request.volumeNodeId)
+    if volumeNode is None:
+        raise ValueError("The input volume was removed from the scene while it was being segmented.")
+    segmentationNode = mrmlNodes.prepareSegmentationNode(scene, volumeNode, request.replacePrevious)
+    segmentationNode.SetAttribute(mrmlNodes.MODEL_ATTRIBUTE, json.dumps(model))
+    mrmlNodes.fillSegments(segmentationNode, volumeNode, result.labels, result.label_names)
+    mrmlNodes.storeAILabels(scene, segmentationNode, volumeNode, result.labels)
+    tableNode = updateVolumeTable(scene, segmentationNode, volumeNode)
+    probabilityNode = segmentationNode.GetNodeReference(mrmlNodes.PROBABILITY_ROLE)
+    if request.showProbabilities and result.probabilities is not None:
+        probabilityNode = mrmlNodes.updateProbabilityVolume(scene, segmentationNode, volumeNode,
+                                                            result.probabilities)
+    elif probabilityNode is not None:  # a replaced result must not leave the old run's map behind
+        segmentationNode.RemoveNodeReferenceIDs(mrmlNodes.PROBABILITY_ROLE)
+        scene.RemoveNode(probabilityNode)
+        probabilityNode = None
+    slices = []
+    if request.reviewSliceCount > 0 and result.probabilities is not None:
+        slices = least_confident_slices(result.probabilities, request.geometry, request.reviewSliceCount)
+    mrmlNodes.storeReviewSlices(segmentationNode, slices)
+    return SegmentationOutputs(segmentationNode, tableNode, probabilityNode,
+                               mrmlNodes.reviewSlices(segmentationNode), result.volumes, model)
+
+
+def currentLabels(segmentationNode, volumeNode):
+    """(label scheme, segment names in label order, uint8 labels, name -> bool mask) of a segmentation now."""
+    scheme = mrmlNodes.labelScheme(segmentationNode)
+    names = mrmlNodes.EXPORT_ORDER[scheme]
+    masks = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
+    if len(names) == 2:
+        overlap = int(np.count_nonzero(masks[names[0]] & masks[names[1]]))
+        if overlap:
+            raise ValueError(f"{overlap} voxels belong to both '{names[0]}' and '{names[1]}'. Remove the overlap "
+                             "(e.g. paint with 'Overwrite other segments') and try again.")
+    labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint8)
+    for value, name in enumerate(names, start=1):
+        labels[masks[name]] = value
+    return scheme, names, labels, masks
+
+
+def updateVolumeTable(scene, segmentationNode, volumeNode):
+    """Volumes measured on the segmentation as it is now (after any correction), into its table node."""
+    from NeonatalLungSegLib.measure import measure_volumes
+
+    scheme, _, labels, _ = currentLabels(segmentationNode, volumeNode)
+    volumes = measure_volumes(labels, mrmlNodes.volumeGeometry(volumeNode), split=scheme == "right_left")
+    return mrmlNodes.updateVolumeTable(scene, segmentationNode, volumes)
+
+
+def checkAgainstSegments(labels, masks, names, errorType, what):
+    for value, name in enumerate(names, start=1):
+        differing = int(np.count_nonzero((labels == value) != masks[name]))
+        if differing:
+            raise errorType(f"{what}: label {value} differs from segment '{name}' in {differing} voxels; "
+                            "nothing was reported as exported.")
+
+
+def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer):
+    """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult."""
+    from NeonatalLungSegLib.export import ExportVerificationError, export_case
+
+    folder = Path(str(folder or "")).expanduser()
+    if not str(folder) or str(folder) == "." or not folder.is_absolute():
+        raise ValueError("Choose a training folder (a full path) to export to.")
+    scheme, names, labels, masks = currentLabels(segmentationNode, volumeNode)
+    # Slicer's own labelmap export must agree with the segments read one by one, before anything is written.
+    slicerLabels = mrmlNodes.exportLabelArray(scene, segmentationNode, volumeNode, names)
+    checkAgainstSegments(slicerLabels, masks, names, ValueError, "Slicer's labelmap export")
+    result = export_case(folder, mrmlNodes.volumeArray(volumeNode), slicerLabels,
+                         mrmlNodes.volumeGeometry(volumeNode), reviewer=reviewer,
+                         model=mrmlNodes.modelInfo(segmentationNode),
+                         ai_labels=mrmlNodes.aiLabels(segmentationNode, volumeNode), label_scheme=scheme)
+    # What is on disk now, against the segments as they are now (not the arrays that were written).
+    _, _, _, masksNow = currentLabels(segmentationNode, volumeNode)
+    checkAgainstSegments(result.label, masksNow, names, ExportVerificationError, str(result.label_path))
+    return result

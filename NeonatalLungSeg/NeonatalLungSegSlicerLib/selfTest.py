@@ -1,0 +1,123 @@
+"""The module's self-test, shared by Slicer's test runner and the CI tests (which run it on slicer-core MRML).
+
+It does what a new user does: load the bundled sample, Segment with the bundled model, look at the result,
+correct it with Segment Editor strokes (erase a slab, paint a box), export for retraining twice, and checks
+every step against numbers computed independently here.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import slicer
+
+from NeonatalLungSegSlicerLib import mrmlNodes, resources, segmentEditing
+
+REFERENCE_FILE = "sample-neonatal-chest_reference-lungs.nii.gz"
+
+
+def _referenceLabels():
+    """The sample's reference labels (from the synthetic generator) as a (k, j, i) array, or None."""
+    import SimpleITK as sitk
+
+    path = resources.samplePath().with_name(REFERENCE_FILE)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) if path.is_file() else None
+
+
+def dice(a, b):
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+
+
+def correctionRegions(right, left, geometry):
+    """An axial slab through the middle of the right lung (to erase) and a box straddling the left lung's
+    outer edge on its middle slice (to paint), as (k, j, i) index tuples; plus the masks they leave."""
+    from NeonatalLungSegLib.review import axial_array_axis
+
+    axis = axial_array_axis(geometry)
+    rightSlices = np.flatnonzero(right.any(axis=tuple(a for a in range(3) if a != axis)))
+    middle = int(rightSlices[len(rightSlices) // 2])
+    erase = [slice(None)] * 3
+    erase[axis] = slice(middle - 1, middle + 2)
+    erase = tuple(erase)
+
+    centre = np.round(np.argwhere(left).mean(axis=0)).astype(int)
+    rightCentreI = np.argwhere(right).mean(axis=0)[2]
+    row = left[centre[0], centre[1], :]
+    hits = np.flatnonzero(row)
+    # The end of the row away from the right lung is the left lung's outer edge.
+    outward = 1 if abs(hits[-1] - rightCentreI) > abs(hits[0] - rightCentreI) else -1
+    edge = hits[-1] if outward > 0 else hits[0]
+    iRange = slice(edge - 2, edge + 5) if outward > 0 else slice(edge - 4, edge + 3)
+    paint = (slice(centre[0] - 2, centre[0] + 2), slice(centre[1] - 3, centre[1] + 3), iRange)
+    expectedRight = right.copy()
+    expectedRight[erase] = False
+    expectedLeft = left.copy()
+    expectedLeft[paint] = True
+    return erase, paint, expectedRight, expectedLeft
+
+
+def correctSegmentation(scene, segmentationNode, volumeNode):
+    """Erase + paint through vtkSlicerSegmentEditorLogic; returns (expected right, expected left, regions)."""
+    masks = mrmlNodes.segmentArrays(segmentationNode, volumeNode, (mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG))
+    right, left = masks[mrmlNodes.RIGHT_LUNG], masks[mrmlNodes.LEFT_LUNG]
+    erase, paint, expectedRight, expectedLeft = correctionRegions(right, left, mrmlNodes.volumeGeometry(volumeNode))
+    if right[paint].any():
+        raise AssertionError("the painted box would touch the right lung; the sample's anatomy changed")
+    segmentEditing.eraseSlabAndPaintBox(scene, segmentationNode, volumeNode, mrmlNodes.RIGHT_LUNG, erase,
+                                        mrmlNodes.LEFT_LUNG, paint)
+    return expectedRight, expectedLeft, erase, paint
+
+
+def run(test, logic):
+    """Run the whole scenario; ``test`` is a unittest.TestCase (ScriptedLoadableModuleTest in Slicer)."""
+    scene = slicer.mrmlScene
+    test.delayDisplay("Loading the bundled sample")
+    volumeNode = resources.loadSampleVolume(scene)
+
+    test.delayDisplay("Segmenting with the bundled model")
+    parameterNode = logic.getParameterNode()
+    parameterNode.inputVolume = volumeNode
+    parameterNode.modelFolder = resources.defaultModelFolder()
+    parameterNode.reviewSliceCount = 5
+    outputs = logic.segment(parameterNode)
+    segmentationNode = outputs.segmentationNode
+    names = [segmentationNode.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(segmentationNode.GetSegmentation().GetNumberOfSegments())]
+    test.assertEqual(names, [mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG])
+    masks = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
+    reference = _referenceLabels()
+    if reference is not None:
+        for value, name in enumerate(names, start=1):
+            test.assertGreaterEqual(dice(masks[name], reference == value), 0.95, name)
+    voxelMl = float(np.prod(volumeNode.GetSpacing())) / 1000.0
+    table = mrmlNodes.tableVolumes(outputs.tableNode)
+    for name in names:
+        test.assertEqual(table[name][1], int(np.count_nonzero(masks[name])))
+        test.assertAlmostEqual(table[name][0], np.count_nonzero(masks[name]) * voxelMl, places=2)
+    test.assertEqual(len(outputs.reviewSlices), 5)
+
+    test.delayDisplay("Correcting with the Segment Editor logic: erase a slab, paint a box")
+    expectedRight, expectedLeft, _, _ = correctSegmentation(scene, segmentationNode, volumeNode)
+    corrected = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
+    test.assertTrue(np.array_equal(corrected[mrmlNodes.RIGHT_LUNG], expectedRight))
+    test.assertTrue(np.array_equal(corrected[mrmlNodes.LEFT_LUNG], expectedLeft))
+
+    test.delayDisplay("Exporting for retraining, twice")
+    folder = Path(tempfile.mkdtemp(prefix="NeonatalLungSegSelfTest-"))
+    first = logic.exportForTraining(segmentationNode, volumeNode, folder, "Self-test")
+    test.assertTrue(np.array_equal(first.label == 1, expectedRight))
+    test.assertTrue(np.array_equal(first.label == 2, expectedLeft))
+    changes = first.sidecar["changes_from_ai"]
+    test.assertEqual(changes["voxels_removed"]["right_lung"], int(np.count_nonzero(masks[names[0]] & ~expectedRight)))
+    test.assertEqual(changes["voxels_added"]["left_lung"], int(np.count_nonzero(expectedLeft & ~masks[names[1]])))
+    firstBytes = first.label_path.read_bytes()
+    second = logic.exportForTraining(segmentationNode, volumeNode, folder, "Self-test")
+    test.assertEqual((first.record.version, second.record.version), (1, 2))
+    test.assertEqual(first.label_path.read_bytes(), firstBytes)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    test.assertEqual(len(manifest["cases"]), 2)
+    test.delayDisplay(f"Self-test passed; exported to {folder}")
+    return {"volume": volumeNode, "outputs": outputs, "folder": folder, "exports": (first, second)}

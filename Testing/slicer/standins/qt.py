@@ -1,0 +1,317 @@
+"""Stand-in for PythonQt's ``qt`` module, for the Widget wiring tests only (never shipped).
+
+Widgets are plain Python objects with the properties and signals the module uses; an attribute the real Qt
+class lacks is not invented, so a typo in the module fails here as it would in Slicer.
+"""
+
+from __future__ import annotations
+
+
+class Signal:
+    """A Qt signal: ``connect``, ``disconnect``, ``emit`` (synchronous, like a direct connection)."""
+
+    def __init__(self) -> None:
+        self._slots: list = []
+
+    def connect(self, slot) -> None:
+        self._slots.append(slot)
+
+    def disconnect(self, slot=None) -> None:
+        self._slots = [] if slot is None else [s for s in self._slots if s != slot]
+
+    def emit(self, *args) -> None:
+        for slot in list(self._slots):
+            slot(*args)
+
+    @property
+    def connected(self) -> int:
+        return len(self._slots)
+
+
+class _Signals:
+    """Gives each instance its own Signal objects for the names a class declares in ``SIGNALS``."""
+
+    SIGNALS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        for name in self.SIGNALS:
+            setattr(self, name, Signal())
+
+
+class Qt:
+    WaitCursor = 3
+    Vertical = 2
+
+
+class QMessageBox:
+    Ok, Cancel, Question = 0x400, 0x400000, 4
+
+
+class QObject(_Signals):
+    def __init__(self, parent=None) -> None:
+        super().__init__()
+        self.objectName = ""
+        self._properties: dict = {}
+        self._parent = parent
+        self._children: list = []
+        if parent is not None:
+            parent._children.append(self)
+
+    def property(self, name):
+        return self._properties.get(name)
+
+    def setProperty(self, name, value) -> None:
+        self._properties[name] = value
+
+    def parent(self):
+        return self._parent
+
+    def findChildren(self, cls=None):
+        found = []
+        for child in self._children:
+            if cls is None or isinstance(child, cls):
+                found.append(child)
+            found += child.findChildren(cls)
+        return found
+
+
+class QWidget(QObject):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.enabled = True
+        self.toolTip = ""
+        self._visible = True
+
+    def setVisible(self, visible: bool) -> None:
+        self._visible = bool(visible)
+
+    def isVisible(self) -> bool:
+        return self._visible
+
+    visible = property(isVisible, setVisible)
+
+
+class QLayout(QObject):
+    def addWidget(self, widget) -> None:
+        self._children.append(widget)
+
+
+class QVBoxLayout(QLayout):
+    pass
+
+
+class QLabel(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.text = ""
+        self.wordWrap = False
+
+
+class QPushButton(QWidget):
+    SIGNALS = ("clicked", "toggled")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.text = ""
+        self.checkable = False
+        self.checked = False
+
+    def click(self) -> None:
+        if self.enabled:
+            self.clicked.emit()
+
+
+class QCheckBox(QWidget):
+    SIGNALS = ("stateChanged", "toggled")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.text = ""
+        self._checked = False
+
+    @property
+    def checked(self) -> bool:
+        return self._checked
+
+    @checked.setter
+    def checked(self, value: bool) -> None:
+        if bool(value) != self._checked:
+            self._checked = bool(value)
+            self.stateChanged.emit(2 if self._checked else 0)
+            self.toggled.emit(self._checked)
+
+
+class QSpinBox(QWidget):
+    SIGNALS = ("valueChanged",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.minimum, self.maximum, self._value = 0, 99, 0
+
+    def setRange(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        self.value = self._value
+
+    def setMinimum(self, minimum: int) -> None:
+        self.setRange(minimum, self.maximum)
+
+    def setMaximum(self, maximum: int) -> None:
+        self.setRange(self.minimum, maximum)
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, value: int) -> None:
+        value = min(max(int(value), self.minimum), self.maximum)
+        if value != self._value:
+            self._value = value
+            self.valueChanged.emit(value)
+
+
+class QLineEdit(QWidget):
+    SIGNALS = ("textChanged",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self.placeholderText = ""
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        if str(value) != self._text:
+            self._text = str(value)
+            self.textChanged.emit(self._text)
+
+
+class QComboBox(QWidget):
+    SIGNALS = ("currentIndexChanged",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._items: list[tuple[str, object]] = []
+        self._index = -1
+
+    def clear(self) -> None:
+        self._items = []
+        self.currentIndex = -1
+
+    def addItem(self, text: str, data=None) -> None:
+        self._items.append((str(text), data))
+        if self._index < 0:
+            self.currentIndex = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._items)
+
+    def itemText(self, index: int) -> str:
+        return self._items[index][0]
+
+    def itemData(self, index: int):
+        return self._items[index][1] if 0 <= index < len(self._items) else None
+
+    @property
+    def currentText(self) -> str:
+        return self._items[self._index][0] if self._index >= 0 else ""
+
+    @property
+    def currentIndex(self) -> int:
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index: int) -> None:
+        if index != self._index:
+            self._index = index
+            self.currentIndexChanged.emit(index)
+
+
+class QProgressBar(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.value, self.minimum, self.maximum = 0, 0, 100
+
+
+class QListWidgetItem:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def text(self) -> str:
+        return self._text
+
+
+class QListWidget(QWidget):
+    SIGNALS = ("currentRowChanged",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._items: list[QListWidgetItem] = []
+        self._row = -1
+
+    def clear(self) -> None:
+        self._items = []
+        self.currentRow = -1
+
+    def addItem(self, text: str) -> None:
+        self._items.append(QListWidgetItem(text))
+
+    @property
+    def count(self) -> int:
+        return len(self._items)
+
+    def item(self, row: int) -> QListWidgetItem:
+        return self._items[row]
+
+    @property
+    def currentRow(self) -> int:
+        return self._row
+
+    @currentRow.setter
+    def currentRow(self, row: int) -> None:
+        if row != self._row:
+            self._row = row
+            self.currentRowChanged.emit(row)
+
+
+class QTimer(QObject):
+    """A timer the test drives by hand: ``fire()`` runs one timeout, as the event loop would."""
+
+    SIGNALS = ("timeout",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.interval = 0
+        self._active = False
+
+    def setInterval(self, msec: int) -> None:
+        self.interval = msec
+
+    def start(self, msec: int | None = None) -> None:
+        self._active = True
+
+    def stop(self) -> None:
+        self._active = False
+
+    def isActive(self) -> bool:
+        return self._active
+
+    def fire(self) -> None:
+        if self._active:
+            self.timeout.emit()
+
+
+class QSettings:
+    """Application settings shared by every instance, like the real per-user store."""
+
+    store: dict = {}
+
+    def value(self, key: str, default=None):
+        return self.store.get(key, default)
+
+    def setValue(self, key: str, value) -> None:
+        self.store[key] = value

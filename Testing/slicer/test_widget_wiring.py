@@ -1,0 +1,202 @@
+"""The Widget's wiring: the real .ui and module code against stand-ins for qt / ctk / qMRML widgets, on real
+MRML. The engine is replaced by a small segmenter behind the same interface (a Protocol in all but name) so
+these tests take milliseconds and can hold a run open to test progress and Cancel deterministically."""
+
+from __future__ import annotations
+
+import threading
+import types
+
+import numpy as np
+import pytest
+
+import slicer_harness
+
+slicer = slicer_harness.slicer
+
+
+class GatedSegmenter:
+    """``segment_array`` in 4 'batches'; each waits for ``gate`` so the test decides when work proceeds."""
+
+    def __init__(self) -> None:
+        from NeonatalLungSegLib.model_folder import ModelConfig
+
+        self.config = ModelConfig(name="gated-test-model", version="9.9.9", weights_sha256="0" * 64)
+        self.device = "cpu"
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def segment_array(self, array, geometry, options=None, with_probabilities=False, progress=None, cancel=None):
+        from NeonatalLungSegLib.engine import SegmentationResult
+        from NeonatalLungSegLib.errors import Cancelled
+        from NeonatalLungSegLib.measure import measure_volumes
+
+        self.calls += 1
+        for batch in range(4):
+            if cancel is not None and cancel():
+                raise Cancelled("segmentation cancelled; nothing was written")
+            self.gate.wait(10)
+            if progress is not None:
+                progress((batch + 1) / 4)
+        labels = np.zeros(array.shape, np.uint8)
+        labels[array > 150] = 1
+        labels[:, :, array.shape[2] // 2:][array[:, :, array.shape[2] // 2:] > 150] = 2
+        probabilities = np.where(labels > 0, 0.9, 0.05).astype(np.float32)
+        probabilities[:, :, 3] = 0.5
+        return SegmentationResult(labels=labels, probabilities=probabilities if with_probabilities else None,
+                                  geometry=geometry, volumes=measure_volumes(labels, geometry),
+                                  label_names={"right_lung": 1, "left_lung": 2})
+
+
+@pytest.fixture(scope="module")
+def module():
+    return slicer_harness.import_module()
+
+
+@pytest.fixture
+def widget(module, monkeypatch):
+    import qt
+
+    scene = slicer_harness.mrml_environment()["scene"]
+    # A fresh module state per test: no parameter node, no settings left by an earlier test.
+    old = scene.GetSingletonNode("NeonatalLungSeg", "vtkMRMLScriptedModuleNode")
+    if old is not None:
+        scene.RemoveNode(old)
+    monkeypatch.setattr(qt.QSettings, "store", {})
+    array = np.full((10, 16, 20), 20, np.int16)
+    array[2:8, 4:12, 2:8] = 200
+    array[2:8, 4:12, 12:18] = 200
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "wiring volume")
+    slicer.util.updateVolumeFromArray(volume, array)
+    overlays = []
+    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: overlays.append(kwargs))
+    parent = types.SimpleNamespace(isEntered=True)
+    w = module.NeonatalLungSegWidget(parent)
+    w.setup()
+    segmenter = GatedSegmenter()
+    w.logic.segmenterLoader = lambda folder, device: segmenter
+    w.ui.inputVolumeSelector.setCurrentNode(volume)
+    yield types.SimpleNamespace(widget=w, ui=w.ui, volume=volume, segmenter=segmenter, scene=scene,
+                                overlays=overlays, node=w._parameterNode)
+    w.cleanup()
+
+
+def finish(fixture):
+    """Let the gated run finish, then fire the GUI timer as the event loop would."""
+    fixture.segmenter.gate.set()
+    assert fixture.widget._job.wait(10)
+    fixture.widget._timer.fire()
+
+
+def test_every_parameter_widget_is_bound_both_ways(widget):
+    ui, node = widget.ui, widget.node
+    assert node.inputVolume is widget.volume  # GUI -> node
+    assert ui.trainingFolderPathLineEdit.currentPath.endswith("NeonatalLungSeg-training")  # not the cwd
+    ui.fillHolesCheckBox.checked = False
+    ui.reviewSliceCountSpinBox.value = 7
+    ui.reviewerLineEdit.text = "Dr Wiring"
+    ui.deviceComboBox.currentIndex = 2
+    assert (node.fillHoles, node.reviewSliceCount, node.reviewer, node.device) == (False, 7, "Dr Wiring", "CPU")
+    node.splitLeftRight = False  # node -> GUI
+    node.trainingFolder = slicer_harness.REPO / "some-folder"
+    assert ui.splitCheckBox.checked is False
+    assert ui.trainingFolderPathLineEdit.currentPath == str(slicer_harness.REPO / "some-folder")
+    assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "GPU", "CPU"]
+    assert ui.reviewSliceCountSpinBox.maximum == 50
+
+
+def test_model_choice_shows_version_and_validation_dice(widget):
+    ui = widget.ui
+    assert ui.modelComboBox.itemText(0) == "Bundled: neonatal-lung-unet-r50"
+    assert ui.modelComboBox.itemText(ui.modelComboBox.count - 1) == "Other model folder..."
+    assert "neonatal-lung-unet-r50 1.0.0" in ui.modelInfoLabel.text and "Dice right 0.984" in ui.modelInfoLabel.text
+    ui.modelComboBox.currentIndex = ui.modelComboBox.count - 1
+    assert ui.modelFolderPathLineEdit.enabled
+    ui.modelFolderPathLineEdit.currentPath = str(slicer_harness.REPO / "docs")
+    assert "Not a usable model folder" in ui.modelInfoLabel.text
+    ui.modelComboBox.currentIndex = 0
+    assert not ui.modelFolderPathLineEdit.enabled and "1.0.0" in ui.modelInfoLabel.text
+    assert ui.deviceInfoLabel.text  # where it runs, or why no GPU
+
+
+def test_segment_runs_off_the_gui_thread_with_progress_then_shows_results(widget):
+    ui, w = widget.ui, widget.widget
+    widget.node.showProbabilities = True
+    assert ui.segmentButton.enabled and not ui.cancelButton.enabled
+    ui.segmentButton.click()
+    assert w._job is not None and w._timer.isActive()
+    assert not ui.segmentButton.enabled and ui.cancelButton.enabled and ui.progressBar.visible
+    w._timer.fire()
+    assert ui.progressBar.value == 0  # still gated: the GUI thread is free while the worker waits
+    finish(widget)
+    assert not w._timer.isActive() and w._job is None and not ui.progressBar.visible
+    segmentation = ui.outputSegmentationSelector.currentNode()
+    assert segmentation is widget.node.outputSegmentation and segmentation is not None
+    assert ui.segmentEditorWidget.segmentationNode is segmentation
+    assert ui.segmentEditorWidget.sourceVolumeNode is widget.volume
+    assert ui.segmentEditorWidget.editorNode is not None
+    assert ui.volumeTableView.tableNode is widget.node.volumeTable
+    assert ui.statusLabel.text.startswith("Done: right")
+    assert ui.reviewSlicesListWidget.count > 0 and ui.segmentButton.enabled
+    assert widget.overlays and widget.overlays[-1]["foreground"] is widget.node.probabilityVolume
+
+
+def test_cancel_stops_the_run_and_changes_nothing(widget):
+    ui, scene = widget.ui, widget.scene
+    before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    ui.segmentButton.click()
+    ui.cancelButton.click()
+    assert ui.statusLabel.text == "Cancelling..." and not ui.cancelButton.enabled
+    finish(widget)
+    assert ui.statusLabel.text == "Cancelled: nothing was changed."
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before
+    assert ui.segmentButton.enabled
+
+
+def test_review_list_jumps_and_export_remembers_reviewer(widget, tmp_path, monkeypatch, module):
+    ui, w = widget.ui, widget.widget
+    ui.segmentButton.click()
+    finish(widget)
+    jumps = []
+    monkeypatch.setattr(w.logic, "jumpToSlice", lambda ras: jumps.append(ras))
+    ui.reviewSlicesListWidget.currentRow = 0
+    assert len(jumps) == 1 and len(jumps[0]) == 3
+    assert not ui.exportButton.enabled  # no reviewer yet
+    ui.reviewerLineEdit.text = "Dr Wiring"
+    ui.trainingFolderPathLineEdit.currentPath = str(tmp_path / "folder")
+    assert ui.exportButton.enabled
+    ui.exportButton.click()
+    assert ui.exportStatusLabel.text.startswith("Exported vol-") and "verified voxel for voxel" in ui.exportStatusLabel.text
+    import qt
+
+    assert qt.QSettings().value("NeonatalLungSeg/Reviewer") == "Dr Wiring"
+    assert (tmp_path / "folder" / "manifest.json").is_file()
+    ui.updateVolumesButton.click()
+    assert ui.volumeTableView.tableNode is widget.node.volumeTable
+    # A new session (new parameter node) starts with the remembered reviewer and folder.
+    widget.scene.RemoveNode(widget.node.parameterNode)
+    again = module.NeonatalLungSegWidget(types.SimpleNamespace(isEntered=True))
+    again.setup()
+    assert again.ui.reviewerLineEdit.text == "Dr Wiring"
+    assert again.ui.trainingFolderPathLineEdit.currentPath == str(tmp_path / "folder")
+    again.cleanup()
+
+
+def test_module_metadata_and_sample_data_registration(module, monkeypatch):
+    parent = types.SimpleNamespace()
+    instance = module.NeonatalLungSeg(parent)
+    assert parent.title == "Neonatal Lung Segmentation" and parent.categories == ["Segmentation"]
+    assert "Not clinically validated" in parent.helpText and "authors" in parent.acknowledgementText
+    signal, slot = slicer.app.connections[-1]
+    assert signal == "startupCompleted()"
+    registered = []
+    sampleData = types.ModuleType("SampleData")
+    sampleData.SampleDataLogic = types.SimpleNamespace(
+        registerCustomSampleDataSource=lambda **kwargs: registered.append(kwargs))
+    monkeypatch.setitem(__import__("sys").modules, "SampleData", sampleData)
+    assert slot() is True
+    source = registered[0]
+    assert source["uris"].startswith("file://") and source["uris"].endswith("sample-neonatal-chest.nii.gz")
+    assert source["checksums"].startswith("SHA256:") and len(source["checksums"]) == 7 + 64
+    assert source["loadFileType"] == "VolumeFile" and source["thumbnailFileName"].endswith("NeonatalLungSeg.png")
+    assert instance.moduleName == "NeonatalLungSeg"
