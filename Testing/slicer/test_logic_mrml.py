@@ -225,6 +225,18 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
 
     assert mrmlNodes.tableVolumes(table)["Right lung"][1] == int(expectedRight.sum())
 
+    # The exported folder is training data as it stands: the train command consumes it directly.
+    from NeonatalLungSegLib.cli import main as cli
+    from NeonatalLungSegLib.model_folder import read_config
+
+    model = tmp_path / "model-from-export"
+    assert cli(["train", "--data", str(folder), "--output", str(model), "--encoder", "resnet18",
+                "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--in-plane-size", "64",
+                "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--reviewed-only"]) == 0
+    trained = read_config(model)
+    assert trained.training["training_cases"] == 2 and trained.training["subjects"]["train"] == 1
+    assert trained.training["training_folder_manifest_sha256"] == read_training_folder(folder).manifest_sha256
+
 
 def test_export_refuses_overlapping_lungs_and_writes_nothing(run, tmp_path):
     from NeonatalLungSegSlicerLib import mrmlNodes, segmentEditing

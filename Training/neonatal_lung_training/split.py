@@ -20,7 +20,8 @@ def split_subjects(subjects: Sequence[str], fractions: Sequence[float], seed: in
     """Shuffle subjects with ``seed`` and cut them by ``fractions`` (largest-remainder rounding).
 
     Validation and test get at least one subject each whenever their fraction is positive and there are
-    enough subjects, because early stopping without validation data is not early stopping.
+    enough subjects, because early stopping without validation data is not early stopping. A single
+    subject (one corrected case) goes to training alone.
     """
     unique = sorted(set(subjects))
     if len(unique) != len(subjects):
@@ -62,8 +63,8 @@ def check_split(split: dict[str, list[str]], known_subjects: Sequence[str], wher
             if subject in seen:
                 raise ValueError(f"{where}: subject {subject!r} is in both {seen[subject]} and {name}")
             seen[subject] = name
-    if not split.get("train") or not split.get("val"):
-        raise ValueError(f"{where}: the split needs at least one training and one validation subject")
+    if not split.get("train"):
+        raise ValueError(f"{where}: the split needs at least one training subject")
 
 
 def write_split(path: Path, split: dict[str, list[str]]) -> None:
