@@ -34,10 +34,15 @@ MONTAGE = Path(tempfile.gettempdir()) / "neonatal_synthetic_montage.png"
 
 
 @lru_cache(maxsize=None)
-def case(seed: int, anatomy: str = "procedural", touching: bool | None = None) -> SyntheticCase:
-    """Generated once per session: the same arguments always give the same volume anyway."""
+def case(seed: int, anatomy: str = "procedural", touching: bool | None = None, clean: bool = False
+         ) -> SyntheticCase:
+    """Generated once per session: the same arguments always give the same volume anyway.
+
+    ``clean``: no BPD-like patterns and no optional artefacts, for tests of the contrast itself.
+    """
+    extra = {"bpd_severity": 0.0, "artefacts": False} if clean else {}
     return generate_case(seed, anatomy=anatomy, touching_lungs=touching,
-                         atlas_dir=ATLAS if anatomy == "atlas" else None)
+                         atlas_dir=ATLAS if anatomy == "atlas" else None, **extra)
 
 
 def arrays(c: SyntheticCase) -> tuple[np.ndarray, np.ndarray, Geometry]:
@@ -103,7 +108,7 @@ def test_lungs_span_most_slices_with_neck_and_abdomen_margins() -> None:
 
 @pytest.mark.parametrize("anatomy", ANATOMIES)
 def test_lungs_are_dark_but_above_air(anatomy: str) -> None:
-    image, label, _ = arrays(case(1, anatomy))
+    image, label, _ = arrays(case(1, anatomy, clean=True))
     lungs = label > 0
     in_plane = np.zeros((1, 3, 3), bool)
     in_plane[0] = True

@@ -16,6 +16,8 @@ import numpy as np
 
 from NeonatalLungSegLib.geometry import Geometry
 
+from .variants import REFERENCE_LUNGS_ML, Pose, draw_pose
+
 
 class Tissue(IntEnum):
     """Tissue classes; the values index the contrast look-up tables."""
@@ -37,9 +39,13 @@ class Tissue(IntEnum):
     ABDOMEN = 14
     STOMACH = 15
     AIRWAY = 16         # trachea and main bronchi: air, never lung
+    ATELECTASIS = 17    # BPD-like dense (consolidated / atelectatic) lung: inside the lung label
+    CYST = 18           # BPD-like cystic lucency (air-like): inside the lung label
+    INTERSTITIAL = 19   # BPD-like interstitial streaks (fibrosis, septal thickening): inside the label
 
 
 N_TISSUES = len(Tissue)
+_TEMPLATE_LUNGS_ML = 116.5        # mean total lung volume of the procedural template at scale 1 (measured)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -82,15 +88,6 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int],
     field = np.matmul(bases[1][None], field)                      # (ck, J, I)
     field = bases[0] @ field.reshape(field.shape[0], -1)          # (K, J*I)
     return field.reshape(shape)
-
-
-def rotation_matrix(rng: np.random.Generator, max_degrees: tuple[float, float, float]) -> np.ndarray:
-    """Random rotation about x, y, z, each angle uniform within +-max_degrees."""
-    ax, ay, az = np.radians([rng.uniform(-m, m) for m in max_degrees])
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def pull_back(rng: np.random.Generator, geometry: Geometry, matrix: np.ndarray, offset: np.ndarray,
@@ -188,8 +185,12 @@ def _capsule(u: np.ndarray, v: np.ndarray, w: np.ndarray, a: tuple[float, float,
         < np.float32(radius * radius)
 
 
-def procedural_tissue(rng: np.random.Generator, geometry: Geometry, touching: bool) -> np.ndarray:
+def procedural_tissue(rng: np.random.Generator, geometry: Geometry, touching: bool,
+                      pose: Pose | None = None) -> np.ndarray:
     """Tissue classes (uint8, (k, j, i)) of one random newborn chest on ``geometry``.
+
+    ``pose`` (size, affine, elastic warp; see ``variants.draw_pose``) is drawn from the training family
+    when not given.
 
     The lungs are each a rounded cone (apex cap that widens downwards) inside the rib cage, cut from
     below by a dome-shaped diaphragm and medially by the mediastinal structures; the heart sits left and
@@ -197,9 +198,11 @@ def procedural_tissue(rng: np.random.Generator, geometry: Geometry, touching: bo
     range of heights so the two lungs meet at the anterior junction line.
     """
     p = _draw_chest(rng, touching)
-    scale = rng.uniform(0.85, 1.15)
-    matrix = rotation_matrix(rng, (4.0, 4.0, 7.0)).T / scale
-    u, v, w = pull_back(rng, geometry, matrix, rng.uniform(-3.0, 3.0, 3), np.full(3, 2.5), 35.0)
+    pose = draw_pose(rng) if pose is None else pose
+    # The template's own size at scale 1 is calibrated to REFERENCE_LUNGS_ML of lung on average.
+    template_scale = np.float64((REFERENCE_LUNGS_ML / _TEMPLATE_LUNGS_ML) ** (1.0 / 3.0))
+    u, v, w = pull_back(rng, geometry, pose.matrix / template_scale, pose.offset / template_scale,
+                        np.full(3, pose.elastic_mm / (pose.scale * template_scale)), pose.elastic_corr_mm)
     f32 = np.float32
     tissue = np.zeros(geometry.array_shape, np.uint8)
 

@@ -22,12 +22,12 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
 
-from .anatomy import Tissue, pull_back, rotation_matrix
+from .anatomy import Tissue, pull_back
+from .variants import REFERENCE_LUNGS_ML, Pose, draw_pose
 
 ATLAS_IMAGE = "thorax-atlas.nii.gz"
 ATLAS_LABELS = "thorax-reo-atlas-labels.nii.gz"
 _HEART, _LUNG_LABELS, _THYMUS = 1, (2, 3), 4
-_NOMINAL_LUNGS_ML = 85.0          # total lung volume of the average generated newborn
 _FAT_MM, _MUSCLE_MM = 3.0, 4.0    # chest-wall layers measured inwards from the skin
 
 
@@ -41,7 +41,7 @@ class AtlasTemplate:
     tissue: np.ndarray          # uint8 (k, j, i)
     spacing: np.ndarray         # (k, j, i) mm
     centre: np.ndarray          # frame (x, y, z) mm that lands on the centre of the output grid
-    scale: float                # brings the atlas lungs to a typical newborn lung volume
+    scale: float                # brings the atlas lungs to REFERENCE_LUNGS_ML (the pose's scale 1)
     right_label: int            # which atlas label (2 or 3) is the right lung, from the geometry
     lung_ml: tuple[float, float]  # atlas right, left lung volumes
 
@@ -181,7 +181,7 @@ def _build(atlas_dir: Path) -> AtlasTemplate:
     tissue.flags.writeable = False        # shared by every case through the cache
     centre = np.array([mid_i * si, lung_index[:, 1].mean() * sj, (0.5 * (k_lo + k_hi) - first) * sk - 2.0])
     return AtlasTemplate(tissue=tissue, spacing=spacing, centre=centre,
-                         scale=float((_NOMINAL_LUNGS_ML / sum(lung_ml)) ** (1.0 / 3.0)),
+                         scale=float((REFERENCE_LUNGS_ML / sum(lung_ml)) ** (1.0 / 3.0)),
                          right_label=right_label, lung_ml=lung_ml)
 
 
@@ -195,21 +195,24 @@ def load_atlas(atlas_dir: Path) -> AtlasTemplate:
     return _cached(str(Path(atlas_dir).resolve()))
 
 
-def atlas_tissue(rng: np.random.Generator, geometry: Geometry, atlas_dir: Path) -> np.ndarray:
+def atlas_tissue(rng: np.random.Generator, geometry: Geometry, atlas_dir: Path,
+                 pose: Pose | None = None) -> np.ndarray:
     """Tissue classes on ``geometry`` from the atlas under a random affine and elastic warp.
 
-    Scale +-15 % around a newborn size, rotation up to 10 degrees in-plane (5 out of plane),
-    translation up to 5 mm. Slices beyond the atlas's superior/inferior ends repeat its edge slices,
-    so tall fields of view show neck and abdomen rather than empty space.
+    ``pose`` (newborn size, rotation, anisotropic scale, shear, translation, elastic field; see
+    ``variants.draw_pose``) is drawn from the training family when not given. Slices beyond the atlas's
+    superior/inferior ends repeat its edge slices, so tall fields of view show neck and abdomen rather
+    than empty space.
     """
     atlas = load_atlas(atlas_dir)
-    scale = atlas.scale * rng.uniform(0.85, 1.15)
-    to_frame = rotation_matrix(rng, (5.0, 5.0, 10.0)).T / scale        # rows: frame x, y, z
-    shift = atlas.centre + rng.uniform(-5.0, 5.0, 3)
+    pose = draw_pose(rng) if pose is None else pose
+    to_frame = pose.matrix / atlas.scale                        # rows: frame x, y, z (mm)
+    shift = atlas.centre + pose.offset / atlas.scale
     sk, sj, si = atlas.spacing
     matrix = np.stack([to_frame[2] / sk, to_frame[1] / sj, to_frame[0] / si])
     offset = np.array([shift[2] / sk, shift[1] / sj, shift[0] / si])
-    coords = pull_back(rng, geometry, matrix, offset, 2.5 / atlas.spacing, 35.0)
+    elastic = pose.elastic_mm / (pose.scale * atlas.scale) / atlas.spacing
+    coords = pull_back(rng, geometry, matrix, offset, elastic, pose.elastic_corr_mm)
     np.clip(coords[0], 0.0, atlas.tissue.shape[0] - 1.0, out=coords[0])
     return ndimage.map_coordinates(atlas.tissue, coords, order=0, mode="constant", cval=int(Tissue.AIR),
                                    prefilter=False).astype(np.uint8, copy=False)

@@ -2,36 +2,54 @@
 
 Files are written as a labelled folder (images/, labels/) so the same cases can be segmented, evaluated
 or trained on; images are stored as int16 (the generator's range is 0..~1000) to keep them small.
+What was drawn for each case (newborn age, warp, BPD, artefacts, and the options used) goes to
+parameters/NAME.json beside them, so a held-out test set documents itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import SimpleITK as sitk
 
-from .synthetic import default_atlas_dir, generate_case
+from .contrast import CONTRASTS
+from .synthetic import ANATOMIES, default_atlas_dir, generate_case
+from .variants import FAMILY_NAMES
 
 
 def write_synthetic_cases(output: Path, cases: int, seed: int, anatomy: str,
                           shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                          prefix: str = "synthetic") -> list[tuple[Path, Path]]:
-    """Write ``cases`` volumes with seeds seed, seed+1, ...; refuses to replace existing files."""
-    images, labels = output / "images", output / "labels"
+                          prefix: str = "synthetic", *, contrast: str = "ute", variant_family: str = "train",
+                          bpd_severity: float | None = None, artefacts: bool = True,
+                          touching_lungs: bool | None = None) -> list[tuple[Path, Path]]:
+    """Write ``cases`` volumes with seeds seed, seed+1, ...; refuses to replace existing files.
+
+    The keyword options are passed to ``generate_case`` unchanged (see its docstring).
+    """
+    images, labels, records = output / "images", output / "labels", output / "parameters"
     written = []
     for index in range(cases):
         name = f"{prefix}-{seed + index:06d}"
         image_path, label_path = images / f"{name}.nii.gz", labels / f"{name}.nii.gz"
-        for path in (image_path, label_path):
+        record_path = records / f"{name}.json"
+        for path in (image_path, label_path, record_path):
             if path.exists():
                 raise FileExistsError(f"{path}: already exists; choose another output folder or seed")
         case = generate_case(seed + index, anatomy=anatomy, shape=shape, spacing=spacing,
-                             atlas_dir=default_atlas_dir() if anatomy == "atlas" else None)
-        images.mkdir(parents=True, exist_ok=True)
-        labels.mkdir(parents=True, exist_ok=True)
+                             atlas_dir=default_atlas_dir() if anatomy == "atlas" else None,
+                             touching_lungs=touching_lungs, contrast=contrast, variant_family=variant_family,
+                             bpd_severity=bpd_severity, artefacts=artefacts)
+        for folder in (images, labels, records):
+            folder.mkdir(parents=True, exist_ok=True)
+        record = {"seed": case.seed, "anatomy": case.anatomy, "contrast": case.contrast,
+                  "variant_family": case.variant_family, "shape": list(shape), "spacing": list(spacing),
+                  "requested_bpd_severity": bpd_severity, "artefacts": artefacts,
+                  "parameters": case.parameters}
+        record_path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         image = sitk.Cast(sitk.Clamp(sitk.Round(case.image), lowerBound=-32768, upperBound=32767),
                           sitk.sitkInt16)
         sitk.WriteImage(image, str(image_path), useCompression=True)
@@ -47,15 +65,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--cases", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--anatomy", choices=("procedural", "atlas"), default="procedural")
+    parser.add_argument("--anatomy", choices=ANATOMIES, default="procedural",
+                        help="procedural shapes, or the fetal thorax atlas's shapes (read from "
+                             "../shared/data/fetal-thorax-atlas beside the checkout)")
+    parser.add_argument("--contrast", choices=CONTRASTS, default="ute",
+                        help="ute: the target protocol (aerated lungs dark); randomized: random intensity "
+                             "per tissue and gamma (protocol robustness); t2_haste: fluid bright, lungs "
+                             "dark-intermediate, blood dark (a contrast to keep out of training)")
+    parser.add_argument("--variant-family", choices=FAMILY_NAMES, default="train",
+                        help="anatomy family: train, or heldout for size, chest shape and warp ranges "
+                             "disjoint from training (docs/synthetic-data.md)")
+    parser.add_argument("--bpd-severity", type=float, default=None, metavar="S",
+                        help="BPD-like dense patches, cysts and streaks inside the lungs, 0 (none) to 1; "
+                             "default: none for half of the cases, 0.15-1 for the others")
+    parser.add_argument("--no-artefacts", action="store_true",
+                        help="no bias field, breathing blur, radial streaks or lower acquired resolution "
+                             "(partial volume and Rician noise remain)")
+    parser.add_argument("--touching-lungs", choices=("random", "yes", "no"), default="random",
+                        help="lungs touching anteriorly (one component), or at least two voxels apart; "
+                             "random: about 30 %% touch")
     parser.add_argument("--shape", type=int, nargs=3, default=(96, 256, 256), metavar=("K", "J", "I"),
                         help="voxels per axis: slices, rows, columns (default 96 256 256)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.5, 0.55, 0.55), metavar=("K", "J", "I"),
                         help="mm per axis: slices, rows, columns (default 1.5 0.55 0.55)")
     args = parser.parse_args(argv)
     try:
-        written = write_synthetic_cases(args.output, args.cases, args.seed, args.anatomy,
-                                        tuple(args.shape), tuple(args.spacing))
+        written = write_synthetic_cases(
+            args.output, args.cases, args.seed, args.anatomy, tuple(args.shape), tuple(args.spacing),
+            contrast=args.contrast, variant_family=args.variant_family, bpd_severity=args.bpd_severity,
+            artefacts=not args.no_artefacts,
+            touching_lungs={"random": None, "yes": True, "no": False}[args.touching_lungs])
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

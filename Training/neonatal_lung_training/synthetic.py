@@ -1,48 +1,46 @@
-"""Synthetic neonatal chest MRI (UTE / gradient-echo contrast) with right/left lung labels.
+"""Synthetic neonatal chest MRI (UTE, T2 HASTE-like or randomised contrast) with right/left lung labels.
 
 No public neonatal lung MRI with lung masks exists, so the model is trained on volumes generated here:
-a random chest anatomy (procedural, or the real fetal thorax atlas's lung and heart shapes, warped) is
-rasterised into tissue classes on the requested grid, then painted with the contrast of a newborn's
-aerated lungs and passed through a simple MR physics chain (bias field, partial volume, Rician noise).
-The label is the rasterised lung tissue itself, so image and label can never disagree.
 
-Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``: the same arguments always
-give bit-identical volumes, which makes training sets reproducible from a list of seeds.
+1. anatomy: a chest (procedural, or the real fetal thorax atlas's lung, heart and thymus shapes) under
+   a random newborn size, affine (rotation, anisotropic scale, shear) and elastic warp drawn from an
+   anatomy family (``variants.py``: "train", or "heldout" for anatomy never seen in training), rasterised
+   into tissue classes on the requested grid;
+2. lung topology and vessels (``lung_topology.py``), which fix the label: 1 right, 2 left lung;
+3. BPD-like parenchyma painted inside the finished label (``pathology.py``);
+4. contrast (``contrast.py``) and the MR acquisition chain (``mr_artefacts.py``).
+
+The label is the rasterised lung tissue itself, fixed before steps 3 and 4, so image and label can never
+disagree and no contrast or artefact setting can change a label. ``docs/synthetic-data.md`` lists every
+parameter and range.
+
+Randomness comes from one ``numpy.random.SeedSequence`` per (seed, family), split into independent
+streams for anatomy, pathology, contrast and acquisition: the same arguments always give bit-identical
+volumes, and changing the contrast, BPD severity or artefacts of a seed leaves its anatomy unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
 
-from .anatomy import N_TISSUES, Tissue, axis_coordinates, procedural_tissue, smooth_field
+from .anatomy import procedural_tissue
 from .atlas_anatomy import ATLAS_IMAGE, ATLAS_LABELS, atlas_tissue
+from .contrast import CONTRASTS, paint
 from .lung_topology import finalize_lungs
+from .mr_artefacts import acquire
+from .pathology import add_bpd_patterns, draw_severity
+from .variants import FAMILY_NAMES, draw_pose, family_seed
 
 ANATOMIES = ("procedural", "atlas")
 TOUCHING_PROBABILITY = 0.3
-
-# Typical signal of each tissue (arbitrary units) on a neonatal UTE / spoiled gradient-echo image:
-# aerated lung is dark (very short T2*, low proton density) but above air; fat and blood are brightest.
-_MEAN = {
-    Tissue.AIR: 0.0, Tissue.FAT: 880.0, Tissue.MUSCLE: 620.0, Tissue.RIB: 420.0,
-    Tissue.LUNG_RIGHT: 140.0, Tissue.LUNG_LEFT: 140.0, Tissue.VESSEL: 680.0,
-    Tissue.MYOCARDIUM: 600.0, Tissue.BLOOD: 840.0, Tissue.MEDIASTINUM: 740.0, Tissue.THYMUS: 580.0,
-    Tissue.VERTEBRA: 400.0, Tissue.SPINAL_CANAL: 320.0, Tissue.LIVER: 500.0, Tissue.ABDOMEN: 430.0,
-    Tissue.STOMACH: 260.0, Tissue.AIRWAY: 20.0,
-}
-# Relative amplitude of fine texture (flow, fibres, bowel content) per tissue.
-_TEXTURE = {Tissue.BLOOD: 0.12, Tissue.MYOCARDIUM: 0.06, Tissue.ABDOMEN: 0.15, Tissue.STOMACH: 0.15,
-            Tissue.LIVER: 0.04, Tissue.MUSCLE: 0.05, Tissue.FAT: 0.03, Tissue.MEDIASTINUM: 0.06,
-            Tissue.THYMUS: 0.05, Tissue.VERTEBRA: 0.08}
-_LUNGS = (Tissue.LUNG_RIGHT, Tissue.LUNG_LEFT)
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,10 @@ class SyntheticCase:
     label: sitk.Image   # uint8: 0 background, 1 RIGHT lung, 2 LEFT lung
     seed: int
     anatomy: str        # "procedural" or "atlas"
+    contrast: str = "ute"
+    variant_family: str = "train"
+    # What was drawn (newborn age and size, affine, elastic, BPD, artefacts): plain numbers and flags.
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def default_atlas_dir() -> Path:
@@ -61,11 +63,15 @@ def default_atlas_dir() -> Path:
 
 
 def _validate(anatomy: str, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-              atlas_dir: Path | None,
-              touching_lungs: bool | None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+              atlas_dir: Path | None, touching_lungs: bool | None, contrast: str, variant_family: str,
+              bpd_severity: float | None, artefacts: bool) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Check the arguments early, with messages that say what to pass instead."""
     if anatomy not in ANATOMIES:
         raise ValueError(f"unknown anatomy {anatomy!r}: use one of {', '.join(ANATOMIES)}")
+    if contrast not in CONTRASTS:
+        raise ValueError(f"unknown contrast {contrast!r}: use one of {', '.join(CONTRASTS)}")
+    if variant_family not in FAMILY_NAMES:
+        raise ValueError(f"unknown variant_family {variant_family!r}: use one of {', '.join(FAMILY_NAMES)}")
     try:
         shape_t = tuple(int(s) for s in shape)
         spacing_t = tuple(float(s) for s in spacing)
@@ -77,6 +83,12 @@ def _validate(anatomy: str, shape: tuple[int, int, int], spacing: tuple[float, f
         raise ValueError(f"spacing must be three positive finite mm values (k, j, i), got {spacing!r}")
     if touching_lungs is not None and not isinstance(touching_lungs, (bool, np.bool_)):
         raise ValueError(f"touching_lungs must be True, False or None, got {touching_lungs!r}")
+    if bpd_severity is not None and (isinstance(bpd_severity, (bool, np.bool_))
+                                     or not isinstance(bpd_severity, (int, float, np.floating, np.integer))
+                                     or not 0.0 <= float(bpd_severity) <= 1.0):
+        raise ValueError(f"bpd_severity must be None (random) or a number from 0 to 1, got {bpd_severity!r}")
+    if not isinstance(artefacts, (bool, np.bool_)):
+        raise ValueError(f"artefacts must be True or False, got {artefacts!r}")
     if anatomy == "atlas":
         if atlas_dir is None:
             raise ValueError("anatomy='atlas' needs atlas_dir (for example default_atlas_dir())")
@@ -94,65 +106,56 @@ def _centred_geometry(shape: tuple[int, ...], spacing: tuple[float, ...]) -> Geo
     return Geometry(size, spacing_ijk, origin, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
 
 
-def _paint(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
-    """Neonatal contrast and MR physics on a tissue-class volume; returns float32 magnitude."""
-    shape = tissue.shape
-    spacing = geometry.spacing[::-1]
-    mean = np.zeros(N_TISSUES, np.float32)
-    for t, value in _MEAN.items():
-        mean[t] = value * rng.uniform(0.9, 1.1)
-    mean[list(_LUNGS)] = rng.uniform(90.0, 190.0)
-    texture = np.zeros(N_TISSUES, np.float32)
-    for t, value in _TEXTURE.items():
-        texture[t] = value
-    lung = np.zeros(N_TISSUES, np.float32)
-    lung[list(_LUNGS)] = 1.0
-
-    # Fine texture everywhere, plus low-frequency parenchymal heterogeneity and a dependent (posterior)
-    # density gradient in the lungs, as in a supine newborn.
-    fine = smooth_field(rng, shape, spacing, rng.uniform(3.0, 6.0))
-    coarse = smooth_field(rng, shape, spacing, rng.uniform(12.0, 20.0))
-    _, y, _ = axis_coordinates(geometry)
-    dependent = np.float32(rng.uniform(0.0, 0.004)) * y
-    in_lung = lung[tissue]
-    image = mean[tissue] * (1.0 + texture[tissue] * fine
-                            + in_lung * (np.float32(rng.uniform(0.12, 0.25)) * coarse + dependent))
-
-    # Smooth multiplicative receive-coil bias within 0.7..1.3, then partial-volume blur.
-    bias = smooth_field(rng, shape, spacing, rng.uniform(50.0, 90.0))
-    image *= 1.0 + np.float32(rng.uniform(0.1, 0.3)) * np.tanh(bias)
-    image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.5, 0.8), mode="nearest")
-
-    # Rician noise: magnitude of a complex signal with Gaussian noise in both channels.
-    sigma = np.float32(rng.uniform(0.01, 0.04) * mean.max())
-    real = image + sigma * rng.standard_normal(shape, dtype=np.float32)
-    imaginary = sigma * rng.standard_normal(shape, dtype=np.float32)
-    image = np.sqrt(real * real + imaginary * imaginary)
-    image *= np.float32(rng.uniform(0.85, 1.15))
-    return image.astype(np.float32, copy=False)
-
-
 def generate_case(seed: int, *, anatomy: str = "procedural", shape: tuple[int, int, int] = (64, 128, 128),
                   spacing: tuple[float, float, float] = (1.5, 1.0, 1.0), atlas_dir: Path | None = None,
-                  touching_lungs: bool | None = None) -> SyntheticCase:
+                  touching_lungs: bool | None = None, contrast: str = "ute", variant_family: str = "train",
+                  bpd_severity: float | None = None, artefacts: bool = True) -> SyntheticCase:
     """Generate one synthetic neonatal chest MRI and its right/left lung label.
 
-    ``shape`` and ``spacing`` are in array order (k, j, i) = (slice, row, column); the anatomy is in
-    millimetres, so other grids show the same-sized baby with a different field of view. With
-    ``touching_lungs=None`` about 30 % of cases have lungs touching anteriorly.
+    Args:
+        seed: any non-negative integer; with the other arguments it fixes the volume bit for bit.
+        anatomy: "procedural" (shapes written as functions) or "atlas" (the fetal thorax atlas's
+            lung, heart and thymus shapes, which needs ``atlas_dir``).
+        shape, spacing: the output grid in array order (k, j, i) = (slice, row, column), voxels and mm.
+            The anatomy is in millimetres, so other grids show the same-sized baby with another field
+            of view; the grid is centred on the chest with identity direction (LPS).
+        atlas_dir: folder holding the atlas files (``default_atlas_dir()`` beside a checkout).
+        touching_lungs: lungs touching anteriorly (one connected component) or at least two voxels
+            apart; None draws touching for about 30 % of cases.
+        contrast: "ute" (the target protocol: aerated lungs dark), "t2_haste" (fluid bright, lungs
+            dark-intermediate, blood dark) or "randomized" (random intensity per tissue and gamma).
+        variant_family: "train" or "heldout": which disjoint range of newborn size, chest shape, shear
+            and elastic warp the anatomy comes from (see ``variants.FAMILIES``), and which seed space.
+        bpd_severity: BPD-like dense patches, cysts and streaks inside the lungs, 0 (none) to 1
+            (severe); None draws none for half of the cases and a severity of 0.15-1 otherwise.
+        artefacts: bias field, breathing blur, radial undersampling streaks and lower acquired
+            resolution, each drawn at random; False keeps only partial volume and Rician noise.
+
+    Raises:
+        ValueError: for any argument outside the values above, before any work is done.
     """
-    shape_t, spacing_t = _validate(anatomy, shape, spacing, atlas_dir, touching_lungs)
-    rng = np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    shape_t, spacing_t = _validate(anatomy, shape, spacing, atlas_dir, touching_lungs, contrast,
+                                   variant_family, bpd_severity, artefacts)
+    streams = [np.random.default_rng(s) for s in family_seed(seed, variant_family).spawn(4)]
+    rng, pathology_rng, contrast_rng, acquisition_rng = streams
     draw = rng.random()
     touching = bool(draw < TOUCHING_PROBABILITY) if touching_lungs is None else bool(touching_lungs)
     geometry = _centred_geometry(shape_t, spacing_t)
+    pose = draw_pose(rng, variant_family)
     if anatomy == "procedural":
-        tissue = procedural_tissue(rng, geometry, touching)
+        tissue = procedural_tissue(rng, geometry, touching, pose)
     else:
-        tissue = atlas_tissue(rng, geometry, Path(atlas_dir))
+        tissue = atlas_tissue(rng, geometry, Path(atlas_dir), pose)
     label = finalize_lungs(tissue, geometry, rng, touching)
-    image = _paint(tissue, geometry, rng)
-    return SyntheticCase(array_to_image(image, geometry), array_to_image(label, geometry), int(seed), anatomy)
+    severity = draw_severity(pathology_rng) if bpd_severity is None else float(bpd_severity)
+    bpd = add_bpd_patterns(tissue, label, geometry, pathology_rng, severity)
+    image = paint(tissue, geometry, contrast_rng, contrast)
+    image, acquisition = acquire(image, geometry, acquisition_rng, contrast, bool(artefacts))
+    parameters = {"touching_lungs": touching, **pose.summary(), **bpd, **acquisition}
+    return SyntheticCase(array_to_image(image, geometry), array_to_image(label, geometry), int(seed), anatomy,
+                         contrast, variant_family, parameters)
 
 
 def write_case(case: SyntheticCase, image_path: Path, label_path: Path) -> None:
