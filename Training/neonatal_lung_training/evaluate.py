@@ -11,6 +11,7 @@ and report.md (see :mod:`.report`). Metric definitions are in :mod:`.metrics`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worst", type=int, default=3, metavar="N",
                         help="overlay figures of the N worst cases per model by whole-lung Dice (default 3)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing evaluation report")
+    parser.add_argument("--split", type=Path, default=None, metavar="SPLIT_JSON",
+                        help="a run's split.json: evaluate only the subjects of --part (a model's own "
+                             "held-out subjects, never its training ones)")
+    parser.add_argument("--part", choices=("train", "val", "test"), default="test",
+                        help="which part of --split to evaluate (default test)")
     return parser
 
 
@@ -229,6 +235,14 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     log = report.read_training_log(args.run_dir) if args.run_dir is not None else None
     models = load_models(args.model, args.device)
     cases = folder.latest_versions()
+    if args.split is not None:
+        try:
+            wanted = set(json.loads(args.split.read_text(encoding="utf-8"))[args.part])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{args.split}: not a split file with a {args.part!r} list ({exc})") from None
+        cases = [c for c in cases if c.subject in wanted]
+        if not cases:
+            raise InputError(f"{args.split}: no subject of {args.part!r} is in {args.data}")
     echo(f"evaluating {len(models)} model(s) on {len(cases)} case(s) from {folder.root} "
          f"on {models[0].segmenter.device}")
     results = evaluate_folder(models, cases, folder.read_case, echo=echo)

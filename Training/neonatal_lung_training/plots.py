@@ -174,6 +174,8 @@ def overlay_figure(views: Mapping[str, Mapping[str, np.ndarray]], title: str, pa
     """Axial and coronal slices of maximum disagreement, reference (green) and prediction (pink) contours,
     disagreeing voxels shaded yellow."""
     figure = Figure(figsize=(10.0, 5.2))
+    # A single-slice volume (e.g. a 2D CT slice) has no coronal view worth drawing.
+    views = {name: view for name, view in views.items() if min(np.asarray(view["reference"]).shape) >= 2}
     for n, (name, view) in enumerate(views.items()):
         axis = figure.add_subplot(1, len(views), n + 1)
         _panel(axis, view, f"{name} slice {int(view['index'])}: {int(view['disagreeing_voxels'])} voxels differ",

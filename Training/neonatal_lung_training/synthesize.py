@@ -88,7 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="voxels per axis: slices, rows, columns (default 96 256 256)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.5, 0.55, 0.55), metavar=("K", "J", "I"),
                         help="mm per axis: slices, rows, columns (default 1.5 0.55 0.55)")
+    parser.add_argument("--mix", action="store_true",
+                        help="draw anatomy (atlas or procedural), matrix, field of view, slice thickness "
+                             "(1-4 mm) and contrast per case, and write a training folder with a manifest "
+                             "(the bundled model's recipe; --anatomy, --contrast, --shape, --spacing ignored)")
+    parser.add_argument("--randomized-fraction", type=float, default=0.3,
+                        help="with --mix: share of cases with randomized contrast, the rest UTE (default 0.3)")
     args = parser.parse_args(argv)
+    if args.mix:
+        return _write_mix(args)
     try:
         written = write_synthetic_cases(
             args.output, args.cases, args.seed, args.anatomy, tuple(args.shape), tuple(args.spacing),
@@ -100,6 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for image_path, label_path in written:
         print(f"{image_path}  {label_path}")
+    return 0
+
+
+def _write_mix(args: argparse.Namespace) -> int:
+    from .synthetic_folder import SyntheticMix, write_synthetic_folder
+
+    try:
+        mix = SyntheticMix(randomized_contrast_fraction=args.randomized_fraction)
+        count = write_synthetic_folder(args.output, range(args.seed, args.seed + args.cases), mix,
+                                       variant_family=args.variant_family)
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a training folder of {count} cases to {args.output}")
     return 0
 
 
