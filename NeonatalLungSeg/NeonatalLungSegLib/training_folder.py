@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -309,3 +311,21 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
                 path.unlink(missing_ok=True)
             raise
     return record
+
+
+@contextlib.contextmanager
+def new_training_folder(root: Path | str) -> Iterator[Path]:
+    """Build a whole NEW training folder: yields a staging folder to ``add_case`` into, renamed to ``root``
+    only when the block finishes, so a converter that fails half-way leaves nothing behind."""
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root}: already exists; choose a new folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)
+        os.replace(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

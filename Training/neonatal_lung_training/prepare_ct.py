@@ -17,17 +17,14 @@ Dice does not depend on it.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from NeonatalLungSegLib.errors import InputError
-from NeonatalLungSegLib.training_folder import add_case
+from NeonatalLungSegLib.training_folder import add_case, new_training_folder
 
 NOMINAL_SPACING_MM = (5.0, 5.0, 5.0)
 DUPLICATE_RMS = 0.03
@@ -86,20 +83,13 @@ def prepare_ct(source: Path, output: Path) -> int:
         raise InputError(f"{output}: already exists; choose a new folder for the training folder")
     images, masks = load_ct_slices(source)
     groups = pseudo_subjects(images)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with new_training_folder(output) as staging:
         for index, (image, mask) in enumerate(zip(images, masks)):
             add_case(staging, _volume(image, np.float32), _volume(mask, np.uint8), f"ct-{groups[index]:03d}",
                      review_status="reference", label_scheme="lung", source="ct-lung-slices",
                      metadata={"source_file": "x_train.npy", "source_index": index,
                                "pixel_spacing": "nominal 5 mm (not distributed)"},
                      description=DESCRIPTION)
-        staging.chmod(0o755)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return len(images)
 
 

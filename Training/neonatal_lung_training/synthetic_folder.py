@@ -10,15 +10,12 @@ complete.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from NeonatalLungSegLib.training_folder import add_case
+from NeonatalLungSegLib.training_folder import add_case, new_training_folder
 
 from .synthetic import default_atlas_dir, generate_case
 
@@ -72,9 +69,7 @@ def write_synthetic_folder(root: Path, seeds: range | list[int], mix: SyntheticM
                            f"{mix.atlas_fraction:.0%} atlas anatomy if available; "
                            f"{mix.randomized_contrast_fraction:.0%} randomized contrast, rest UTE); "
                            "no real neonatal MRI")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with new_training_folder(root) as staging:
         for number, seed in enumerate(seeds, 1):
             params = case_parameters(seed, mix, atlas_available)
             case = generate_case(seed, variant_family=variant_family,
@@ -85,11 +80,6 @@ def write_synthetic_folder(root: Path, seeds: range | list[int], mix: SyntheticM
                      review_status="reference", source="synthetic", metadata=metadata, description=text)
             if number % 10 == 0:
                 echo(f"  {number} cases", flush=True)
-        staging.chmod(0o755)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return len(seeds)
 
 
