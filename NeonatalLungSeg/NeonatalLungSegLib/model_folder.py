@@ -26,6 +26,8 @@ FORMAT_NAME = "neonatal-lung-seg-model"
 FORMAT_VERSION = 1
 IN_PLANE_POLICIES = ("fixed_size",)
 INTENSITY_METHODS = ("percentile_minmax", "zscore")
+SPATIAL_DIMS = (2, 3)
+PATCH_SLICES_MULTIPLE = 16  # four 2x downsamplings along the slice axis, as in_plane_size allows five
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class InputConfig:
     ``channels`` > 1 means 2.5D: the slice and its neighbours (clamped at the ends) are stacked.
     ``slice_axis`` is the canonical ITK index axis (0 = i, 1 = j, 2 = k) the slices are taken across;
     with orientation "LPS" and slice_axis 2 the slices are axial.
+    ``spatial_dims`` 3 makes the model volumetric: every slice is prepared exactly as for 2D, the slices
+    are stacked into one volume and a 3D network runs over it in sliding windows of ``patch_slices``
+    slices by ``in_plane_size``, overlapping by ``window_overlap`` and blended with Gaussian weights.
+    ``patch_slices`` and ``window_overlap`` are ignored by 2D models.
     """
 
     channels: int = 1
@@ -59,6 +65,9 @@ class InputConfig:
     intensity_method: str = "percentile_minmax"
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
+    spatial_dims: int = 2             # 2 = slice-wise (2D / 2.5D), 3 = volumetric (sliding windows)
+    patch_slices: int = 32            # 3D only: window depth along slice_axis
+    window_overlap: float = 0.5       # 3D only: fraction of a window shared with the next one
 
 
 @dataclass(frozen=True)
@@ -138,12 +147,39 @@ class ModelConfig:
             found.append(f"input.intensity_method must be one of {INTENSITY_METHODS}, got {inp.intensity_method!r}")
         if not 0 <= inp.lower_percentile < inp.upper_percentile <= 100:
             found.append("input percentiles must satisfy 0 <= lower < upper <= 100")
+        found += self._spatial_problems()
         if self.output.activation != "sigmoid":
             found.append(f"output.activation must be 'sigmoid', got {self.output.activation!r}")
         if not 0 < self.output.threshold < 1:
             found.append(f"output.threshold must lie in (0, 1), got {self.output.threshold}")
         if sorted(self.output.labels.values()) != [1, 2]:
             found.append("output.labels must map the right and left lung to 1 and 2")
+        return found
+
+    def _spatial_problems(self) -> list[str]:
+        """2D versus 3D: a volumetric model needs a MONAI network, one channel and a valid window."""
+        inp, found = self.input, []
+        if isinstance(inp.spatial_dims, bool) or inp.spatial_dims not in SPATIAL_DIMS:
+            return [f"input.spatial_dims must be 2 (slice-wise) or 3 (volumetric), got {inp.spatial_dims!r}"]
+        declared = self.network.args.get("spatial_dims") if isinstance(self.network.args, dict) else None
+        if declared is not None and declared != inp.spatial_dims:
+            found.append(f"network.args.spatial_dims {declared!r} contradicts input.spatial_dims "
+                         f"{inp.spatial_dims}")
+        if inp.spatial_dims == 2:
+            return found
+        if self.network.library != "monai":
+            found.append(f"input.spatial_dims 3 needs network.library 'monai' (a 3D network), "
+                         f"got {self.network.library!r}")
+        if inp.channels != 1:
+            found.append(f"input.spatial_dims 3 needs input.channels 1 (the neighbours are already in the "
+                         f"window), got {inp.channels}")
+        if isinstance(inp.patch_slices, bool) or not isinstance(inp.patch_slices, int) \
+                or inp.patch_slices < PATCH_SLICES_MULTIPLE or inp.patch_slices % PATCH_SLICES_MULTIPLE:
+            found.append(f"input.patch_slices must be a multiple of {PATCH_SLICES_MULTIPLE} (>= "
+                         f"{PATCH_SLICES_MULTIPLE}) for a 3D model, got {inp.patch_slices!r}")
+        if isinstance(inp.window_overlap, bool) or not isinstance(inp.window_overlap, (int, float)) \
+                or not 0 <= inp.window_overlap < 1:
+            found.append(f"input.window_overlap must lie in [0, 1), got {inp.window_overlap!r}")
         return found
 
 

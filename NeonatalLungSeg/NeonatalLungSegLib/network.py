@@ -1,11 +1,13 @@
 """Build the segmentation network by name from a model config.
 
-Building by name keeps the architecture a config change (another encoder, a 2.5D input, a MONAI network)
+Building by name keeps the architecture a config change (another encoder, a 2.5D input, a MONAI 3D network)
 rather than a code change, and ``encoder_weights=None`` guarantees nothing is ever downloaded: weights
 come only from the model folder.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -34,6 +36,9 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         factory = getattr(nets, net.architecture, None)
         if factory is None:
             raise ModelFolderError(f"MONAI has no network named {net.architecture!r}")
+        if "spatial_dims" in inspect.signature(factory).parameters:
+            # 2D or 3D comes from input.spatial_dims (model_folder checks a stated value agrees with it).
+            args.setdefault("spatial_dims", config.input.spatial_dims)
         try:
             return factory(in_channels=config.input.channels, out_channels=1, **args)
         except (TypeError, ValueError) as exc:

@@ -47,22 +47,38 @@ class AugmentConfig:
             raise ValueError("augment.rotation_degrees must be 0..180 and augment.zoom_fraction 0..1")
 
 
-def build_transform(config: AugmentConfig, size: tuple[int, int], seed: int) -> Compose:
-    """A seeded MONAI pipeline over {"image": (C, H, W), "label": (1, H, W)} tensors."""
+def build_transform(config: AugmentConfig, size: tuple[int, ...], seed: int) -> Compose:
+    """A seeded MONAI pipeline over {"image": (C, *size), "label": (1, *size)} tensors.
+
+    ``size`` is (H, W) for slices or (D, H, W) for 3D windows (D along the slice axis). In 3D the geometry
+    stays in-plane as in 2D (rotation about the slice axis, in-plane translation; zoom in all three
+    directions, as slice spacing varies between protocols) and the breathing blur runs along the slice axis,
+    the direction a free-breathing acquisition smears.
+    """
+    if len(size) not in (2, 3):
+        raise ValueError(f"size must be (H, W) or (D, H, W), got {tuple(size)}")
     keys, image = ["image", "label"], ["image"]
     both_modes = ["bilinear", "bilinear"]  # soft targets stay soft; BCE + Dice take them as they are
-    shift = [config.translation_fraction * s for s in size]
+    angle = math.radians(config.rotation_degrees)
+    if len(size) == 2:
+        rotate, shift = angle, [config.translation_fraction * s for s in size]
+        blur = {"sigma_x": (0.1, 0.3), "sigma_y": (0.8, 2.0)}  # motion blurs along one in-plane direction only
+        upsample = "bilinear"
+    else:
+        # MONAI's first 3D angle turns the plane of the last two axes, i.e. in-plane about the slice axis.
+        rotate, shift = (angle, 0.0, 0.0), [0.0] + [config.translation_fraction * s for s in size[1:]]
+        blur = {"sigma_x": (0.8, 2.0), "sigma_y": (0.1, 0.3), "sigma_z": (0.1, 0.3)}  # across slices
+        upsample = "trilinear"
     transforms = [
-        RandAffined(keys, prob=config.geometry_probability, rotate_range=math.radians(config.rotation_degrees),
-                    translate_range=shift, scale_range=(config.zoom_fraction, config.zoom_fraction),
+        RandAffined(keys, prob=config.geometry_probability, rotate_range=rotate,
+                    translate_range=shift, scale_range=(config.zoom_fraction,) * len(size),
                     mode=both_modes, padding_mode="zeros"),
         RandBiasFieldd(image, prob=config.bias_field_probability, coeff_range=(0.0, 0.3)),
-        RandGaussianSmoothd(image, prob=config.breathing_blur_probability, sigma_x=(0.1, 0.3),
-                            sigma_y=(0.8, 2.0)),  # motion blurs along one in-plane direction only
+        RandGaussianSmoothd(image, prob=config.breathing_blur_probability, **blur),
         RandKSpaceSpikeNoised(image, prob=config.streak_probability, intensity_range=(9.0, 11.0)),
         RandGibbsNoised(image, prob=config.streak_probability, alpha=(0.3, 0.7)),
         RandSimulateLowResolutiond(image, prob=config.low_resolution_probability, zoom_range=(0.5, 0.9),
-                                   upsample_mode="bilinear"),
+                                   upsample_mode=upsample),
         ScaleIntensityRanged(image, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
         RandAdjustContrastd(image, prob=config.gamma_probability, gamma=config.gamma_range),
         RandRicianNoised(image, prob=config.rician_noise_probability, std=config.rician_noise_std,
@@ -74,9 +90,9 @@ def build_transform(config: AugmentConfig, size: tuple[int, int], seed: int) -> 
 
 
 class SliceAugmenter:
-    """Applies the pipeline per slice of a batch (MONAI's random transforms are per-sample)."""
+    """Applies the pipeline per slice (or per 3D window) of a batch (MONAI's random transforms are per-sample)."""
 
-    def __init__(self, config: AugmentConfig, size: tuple[int, int], seed: int) -> None:
+    def __init__(self, config: AugmentConfig, size: tuple[int, ...], seed: int) -> None:
         self.config = config
         self.pipeline = build_transform(config, size, seed) if config.enabled else None
 

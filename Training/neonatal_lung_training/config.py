@@ -29,6 +29,8 @@ class TrainConfig:
     output: str = ""                  # the NEW model folder to write
     run_dir: str = ""                 # log, split, checkpoints (default: <output>.run)
     split_file: str = ""              # explicit {"train": [...], "val": [...], "test": [...]} subjects
+    test_data: str = ""               # a separate labelled folder the final model is scored on (model card)
+    test_description: str = ""        # what test_data is, for the model card
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     reviewed_only: bool = False       # train on reviewed / reference cases only
     latest_only: bool = False         # one case per subject: its newest export
@@ -54,6 +56,17 @@ class TrainConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     weights_dtype: str = "float16"
     device: str = "auto"
+    # Volumetric models (spatial_dims 3): a MONAI 3D network on windows of patch_slices slices by
+    # in_plane_size, one window centred on each training slice; batch_size then counts windows (2 fits a
+    # CPU), and encoder, encoder_depth, decoder_channels and channels do not apply.
+    spatial_dims: int = 2             # 2 = slice-wise (2D, or 2.5D with channels > 1), 3 = volumetric
+    patch_slices: int = 32            # 3D: window depth in slices (a multiple of 16)
+    window_overlap: float = 0.5       # 3D: sliding-window overlap at validation and inference
+    monai_network: str = "UNet"       # 3D: UNet or BasicUNet from monai.networks.nets
+    monai_channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # 3D: features per level
+    monai_strides: tuple[int, ...] = (2, 2, 2, 2)             # 3D UNet: downsampling between levels
+    monai_res_units: int = 2          # 3D UNet: residual units per block
+    monai_norm: str = "batch"         # 3D: batch, instance, ...
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -62,6 +75,8 @@ class TrainConfig:
                                             for k, v in self.augment.items()})
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        self.monai_channels = tuple(int(c) for c in self.monai_channels)
+        self.monai_strides = tuple(int(c) for c in self.monai_strides)
 
     def problems(self) -> list[str]:
         found = []
@@ -82,6 +97,12 @@ class TrainConfig:
             found.append("weights_dtype must be float16 or float32")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
+        if self.spatial_dims not in (2, 3):
+            found.append(f"spatial_dims must be 2 (slice-wise) or 3 (volumetric), got {self.spatial_dims}")
+        elif self.spatial_dims == 3 and not self.init_model:
+            from .volumes3d import config_problems
+
+            found += config_problems(self)
         return found
 
     def to_dict(self) -> dict[str, Any]:

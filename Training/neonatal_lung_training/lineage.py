@@ -18,11 +18,12 @@ import torch
 from NeonatalLungSegLib.engine import Segmenter
 from NeonatalLungSegLib.model_folder import (InputConfig, ModelConfig, NetworkConfig, load_state_dict,
                                              read_config, write_model_folder)
-from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
+from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder, read_training_folder
 
 from .config import TrainConfig
 from .evaluate import dice, evaluate_case, summarise
 from .model_card import write_model_card
+from .volumes3d import network_args
 
 RECIPE = ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; "
           "MONAI augmentation: rotation 15 deg, translation 10 %, zoom 10 %, bias field, Rician noise, gamma, "
@@ -49,12 +50,20 @@ def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, Mod
                                     parent_version=parent.version, description=config.description,
                                     training={}, validation={}, weights_sha256="")
         return child, state, parent
-    network = NetworkConfig(args={**NetworkConfig().args, "encoder_name": config.encoder,
-                                  "encoder_depth": config.encoder_depth,
-                                  "decoder_channels": list(config.decoder_channels)})
-    inp = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2)
-    return ModelConfig(name=config.name or "neonatal-lung-unet-r50", version=config.version or "0.1.0", description=config.description,
-                       network=network, input=inp), None, None
+    if config.spatial_dims == 3:  # a MONAI 3D network on sliding windows (volumes3d.py)
+        architecture, args = network_args(config)
+        network = NetworkConfig(library="monai", architecture=architecture, args=args)
+        inp = InputConfig(channels=1, in_plane_size=(config.in_plane_size,) * 2, spatial_dims=3,
+                          patch_slices=config.patch_slices, window_overlap=config.window_overlap)
+        default_name = f"neonatal-lung-{architecture.lower()}-3d"
+    else:
+        network = NetworkConfig(args={**NetworkConfig().args, "encoder_name": config.encoder,
+                                      "encoder_depth": config.encoder_depth,
+                                      "decoder_channels": list(config.decoder_channels)})
+        inp = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2)
+        default_name = "neonatal-lung-unet-r50"
+    return ModelConfig(name=config.name or default_name, version=config.version or "0.1.0",
+                       description=config.description, network=network, input=inp), None, None
 
 
 def _evaluate(model_config: ModelConfig, network: torch.nn.Module, folder: TrainingFolder,
@@ -87,7 +96,14 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
                              for k, v in network.state_dict().items()})
     network.eval()
     test_cases = [c for c in cases if c.subject in set(split.get("test", []))]
-    per_case, summary = _evaluate(model_config, network, folder, test_cases) if test_cases else ([], {})
+    test_folder, test_what = folder, (f"{len(test_cases)} held-out test cases (subject-level split) of the "
+                                      "training folder; engine with post-processing")
+    if config.test_data:  # a separate held-out set (e.g. anatomy variants never used in training) wins
+        test_folder = read_training_folder(config.test_data)
+        test_cases = test_folder.latest_versions()
+        test_what = (f"{len(test_cases)} cases of a separate folder: "
+                     f"{config.test_description or test_folder.description}; engine with post-processing")
+    per_case, summary = _evaluate(model_config, network, test_folder, test_cases) if test_cases else ([], {})
     (run_dir / "test_per_case.json").write_text(json.dumps(per_case, indent=2) + "\n", encoding="utf-8")
     data = config.data_description or folder.description or f"training folder {Path(config.data).name}"
     training = {
@@ -106,8 +122,10 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
         "recipe": RECIPE, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
         "seed": config.seed, "minutes": round(minutes, 1),
     }
-    validation = ({"data": f"{len(test_cases)} held-out test cases (subject-level split) of the training "
-                           "folder; engine with post-processing", **summary}
+    if model_config.input.spatial_dims == 3:
+        training["samples"] = (f"3D windows of {model_config.input.patch_slices} slices centred on the training "
+                               "slices; validation by sliding-window inference over whole volumes")
+    validation = ({"data": test_what, **summary}
                   if test_cases else {"data": "no test subjects in this split; see a separate evaluate report"})
     final = dataclasses.replace(model_config, training=training, validation=validation)
     written = write_model_folder(Path(config.output), final, network.state_dict(), dtype=config.weights_dtype)

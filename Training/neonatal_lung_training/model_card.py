@@ -19,6 +19,17 @@ def write_model_card(folder: Path) -> Path:
     data = training.pop("data", "unknown")
     tested_on = validation.pop("data", "unknown")
     net = config.network
+    inp = config.input
+    if inp.spatial_dims == 3:
+        shape = (f"stacked into a volume and segmented in sliding 3D windows of {inp.patch_slices} slices "
+                 f"(overlap {inp.window_overlap}, Gaussian blending)")
+        context_limit = (f"- Volumetric network: 3D context within a window of {inp.patch_slices} slices; very "
+                         "different slice spacings change how much of the chest a window spans.")
+    else:
+        shape = "segmented one by one" + (f" with {inp.channels // 2} neighbour(s) each side as channels"
+                                          if inp.channels > 1 else "")
+        context_limit = "- Slice-wise 2D network: no 3D context beyond post-processing" + (
+            " and the neighbouring slices given as channels." if inp.channels > 1 else ".")
     text = f"""# Model card: {config.name} {config.version}
 
 **{config.clinical_use}** This model has never been trained or tested on real neonatal MRI, because no
@@ -31,7 +42,7 @@ data named under "Training data" and "Evaluation" below.
 - Input: the volume is reoriented to {config.input.canonical_orientation} and cut into slices across axis
   {config.input.slice_axis}; intensities are scaled by {config.input.intensity_method}
   ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
-  {list(config.input.in_plane_size)}.
+  {list(config.input.in_plane_size)} and {shape}.
 - Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
 - Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
 
@@ -56,7 +67,7 @@ labels; per-lung figures only where the reference labels tell right from left.
 - Trained on synthetic MRI and/or public CT only. Real UTE / gradient-echo neonatal MRI differs in noise, artefacts
   (motion, streaks), coil shading and pathology (BPD: dense atelectasis, cysts) in ways the generator only
   approximates. Expect lower accuracy on real scans; review every mask.
-- Slice-wise 2D network: no 3D context beyond post-processing.
+{context_limit}
 - Right/left come from the image header's geometry: a wrong header gives swapped labels.
 - Not a medical device; not for diagnosis or treatment decisions.
 """

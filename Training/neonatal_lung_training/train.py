@@ -24,7 +24,7 @@ from NeonatalLungSegLib.errors import NeonatalLungSegError
 from NeonatalLungSegLib.network import build_network
 from NeonatalLungSegLib.training_folder import read_training_folder
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, volumes3d
 from .augment import SliceAugmenter
 from .config import TrainConfig, environment
 from .dataset import cases_of, load_slices, select_cases
@@ -51,6 +51,8 @@ class RunFolder:
         wanted = config.to_dict()
         if self.config_path.exists():
             saved = json.loads(self.config_path.read_text(encoding="utf-8"))
+            # Fields added since the run started are read at their defaults, so older runs still resume.
+            saved["config"] = {**TrainConfig().to_dict(), **saved.get("config", {})}
             if saved.get("config") != wanted:
                 changed = sorted(k for k in wanted if saved.get("config", {}).get(k) != wanted[k])
                 raise ValueError(f"{self.root}: holds a run with different settings ({', '.join(changed)}); "
@@ -157,8 +159,15 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     started = time.perf_counter()
     train_cases, val_cases = cases_of(cases, split["train"]), cases_of(cases, split["val"])
     test_cases = cases_of(cases, split.get("test", []))
-    train_set = load_slices(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
-    val_set = load_slices(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
+    volumetric = model_config.input.spatial_dims == 3  # 3D: whole volumes, windows around slices (volumes3d.py)
+    load = volumes3d.load_volumes if volumetric else load_slices
+    train_set = load(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
+    if val_cases:
+        val_set = load(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
+    else:  # one subject (a single corrected case): nothing can be held out
+        say("warning: no validation subject; validation scores the training slices, so early stopping "
+            "only detects a plateau", flush=True)
+        val_set = train_set
     say(f"data: {len(train_cases)} training / {len(val_cases)} validation / {len(test_cases)} test cases "
         f"({len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))} subjects); "
         f"{len(train_set)} training and {len(val_set)} validation slices", flush=True)
@@ -177,7 +186,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
                                                            patience=config.lr_patience)
-    loss_fn = DiceCELoss(sigmoid=True)
+    # Dice pooled over the batch (batch=True): a lung-free slice has no Dice of its own, and per-slice Dice
+    # would push every such slice's loss towards 1 and drown the lungs' gradient.
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
     first_epoch, best_dice, stale, spent = 1, -1.0, 0, 0.0
     if resuming:
         state = checkpoint.load(run.last)
@@ -193,7 +204,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     # Shallower encoders keep their unused deeper blocks, so DDP must tolerate parameters without grads.
     model = (torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
              if context.active else network)
-    augmenter = SliceAugmenter(config.augment, model_config.input.in_plane_size, config.seed)
+    augmenter = SliceAugmenter(config.augment, volumes3d.sample_size(model_config.input), config.seed)
+    scores = volumes3d.volume_scores if volumetric else _slice_scores
 
     epoch = first_epoch - 1
     out_of_time = bool(config.max_minutes and spent > 60 * config.max_minutes)
@@ -222,7 +234,7 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         if bar is not None:
             bar.close()
         train_loss = distributed.mean_over_ranks(float(np.mean(losses)), context)
-        val_loss, val_dice, val_iou = _slice_scores(network, val_set, loss_fn, 32)
+        val_loss, val_dice, val_iou = scores(network, val_set, loss_fn, 32)
         scheduler.step(val_dice)
         seconds = spent + time.perf_counter() - started
         improved = val_dice > best_dice
