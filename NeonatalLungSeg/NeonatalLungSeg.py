@@ -21,11 +21,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import dependencies, mrmlNodes, pipeline, resources
+from NeonatalLungSegSlicerLib import dependencies, modelSelector, mrmlNodes, pipeline, resources
 
 SETTINGS_REVIEWER = "NeonatalLungSeg/Reviewer"
 SETTINGS_TRAINING_FOLDER = "NeonatalLungSeg/TrainingFolder"
-OTHER_MODEL = "Other model folder..."
 DEFAULT_TRAINING_FOLDER = pathlib.Path.home() / "NeonatalLungSeg-training"
 
 
@@ -40,8 +39,9 @@ class NeonatalLungSeg(ScriptedLoadableModule):
 Segments the right and left lungs in chest MRI of newborns and measures their volumes (mL).
 <ol><li>Pick the input volume (Sample Data > Neonatal lung MRI has a synthetic example) and click <b>Segment</b>;
 Python packages are installed on first use after you agree.</li>
-<li>Check the result, starting with the least confident slices; correct it with the Segment Editor below
-(paint, erase, scissors, islands, smoothing, undo); <b>Update volumes</b> re-measures.</li>
+<li>Check the result, starting with the slices the model was least sure of (its confidence is shown);
+correct it with the Segment Editor below (paint, erase, scissors, islands, smoothing, undo);
+<b>Update volumes</b> re-measures.</li>
 <li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
 identifiers) are appended to the folder for retraining.</li></ol>
 <b>Research use only. Not clinically validated.</b> The bundled model was trained on synthetic data only."""
@@ -64,6 +64,7 @@ class NeonatalLungSegParameterNode:
     splitLeftRight: bool = True
     showProbabilities: bool = False
     reviewSliceCount: Annotated[int, WithinRange(0, 50)] = 5
+    flipCheck: bool = False
     replacePrevious: bool = True
     outputSegmentation: vtkMRMLSegmentationNode
     volumeTable: vtkMRMLTableNode
@@ -92,14 +93,15 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = NeonatalLungSegLogic()
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
-        self._populateModelComboBox()
+        self._models = modelSelector.ModelSelector(self.ui.modelComboBox, self.ui.modelFolderPathLineEdit,
+                                                   self._onModelChosen)
+        self._models.populate()
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._pollJob)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChoice)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.onSegmentationChanged)
@@ -166,18 +168,9 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shownModel = self._shownDevice = None
         self._onParameterNodeModified()
 
-    def _populateModelComboBox(self):
-        combo = self.ui.modelComboBox
-        combo.clear()
-        for folder in resources.bundledModelFolders():
-            combo.addItem(f"Bundled: {folder.name}", str(folder))
-        combo.addItem(OTHER_MODEL, "")
-
-    def onModelChoice(self, index):
-        folder = self.ui.modelComboBox.itemData(index)
-        self.ui.modelFolderPathLineEdit.enabled = not folder
-        if folder and self._parameterNode:
-            self._parameterNode.modelFolder = pathlib.Path(folder)
+    def _onModelChosen(self, folder):
+        if self._parameterNode:
+            self._parameterNode.modelFolder = folder
 
     def _onParameterNodeModified(self, caller=None, event=None):
         """Labels that describe a choice follow the parameter node (not the widget: its slot may run first)."""
@@ -185,6 +178,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node and str(node.modelFolder) != self._shownModel:
             self._shownModel = str(node.modelFolder)
             self.ui.modelInfoLabel.text = pipeline.modelDescription(node.modelFolder)
+            self._models.show(node.modelFolder)
         if node and node.device != self._shownDevice:
             self._shownDevice = node.device
             self.ui.deviceInfoLabel.text = pipeline.deviceMessage(node.device)
@@ -243,6 +237,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from NeonatalLungSegLib.measure import format_volumes
 
             self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}"
+            self._models.remember(job.request.modelFolder)
             if outputs.probabilityNode is not None:
                 slicer.util.setSliceViewerLayers(foreground=outputs.probabilityNode, foregroundOpacity=0.4)
         self._onParameterNodeModified()
@@ -254,6 +249,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSourceVolumeNode(volumeNode or (self._parameterNode.inputVolume if self._parameterNode else None))
         table = segmentationNode.GetNodeReference(mrmlNodes.TABLE_ROLE) if segmentationNode else None
         self.ui.volumeTableView.setMRMLTableNode(table)
+        self.ui.confidenceLabel.text = mrmlNodes.confidenceText(segmentationNode)
         self.ui.reviewSlicesListWidget.clear()
         for entry in mrmlNodes.reviewSlices(segmentationNode):
             self.ui.reviewSlicesListWidget.addItem(entry["text"])
@@ -336,8 +332,8 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
 
     def finishSegmentation(self, job, parameterNode=None):
         """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
-        result, model = job.result()
-        outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, model)
+        result, model, confidence = job.result()
+        outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, model, confidence)
         if parameterNode is not None:
             parameterNode.outputSegmentation = outputs.segmentationNode
             parameterNode.volumeTable = outputs.tableNode
@@ -355,10 +351,11 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
     def updateVolumeTable(self, segmentationNode, volumeNode):
         return pipeline.updateVolumeTable(slicer.mrmlScene, segmentationNode, volumeNode)
 
-    def exportForTraining(self, segmentationNode, volumeNode, trainingFolder, reviewer):
+    def exportForTraining(self, segmentationNode, volumeNode, trainingFolder, reviewer, reviewStatus="reviewed"):
         if segmentationNode is None or volumeNode is None:
             raise ValueError("Select the segmentation to export and its input volume.")
-        return pipeline.exportForTraining(slicer.mrmlScene, segmentationNode, volumeNode, trainingFolder, reviewer)
+        return pipeline.exportForTraining(slicer.mrmlScene, segmentationNode, volumeNode, trainingFolder, reviewer,
+                                          reviewStatus)
 
     def jumpToSlice(self, ras):
         slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .acceleration import PRECISIONS, configure_process
 from .errors import InputError, NeonatalLungSegError
 from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, dicom_series_files, probe_volume,
                         volume_suffix)
@@ -57,7 +58,8 @@ def collect_cases(inputs: Sequence[Path]) -> list[Case]:
 
 def output_paths(out_dir: Path, name: str, fmt: str) -> dict[str, Path]:
     return {"labels": out_dir / f"{name}_lungs.{fmt}", "volumes": out_dir / f"{name}_volumes.json",
-            "probabilities": out_dir / f"{name}_lung_probability.{fmt}"}
+            "probabilities": out_dir / f"{name}_lung_probability.{fmt}",
+            "confidence": out_dir / f"{name}_confidence.json"}
 
 
 def _progress_bar(name: str) -> tuple[Callable[[float], None], Callable[[], None]]:
@@ -71,7 +73,10 @@ def _progress_bar(name: str) -> tuple[Callable[[float], None], Callable[[], None
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from .confidence import segment_with_confidence
+    from .acceleration import configure_cpu_threads
     from .engine import Segmenter
+    from .geometry import image_to_array
     from .measure import format_volumes
     from .postprocess import PostprocessOptions
     from .volume_io import read_volume
@@ -84,20 +89,32 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError(f"{out_dir}: output exists and is not a folder")
     checker = AtomicOutputs(overwrite=args.overwrite)
     paths_of = {case.name: output_paths(out_dir, case.name, args.format) for case in cases}
+    args.confidence = args.confidence or args.flip
+    keys = ("labels", "volumes") + (("probabilities",) if args.probabilities else ()) + \
+        (("confidence",) if args.confidence else ())
     for paths in paths_of.values():
-        for key in ("labels", "volumes") + (("probabilities",) if args.probabilities else ()):
+        for key in keys:
             checker.check(paths[key])
-    segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size)
+    if args.device.strip().lower() in ("auto", "cpu"):
+        configure_cpu_threads()
+    segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
+                               precision=args.precision)
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
           f"{len(cases)} case(s)", flush=True)
     for case in cases:
         started = time.perf_counter()
-        image = read_volume(case.source)
+        image = read_volume(case.source, check=False)  # the engine checks the values, once
         update, close = _progress_bar(case.name)
         try:
-            result = segmenter.segment_image(image, options=options, with_probabilities=args.probabilities,
-                                             progress=update)
+            if args.confidence:
+                array, geometry = image_to_array(image)
+                result, confidence = segment_with_confidence(
+                    segmenter, array.astype("float32", copy=False), geometry, options=options, flip=args.flip,
+                    progress=update)
+            else:
+                result = segmenter.segment_image(image, options=options, with_probabilities=args.probabilities,
+                                                 progress=update, source=str(case.source))
         finally:
             close()
         paths = paths_of[case.name]
@@ -108,9 +125,80 @@ def run_segment(args: argparse.Namespace) -> int:
             outputs.write_image(result.labels_image(), paths["labels"])
             if args.probabilities:
                 outputs.write_image(result.probabilities_image(), paths["probabilities"])
+            if args.confidence:
+                outputs.write_json({"case": case.name, "model": report["model"],
+                                    **confidence.to_dict(args.check_slices, result.geometry)}, paths["confidence"])
             report["seconds"] = round(time.perf_counter() - started, 3)
             outputs.write_json(report, paths["volumes"])
-        print(f"{case.name}: {format_volumes(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}")
+        line = f"{case.name}: {format_volumes(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}"
+        if args.confidence:
+            check = ", ".join(str(s.index) for s in confidence.slices_to_check(args.check_slices))
+            line += f"\n  confidence {confidence.confidence:.3f}" + (
+                f", flip agreement {confidence.flip_dice:.3f}" if confidence.flip_dice is not None else "") + \
+                (f"; check slices {check} first" if check else "")
+        print(line)
+    return 0
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    """Rank unlabelled cases, least confident (most worth correcting) first; CSV to --out or stdout."""
+    from .engine import Segmenter
+    from .ranking import is_training_folder, rank_cases, ranking_csv, read_folder_image, training_folder_images
+
+    folders = [p for p in args.data if is_training_folder(p)]
+    others = [p for p in args.data if not is_training_folder(p)]
+    if folders and others:
+        raise InputError("give either training folders or volumes (files, series, folders of volumes), not both")
+    if folders:
+        cases = [case for folder in folders for case in training_folder_images(folder)]
+        read = read_folder_image
+    else:
+        cases = [(c.name, c.source) for c in collect_cases(others)]
+        read = None
+        for _, source in cases:
+            probe_volume(source)
+    if not cases:
+        raise InputError(f"no volumes found in {', '.join(map(str, args.data))}")
+    names = [name for name, _ in cases]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"case names occur twice: {', '.join(duplicates[:5])}; rank one folder at a time")
+    if args.out is not None:
+        AtomicOutputs(overwrite=args.overwrite).check(args.out)
+    segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size)
+    echo = (lambda text: print(text, file=sys.stderr, flush=True)) if args.out is None else print
+    echo(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
+         f"ranking {len(cases)} case(s){' with a left-right flip' if args.flip else ''}")
+    ranked = rank_cases(segmenter, cases, flip=args.flip, echo=echo, **({"read": read} if read else {}))
+    text = ranking_csv(ranked)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    with AtomicOutputs(overwrite=args.overwrite) as outputs:
+        outputs.path_for(args.out).write_text(text, encoding="utf-8")
+    top = ", ".join(f"{r.case} ({r.confidence:.3f})" for r in ranked[:5])
+    print(f"wrote {args.out}; correct first: {top}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """List model folders: bundled, given (--path), remembered (--remember adds the given paths)."""
+    import json
+
+    from . import registry
+
+    for path in args.forget or []:
+        print(("forgot " if registry.forget(path) else "was not remembered: ") + str(path))
+    if args.remember:
+        for path in args.path:
+            if not registry.model_folders_under(Path(path)):
+                raise InputError(f"{path}: neither a model folder nor a folder holding model folders")
+            print(("remembered " if registry.remember(path) else "already remembered: ") + str(path))
+    entries = registry.find_models(args.path)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+    else:
+        print(registry.format_table(entries))
     return 0
 
 
@@ -146,13 +234,48 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     seg.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled model)")
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    seg.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 8 CPU, 32 GPU)")
+    seg.add_argument("--batch-size", type=int, default=None,
+                     help="slices per batch (default 8 on CPU; on a GPU, what half its free memory holds)")
+    seg.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs, else fp32), fp32, fp16 or bf16")
     seg.add_argument("--probabilities", action="store_true", help="also write the lung probability map")
     seg.add_argument("--no-postprocess", action="store_true",
                      help="raw thresholded network output as one 'lung' label (no cleaning, no L/R split)")
     seg.add_argument("--format", choices=OUTPUT_FORMATS, default="nii.gz", help="output file format")
+    seg.add_argument("--confidence", action="store_true",
+                     help="also write NAME_confidence.json: case confidence (estimated Dice, entropy) and the "
+                          "axial slices most worth checking")
+    seg.add_argument("--flip", action="store_true",
+                     help="confidence with test-time augmentation: segment the left-right mirrored volume too "
+                          "and report the agreement (implies --confidence; about twice the time)")
+    seg.add_argument("--check-slices", type=int, default=5, metavar="N",
+                     help="slices to list as most worth checking (default 5)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     seg.set_defaults(func=run_segment)
+    rank = sub.add_parser("rank", help="rank unlabelled cases by the expected benefit of correcting them",
+                          description="Segment every case and rank the cases by expected benefit of correction "
+                                      "(1 - estimated Dice from the model's own probabilities), least confident "
+                                      "first: the order in which a reviewer's corrections help most.")
+    rank.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled model)")
+    rank.add_argument("--data", type=Path, nargs="+", required=True, metavar="FOLDER_OR_VOLUME",
+                      help="training folders (their newest case of each subject), folders of volumes, volume "
+                           "files or DICOM series folders")
+    rank.add_argument("--out", type=Path, default=None, help="ranking CSV to write (default: print to stdout)")
+    rank.add_argument("--flip", action="store_true", help="add left-right flip agreement (twice the time)")
+    rank.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    rank.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 8 CPU, 32 GPU)")
+    rank.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rank.set_defaults(func=run_rank)
+    models = sub.add_parser("models", help="list available model folders with version, parent, data and Dice",
+                            description="List the bundled model folders, the folders given with --path and "
+                                        "those remembered earlier (and in $NEONATAL_LUNG_SEG_MODEL_PATH).")
+    models.add_argument("--path", type=Path, action="append", default=[], metavar="DIR",
+                        help="a model folder or a folder of model folders; repeatable")
+    models.add_argument("--remember", action="store_true", help="remember the --path folders for later listings "
+                        "(and the Slicer module)")
+    models.add_argument("--forget", type=Path, action="append", metavar="DIR", help="stop remembering DIR")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(func=run_models)
     for command, (_, summary) in TRAINING_COMMANDS.items():
         sub.add_parser(command, help=f"{summary} (see `{command} --help`)", add_help=False)
     return parser
@@ -166,11 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except NeonatalLungSegError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    configure_process()  # inference commands, before torch is imported: OpenMP threads wait, not spin
     args = build_parser().parse_args(argv)
     if getattr(args, "model", "unset") is None:
         args.model = default_model_dir()
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    if getattr(args, "check_slices", 0) < 0:
+        print(f"error: --check-slices must be >= 0, got {args.check_slices}", file=sys.stderr)
         return 2
     try:
         return args.func(args)

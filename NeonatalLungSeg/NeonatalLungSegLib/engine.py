@@ -7,8 +7,9 @@ This is the public API the CLI, the Slicer module and Training call:
     result.labels_image()  # uint8, 1 = right lung, 2 = left lung, on exactly the input's grid
     result.volumes         # {"right_lung": {"volume_ml": ...}, ...}
 
-Inference runs slice batch by slice batch, so memory on the device is bounded by the batch, not the
-volume; progress is reported and a cancel request is honoured between batches.
+Inference runs slice batch by slice batch (3D models: window batch by window batch, see
+``volume_inference.py``), so memory on the device is bounded by the batch, not the volume; progress is
+reported and a cancel request is honoured between batches.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .errors import Cancelled, DeviceError, ModelFolderError
+from . import acceleration
+from .errors import DeviceError, ModelFolderError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
 from .measure import measure_volumes
 from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config
 from .network import build_network
 from .postprocess import PostprocessOptions, postprocess
-from .preprocess import network_input, prepare, resize_batch, slice_stack
+from .preprocess import prepare
+from .slice_inference import predict_slices
 from .volume_io import check_values
 
 ProgressCallback = Callable[[float], None]
@@ -81,17 +84,30 @@ class Segmenter:
     """A model folder loaded once onto one device."""
 
     def __init__(self, config: ModelConfig, network: torch.nn.Module, device: torch.device,
-                 batch_size: int | None = None, folder: Path | None = None) -> None:
+                 batch_size: int | None = None, folder: Path | None = None, precision: str = "auto",
+                 channels_last: bool | None = None) -> None:
+        """``precision`` auto|fp32|fp16|bf16 and ``channels_last`` (None = auto) apply to 2D models; see
+        ``acceleration.py`` for what auto picks and why."""
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.config = config
         self.device = device
         self.folder = folder
-        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
         self.network = network.to(device).eval()
+        inp = config.input
+        self.precision = acceleration.resolve_precision(precision, device)
+        self.channels_last = (acceleration.uses_channels_last(device, inp.spatial_dims)
+                              if channels_last is None else bool(channels_last and inp.spatial_dims == 2))
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        if batch_size is None and inp.spatial_dims == 2:
+            batch_size = acceleration.default_batch_size(self.network, inp.in_plane_size, inp.channels, device,
+                                                         self.precision, self.channels_last)
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
 
     @classmethod
-    def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None) -> Segmenter:
+    def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
+             precision: str = "auto", channels_last: bool | None = None) -> Segmenter:
         folder = Path(folder)
         config = read_config(folder)
         try:
@@ -104,41 +120,34 @@ class Segmenter:
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
-        return cls(config, network, resolve_device(device), batch_size, folder)
+        return cls(config, network, resolve_device(device), batch_size, folder, precision, channels_last)
 
     def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
         """Lung probability (float16) on the canonical grid, and the map between the two grids."""
         inp = self.config.input
+        if inp.spatial_dims == 3:  # volumetric model: sliding windows (volume_inference.py)
+            from .volume_inference import predict_volume
+
+            return predict_volume(self.network, array, geometry, inp, self.device, self.batch_size,
+                                  _autocast(self.device), progress, cancel)
         prepared = prepare(array, geometry, inp)
-        slices = prepared.slices
-        out_slices = np.empty(slices.shape, dtype=np.float16)
-        count = len(slices)
-        autocast = _autocast(self.device)
-        with torch.inference_mode():
-            for start in range(0, count, self.batch_size):
-                if cancel is not None and cancel():
-                    raise Cancelled("segmentation cancelled; nothing was written")
-                indices = np.arange(start, min(start + self.batch_size, count))
-                batch = network_input(slice_stack(slices, indices, inp.channels), prepared.scale, inp,
-                                      self.device)
-                with autocast:
-                    logits = self.network(batch)
-                logits = resize_batch(logits.float(), slices.shape[1:])
-                out_slices[indices] = torch.sigmoid(logits[:, 0]).to("cpu", torch.float16).numpy()
-                if progress is not None:
-                    progress((indices[-1] + 1) / count)
+        out_slices = predict_slices(self.network, prepared, inp, self.device, self.batch_size, self.precision,
+                                    self.channels_last, progress, cancel)
         canonical = np.moveaxis(out_slices, 0, 2 - inp.slice_axis)
         return canonical, prepared.reorientation
 
     def segment_array(self, array: np.ndarray, geometry: Geometry,
                       options: PostprocessOptions | None = PostprocessOptions(),
                       with_probabilities: bool = False, progress: ProgressCallback | None = None,
-                      cancel: CancelCheck | None = None) -> SegmentationResult:
-        """Segment a (k, j, i) array on ``geometry``; ``options=None`` returns the raw thresholded mask."""
+                      cancel: CancelCheck | None = None, source: str = "input volume") -> SegmentationResult:
+        """Segment a (k, j, i) array on ``geometry``; ``options=None`` returns the raw thresholded mask.
+
+        The values are checked here, once (``source`` names the volume in the error message).
+        """
         if tuple(array.shape) != geometry.array_shape:
             raise ValueError(f"array shape {array.shape} does not match geometry {geometry.array_shape}")
-        check_values(array, "input volume")
+        check_values(array, source)
         probability, plan = self.predict(array, geometry, progress, cancel)
         canonical_geometry = plan.target
         mask = probability >= self.config.output.threshold

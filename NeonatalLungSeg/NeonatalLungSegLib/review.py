@@ -1,10 +1,11 @@
 """Which slices a reviewer should look at first: the ones the model was least sure about.
 
 A clinician checking a 3D mask slice by slice spends most of the time on slices the model got right. The
-sigmoid output says where the model hesitated, so slices are ranked by the share of their lung-or-uncertain
-voxels whose probability sits in the undecided band. Slices are the patient's axial planes (the input axis
-closest to superior-inferior, found through ``geometry.reorientation``), because that is how the model saw
-the volume and how a reviewer pages through a chest.
+confidence measures of ``confidence.py`` say where the model hesitated; this module turns the least
+confident axial slices into things a viewer can jump to (index, centre in LPS and RAS, one line of text).
+Slices are the patient's axial planes (the input axis closest to superior-inferior, found through
+``geometry.reorientation``), because that is how the model saw the volume and how a reviewer pages
+through a chest.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Geometry, lps_to_ras, reorientation
+from .confidence import (HIGH, LOW, MIN_AREA_FRACTION, CaseConfidence, axial_array_axis, measure_confidence,
+                         slice_center_lps)
+from .geometry import Geometry, lps_to_ras
 
-# Probabilities inside (LOW, HIGH) count as undecided. 0.5 is the decision threshold; the band is wide
-# enough that a mask edge the model placed confidently (a sharp sigmoid) contributes little.
-UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.2, 0.8
-# Slices holding fewer lung-or-undecided voxels than this share of the fullest slice are not ranked: a
-# 20-voxel apex tip is "100 % undecided" by construction and would crowd out the slices worth a look.
-MIN_AREA_FRACTION = 0.05
+__all__ = ["SliceToReview", "axial_array_axis", "least_confident_slices", "slices_to_review"]
+
+UNCERTAIN_LOW, UNCERTAIN_HIGH = LOW, HIGH  # the undecided band, kept under its earlier names
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,13 @@ class SliceToReview:
 
     array_axis: int
     index: int
-    score: float           # undecided voxels / (lung + undecided voxels), 0..1
+    score: float           # doubt: 1 - confidence (estimated Dice of the slice), 0..1
     uncertain_voxels: int
     lung_voxels: int
     center_lps: tuple[float, float, float]
+    confidence: float = 1.0
+    mean_entropy: float = 0.0
+    flip_dice: float | None = None
 
     @property
     def center_ras(self) -> tuple[float, float, float]:
@@ -41,47 +44,36 @@ class SliceToReview:
         return tuple(float(v) for v in point[:3])
 
     def describe(self) -> str:
-        return (f"slice {self.index}: {100 * self.score:.0f} % undecided "
-                f"({self.uncertain_voxels} of {self.lung_voxels + self.uncertain_voxels} voxels)")
+        considered = self.lung_voxels + self.uncertain_voxels
+        text = (f"slice {self.index}: confidence {100 * self.confidence:.0f} % "
+                f"({self.uncertain_voxels} of {considered} voxels undecided")
+        if self.flip_dice is not None:
+            text += f", flip agreement {self.flip_dice:.2f}"
+        return text + ")"
 
 
-def axial_array_axis(geometry: Geometry) -> int:
-    """The NumPy axis of a (k, j, i) array on ``geometry`` that runs closest to superior-inferior."""
-    plan = reorientation(geometry, "LPS")
-    return 2 - plan.axes[2]  # canonical axis 2 is S; ITK axis a is NumPy axis 2 - a
+def slices_to_review(case: CaseConfidence, geometry: Geometry, count: int = 5,
+                     min_area_fraction: float = MIN_AREA_FRACTION) -> list[SliceToReview]:
+    """The ``count`` least confident slices of a measured case, least confident first."""
+    return [SliceToReview(array_axis=case.array_axis, index=s.index, score=1.0 - s.confidence,
+                          uncertain_voxels=s.uncertain_voxels, lung_voxels=s.lung_voxels,
+                          center_lps=slice_center_lps(geometry, case.array_axis, s.index),
+                          confidence=s.confidence, mean_entropy=s.mean_entropy, flip_dice=s.flip_dice)
+            for s in case.slices_to_check(count, min_area_fraction)]
 
 
 def least_confident_slices(probabilities: np.ndarray, geometry: Geometry, count: int = 5,
                            low: float = UNCERTAIN_LOW, high: float = UNCERTAIN_HIGH,
-                           min_area_fraction: float = MIN_AREA_FRACTION) -> list[SliceToReview]:
-    """Up to ``count`` axial slices, least confident first.
+                           min_area_fraction: float = MIN_AREA_FRACTION,
+                           flipped: np.ndarray | None = None) -> list[SliceToReview]:
+    """Up to ``count`` axial slices of a lung probability map, least confident first.
 
     Slices with neither lung nor doubt, or with less than ``min_area_fraction`` of the fullest slice's
-    lung-or-undecided voxels, are skipped.
+    lung-or-undecided voxels, are skipped. ``flipped`` (the mirrored prediction) adds flip agreement.
     """
-    if tuple(probabilities.shape) != geometry.array_shape:
-        raise ValueError(f"probabilities shape {probabilities.shape} does not match geometry {geometry.array_shape}")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if not 0.0 <= low < 0.5 < high <= 1.0:
         raise ValueError(f"the undecided band ({low}, {high}) must contain 0.5 and lie within [0, 1]")
-    axis = axial_array_axis(geometry)
-    others = tuple(a for a in range(3) if a != axis)
-    uncertain = np.count_nonzero((probabilities > low) & (probabilities < high), axis=others)
-    lung = np.count_nonzero(probabilities >= high, axis=others)
-    considered = uncertain + lung
-    floor = max(1, int(np.ceil(min_area_fraction * considered.max()))) if considered.size else 1
-    candidates = np.flatnonzero(considered >= floor)
-    scores = uncertain[candidates] / considered[candidates]
-    # Highest score first; ties go to the slice with more undecided voxels, then the lower index.
-    order = np.lexsort((candidates, -uncertain[candidates], -scores))[:count]
-    centre_index = (np.asarray(geometry.size, dtype=float) - 1) / 2  # ITK (i, j, k)
-    slices = []
-    for position in order:
-        index = int(candidates[position])
-        ijk = centre_index.copy()
-        ijk[2 - axis] = index
-        slices.append(SliceToReview(array_axis=axis, index=index, score=float(scores[position]),
-                                    uncertain_voxels=int(uncertain[index]), lung_voxels=int(lung[index]),
-                                    center_lps=tuple(float(v) for v in geometry.index_to_lps(ijk))))
-    return slices
+    case = measure_confidence(probabilities, geometry, flipped, low=low, high=high)
+    return slices_to_review(case, geometry, count, min_area_fraction)

@@ -134,10 +134,12 @@ def _empty_manifest(description: str) -> dict[str, Any]:
     return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "description": description, "cases": []}
 
 
-def _load_manifest(path: Path) -> dict[str, Any]:
+def _load_manifest(path: Path, raw: bytes | None = None) -> dict[str, Any]:
+    """Parse the manifest; from ``raw`` when given (the bytes already read), so a hash and the cases it
+    names always come from the same version of the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads((path.read_bytes() if raw is None else raw).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a readable training-folder manifest ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not a training-folder manifest (format must be {FORMAT_NAME!r})")
@@ -174,8 +176,8 @@ def read_training_folder(root: Path | str) -> TrainingFolder:
     root = Path(root)
     manifest = root / MANIFEST_NAME
     if manifest.is_file():
-        raw = manifest.read_bytes()
-        data = _load_manifest(manifest)
+        raw = manifest.read_bytes()  # read once: an export may replace the file at any moment
+        data = _load_manifest(manifest, raw)
         cases = [CaseRecord.from_dict(c, str(manifest)) for c in data["cases"]]
         digest = hashlib.sha256(raw).hexdigest()
         description = str(data.get("description", ""))

@@ -89,8 +89,12 @@ def probe_volume(path: Path) -> None:
     _check_header(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
 
 
-def read_volume(path: Path) -> sitk.Image:
-    """Read a 3D scalar volume from a file or a DICOM series folder, as float32, checking its values."""
+def read_volume(path: Path, check: bool = True) -> sitk.Image:
+    """Read a 3D scalar volume from a file or a DICOM series folder, as float32, checking its values.
+
+    ``check=False`` leaves the value check to the engine (``Segmenter.segment_array`` always makes it), so
+    the CLI scans the voxels once, not twice.
+    """
     path = Path(path)
     probe_volume(path)
     try:
@@ -104,7 +108,8 @@ def read_volume(path: Path) -> sitk.Image:
         raise InputError(f"{path}: unreadable image ({_first_line(exc)})") from None
     _check_header(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     image = sitk.Cast(image, sitk.sitkFloat32)
-    check_values(sitk.GetArrayViewFromImage(image), str(path))
+    if check:
+        check_values(sitk.GetArrayViewFromImage(image), str(path))
     return image
 
 
@@ -112,11 +117,14 @@ def check_values(array: np.ndarray, source: str) -> None:
     """Refuse volumes no model can segment meaningfully: non-finite, empty or constant."""
     if array.size == 0:
         raise InputError(f"{source}: volume is empty")
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise InputError(f"{source}: volume contains {int(array.size - finite.sum())} NaN or infinite voxels")
-    if float(array.min()) == float(array.max()):
-        raise InputError(f"{source}: volume is constant ({float(array.min())}); nothing to segment")
+    # min and max propagate NaN and expose infinities, so two passes and no volume-sized temporary
+    # suffice; the non-finite voxels are only counted on the error path.
+    low, high = float(np.min(array)), float(np.max(array))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"{source}: volume contains {int(np.count_nonzero(~np.isfinite(array)))} NaN or "
+                         "infinite voxels")
+    if low == high:
+        raise InputError(f"{source}: volume is constant ({low}); nothing to segment")
 
 
 class AtomicOutputs:

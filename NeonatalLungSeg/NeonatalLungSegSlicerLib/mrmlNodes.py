@@ -27,6 +27,7 @@ EXPORT_ORDER = {"right_left": (RIGHT_LUNG, LEFT_LUNG), "lung": (LUNGS,)}
 AI_ATTRIBUTE = "NeonatalLungSeg.AIResult"
 MODEL_ATTRIBUTE = "NeonatalLungSeg.Model"
 REVIEW_ATTRIBUTE = "NeonatalLungSeg.ReviewSlices"
+CONFIDENCE_ATTRIBUTE = "NeonatalLungSeg.Confidence"
 SOURCE_ROLE = "NeonatalLungSegSourceVolume"
 AI_LABELS_ROLE = "NeonatalLungSegAILabels"
 TABLE_ROLE = "NeonatalLungSegVolumeTable"
@@ -233,6 +234,37 @@ def reviewSlices(segmentationNode):
     """The least-confident slices stored with a result: dicts with index, score, text and ras."""
     text = segmentationNode.GetAttribute(REVIEW_ATTRIBUTE) if segmentationNode else None
     return json.loads(text) if text else []
+
+
+def storeConfidence(segmentationNode, confidence):
+    """The case-level confidence of the AI result (no per-slice list), or nothing when not measured."""
+    if confidence is None:
+        segmentationNode.RemoveAttribute(CONFIDENCE_ATTRIBUTE)
+        return
+    summary = confidence.to_dict(check_count=0)
+    for key in ("slices", "slices_to_check"):
+        summary.pop(key)
+    segmentationNode.SetAttribute(CONFIDENCE_ATTRIBUTE, json.dumps(summary))
+
+
+def confidenceInfo(segmentationNode):
+    """The stored confidence summary (dict with confidence, mean_entropy_bits, flip_dice, ...) or None."""
+    text = segmentationNode.GetAttribute(CONFIDENCE_ATTRIBUTE) if segmentationNode else None
+    return json.loads(text) if text else None
+
+
+def confidenceText(segmentationNode):
+    """One line for the panel, or '' when the segmentation carries no confidence."""
+    info = confidenceInfo(segmentationNode)
+    if not info:
+        return ""
+    text = (f"Model confidence {100 * info['confidence']:.1f} % (estimated Dice); "
+            f"{100 * info['uncertain_fraction']:.1f} % of lung voxels undecided")
+    if info.get("flip_dice") is not None:
+        text += f"; left-right flip agreement {info['flip_dice']:.3f}"
+    if info.get("mask_voxels") == 0:
+        text += ". No lung found: check the whole volume"
+    return text + "."
 
 
 def modelInfo(segmentationNode):

@@ -35,6 +35,7 @@ class SegmentationRequest:
     showProbabilities: bool
     reviewSliceCount: int
     replacePrevious: bool
+    flipCheck: bool = False
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SegmentationOutputs:
     reviewSlices: list = field(default_factory=list)
     volumes: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    confidence: object = None  # NeonatalLungSegLib.confidence.CaseConfidence
 
 
 def engineDevice(choice):
@@ -86,23 +88,28 @@ def deviceMessage(choice):
 
 
 def modelDescription(folder):
-    """'name version: validation Dice right ..., left ... (data)' or why the folder is not a model."""
-    from NeonatalLungSegLib.errors import ModelFolderError
+    """'name version: validation Dice right ..., left ... (data); parent, training data' or why the folder is
+    not a model (from the model registry's entry, so the CLI's `models` says the same)."""
     from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.registry import entry_for
 
-    try:
-        config = read_config(Path(folder))
-    except ModelFolderError as error:
-        return f"Not a usable model folder: {error}"
-    validation = config.validation or {}
-    dice = [f"{side} {validation[key]:.3f}" for side, key in (("right", "mean_dice_right_lung"),
-                                                               ("left", "mean_dice_left_lung")) if key in validation]
-    text = f"{config.name} {config.version}"
+    entry = entry_for(Path(folder))
+    if not entry.usable:
+        return f"Not a usable model folder: {entry.problem}"
+    dice = [f"{side} {value:.3f}" for side, value in (("right", entry.validation_dice_right),
+                                                       ("left", entry.validation_dice_left)) if value is not None]
+    if not dice and entry.validation_dice is not None:
+        dice = [f"whole lung {entry.validation_dice:.3f}"]
+    text = f"{entry.name} {entry.version}"
     if dice:
         text += ": validation Dice " + ", ".join(dice)
-    if validation.get("data"):
-        text += f" ({validation['data']})"
-    return text + ". " + config.clinical_use
+    if entry.validation_data:
+        text += f" ({entry.validation_data})"
+    lineage = [f"fine-tuned from {entry.parent}" if entry.parent else ""]
+    if entry.training_cases is not None:
+        lineage.append(f"{entry.training_cases} training cases")
+    lineage = "; ".join(t for t in lineage if t)
+    return text + (f"; {lineage}" if lineage else "") + ". " + read_config(Path(folder)).clinical_use
 
 
 def makeRequest(parameterNode):
@@ -123,28 +130,32 @@ def makeRequest(parameterNode):
         volumeNodeId=volumeNode.GetID(), array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
         geometry=mrmlNodes.volumeGeometry(volumeNode), modelFolder=folder,
         device=engineDevice(parameterNode.device), options=options,
-        withProbabilities=bool(parameterNode.showProbabilities or count > 0),
+        withProbabilities=True,  # the confidence and the slices to review are computed from it
         showProbabilities=bool(parameterNode.showProbabilities), reviewSliceCount=count,
-        replacePrevious=bool(parameterNode.replacePrevious))
+        replacePrevious=bool(parameterNode.replacePrevious), flipCheck=bool(parameterNode.flipCheck))
 
 
 def runRequest(request, segmenter, progress, cancel):
-    """Worker-thread part: the engine alone. Returns (SegmentationResult, model info dict)."""
-    result = segmenter.segment_array(request.array, request.geometry, options=request.options,
-                                     with_probabilities=request.withProbabilities, progress=progress,
-                                     cancel=cancel)
+    """Worker-thread part: the engine alone. Returns (SegmentationResult, model info dict, CaseConfidence)."""
+    from NeonatalLungSegLib.confidence import segment_with_confidence
+
+    result, confidence = segment_with_confidence(segmenter, request.array, request.geometry,
+                                                 options=request.options, flip=request.flipCheck,
+                                                 progress=progress, cancel=cancel)
     config = segmenter.config
     model = {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
              "device": str(getattr(segmenter, "device", "")),
              "postprocess": {"keep_largest_components": request.options.keep_largest_components,
                              "fill_holes": request.options.fill_holes,
                              "split_left_right": request.options.split_left_right}}
-    return result, model
+    return result, model, confidence
 
 
-def applyResult(scene, request, result, model):
-    """GUI-thread part: segmentation (+ model mask), volume table, probability volume, slices to review."""
-    from NeonatalLungSegLib.review import least_confident_slices
+def applyResult(scene, request, result, model, confidence=None):
+    """GUI-thread part: segmentation (+ model mask), volume table, probability volume, confidence and the
+    slices to review."""
+    from NeonatalLungSegLib.confidence import measure_confidence
+    from NeonatalLungSegLib.review import slices_to_review
 
     volumeNode = scene.GetNodeByID(request.volumeNodeId)
     if volumeNode is None:
@@ -162,12 +173,15 @@ def applyResult(scene, request, result, model):
         segmentationNode.RemoveNodeReferenceIDs(mrmlNodes.PROBABILITY_ROLE)
         scene.RemoveNode(probabilityNode)
         probabilityNode = None
+    if confidence is None and result.probabilities is not None:
+        confidence = measure_confidence(result.probabilities, request.geometry)
     slices = []
-    if request.reviewSliceCount > 0 and result.probabilities is not None:
-        slices = least_confident_slices(result.probabilities, request.geometry, request.reviewSliceCount)
+    if request.reviewSliceCount > 0 and confidence is not None:
+        slices = slices_to_review(confidence, request.geometry, request.reviewSliceCount)
     mrmlNodes.storeReviewSlices(segmentationNode, slices)
+    mrmlNodes.storeConfidence(segmentationNode, confidence)
     return SegmentationOutputs(segmentationNode, tableNode, probabilityNode,
-                               mrmlNodes.reviewSlices(segmentationNode), result.volumes, model)
+                               mrmlNodes.reviewSlices(segmentationNode), result.volumes, model, confidence)
 
 
 def currentLabels(segmentationNode, volumeNode):
@@ -203,8 +217,12 @@ def checkAgainstSegments(labels, masks, names, errorType, what):
                             "nothing was reported as exported.")
 
 
-def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer):
-    """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult."""
+def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, reviewStatus="reviewed"):
+    """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult.
+
+    The sidecar records the model that made the AI mask, its confidence in it, the reviewer and what the
+    reviewer changed; ``reviewStatus`` "unreviewed" exports an AI mask nobody checked (kept out of
+    ``train --reviewed-only``)."""
     from NeonatalLungSegLib.export import ExportVerificationError, export_case
 
     folder = Path(str(folder or "")).expanduser()
@@ -217,7 +235,9 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer):
     result = export_case(folder, mrmlNodes.volumeArray(volumeNode), slicerLabels,
                          mrmlNodes.volumeGeometry(volumeNode), reviewer=reviewer,
                          model=mrmlNodes.modelInfo(segmentationNode),
-                         ai_labels=mrmlNodes.aiLabels(segmentationNode, volumeNode), label_scheme=scheme)
+                         ai_labels=mrmlNodes.aiLabels(segmentationNode, volumeNode), label_scheme=scheme,
+                         review_status=reviewStatus,
+                         extra={"ai_confidence": mrmlNodes.confidenceInfo(segmentationNode)})
     # What is on disk now, against the segments as they are now (not the arrays that were written).
     _, _, _, masksNow = currentLabels(segmentationNode, volumeNode)
     checkAgainstSegments(result.label, masksNow, names, ExportVerificationError, str(result.label_path))

@@ -86,16 +86,24 @@ def registerSampleData():
     return True
 
 
-def loadSampleVolume(scene=None, name=SAMPLE_NAME):
-    """Read the bundled sample into a new scalar volume node through Slicer's own volume reader."""
+def loadVolumeFile(path, scene=None, name=None):
+    """Read a volume file into a new scalar volume node through Slicer's own volume reader."""
     scene = scene or slicer.mrmlScene
-    volumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
+    path = Path(path)
+    volumeNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
+                                         scene.GenerateUniqueName(name or path.name.split(".")[0]))
     storageNode = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storageNode.SetFileName(str(samplePath()))
+    storageNode.SetFileName(str(path))
+    storageNode.SetSingleFile(True)  # never read numbered neighbours (case_001, case_002, ...) as one series
     if not storageNode.ReadData(volumeNode):
         scene.RemoveNode(volumeNode)
         scene.RemoveNode(storageNode)
-        raise RuntimeError(f"could not read the bundled sample {samplePath()}")
+        raise RuntimeError(f"could not read the volume {path}")
     volumeNode.SetAndObserveStorageNodeID(storageNode.GetID())
     volumeNode.CreateDefaultDisplayNodes()
     return volumeNode
+
+
+def loadSampleVolume(scene=None, name=SAMPLE_NAME):
+    """Read the bundled sample into a new scalar volume node through Slicer's own volume reader."""
+    return loadVolumeFile(samplePath(), scene, name)

@@ -65,6 +65,11 @@ class SegmentEditorSession:
         overwrite mode says (Slicer's default: painted voxels leave every other segment)."""
         self._apply(segmentName, region, self.logic.ModificationModeAdd)
 
+    def replace(self, segmentName, region):
+        """Make the segment exactly ``region`` (a (k, j, i) index tuple or boolean mask on the source grid),
+        as a reviewer redrawing it would; other segments give way where it is set."""
+        self._apply(segmentName, region, self.logic.ModificationModeSet)
+
     def undo(self):
         self.logic.Undo()
 
@@ -82,3 +87,15 @@ def eraseSlabAndPaintBox(scene, segmentationNode, sourceVolumeNode, eraseSegment
     finally:
         session.close()
 
+
+
+def replaceSegmentsWithLabels(scene, segmentationNode, sourceVolumeNode, labels, segmentValues):
+    """Redraw every segment from a label array on the source grid: ``segmentValues`` maps segment name to
+    label value. What a reviewer does who corrects the AI result into a reference (e.g. to replay reference
+    labels through the module's export), through the same editor logic as paint and erase strokes."""
+    session = SegmentEditorSession(scene, segmentationNode, sourceVolumeNode)
+    try:
+        for name, value in segmentValues.items():
+            session.replace(name, labels == value)
+    finally:
+        session.close()

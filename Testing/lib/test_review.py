@@ -21,16 +21,19 @@ def probabilities_with_doubt(shape, axis, doubtful):
     return p
 
 
-def test_ranks_slices_by_undecided_share_along_the_axial_axis():
+def test_ranks_slices_by_confidence_along_the_axial_axis():
     geometry = Geometry((8, 8, 10), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     assert axial_array_axis(geometry) == 0
     p = probabilities_with_doubt(geometry.array_shape, 0, {4: 4, 6: 2})
     slices = least_confident_slices(p, geometry, count=2)
     assert [s.index for s in slices] == [4, 6]
-    assert slices[0].score == pytest.approx(8 / 16) and slices[0].uncertain_voxels == 8
+    # Slice 4: 8 voxels at 0.95 and 8 at 0.5, all in the mask: estimated Dice 2 * 11.6 / (16 + 11.6).
+    assert slices[0].confidence == pytest.approx(2 * 11.6 / 27.6, abs=1e-5)
+    assert slices[0].score == pytest.approx(1 - slices[0].confidence)
+    assert slices[0].uncertain_voxels == 8 and slices[0].lung_voxels == 8
     assert slices[0].center_lps == pytest.approx((3.5, 3.5, 8.0))
     assert slices[0].center_ras == pytest.approx(tuple((lps_to_ras() @ [3.5, 3.5, 8.0, 1])[:3]))
-    assert "50 % undecided" in slices[0].describe()
+    assert "confidence 84 %" in slices[0].describe() and "8 of 16 voxels undecided" in slices[0].describe()
     assert least_confident_slices(p, geometry, count=0) == []
 
 

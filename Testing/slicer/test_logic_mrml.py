@@ -136,6 +136,17 @@ def test_progress_probability_volume_and_review_slices(run):
     assert len(outputs.reviewSlices) == 5
     scores = [entry["score"] for entry in outputs.reviewSlices]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    # The list is the confidence module's least confident slices; the case confidence travels with the node.
+    from NeonatalLungSegLib.confidence import measure_confidence
+    from NeonatalLungSegSlicerLib import mrmlNodes
+
+    result, _, confidence = run["job"].result()
+    assert confidence is outputs.confidence and 0.9 < confidence.confidence < 1.0
+    again = measure_confidence(result.probabilities, run["job"].request.geometry)
+    assert [s.index for s in again.slices_to_check(5)] == [e["index"] for e in outputs.reviewSlices]
+    info = mrmlNodes.confidenceInfo(outputs.segmentationNode)
+    assert info["confidence"] == pytest.approx(confidence.confidence, abs=1e-6) and "slices" not in info
+    assert mrmlNodes.confidenceText(outputs.segmentationNode).startswith("Model confidence 9")
     ras = outputs.reviewSlices[0]["ras"]
     run["logic"].jumpToSlice(ras)  # real vtkMRMLSliceNode.JumpAllSlices on the real scene
 
@@ -158,7 +169,7 @@ def test_rerun_replaces_previous_result_or_keeps_it(run):
     from NeonatalLungSegSlicerLib import pipeline
 
     scene, job = run["scene"], run["job"]
-    result, model = job.result()
+    result, model, _ = job.result()
     count = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     kept = pipeline.applyResult(scene, dataclasses.replace(job.request, replacePrevious=False), result, model)
     assert kept.segmentationNode is not run["outputs"].segmentationNode
@@ -207,6 +218,8 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert changes["voxels_added"]["right_lung"] == 0 and changes["voxels_removed"]["left_lung"] == 0
     assert 0.9 < changes["dice"]["right_lung"] < 1.0 and 0.99 < changes["dice"]["left_lung"] < 1.0
     assert sidecar["reviewer"] == "Dr Reviewer" and sidecar["model"]["version"] == "1.0.0"
+    assert sidecar["model"]["weights_sha256"] == json.loads((MODEL / "model.json").read_text())["weights_sha256"]
+    assert sidecar["review_status"] == "reviewed" and 0.9 < sidecar["ai_confidence"]["confidence"] < 1.0
     assert sidecar["subject"].startswith("vol-") and sidecar["source_sha256"].startswith(sidecar["subject"][4:])
     everything = "".join(p.read_text(errors="ignore") for p in folder.rglob("*.json")) + \
         "".join(str(p) for p in folder.rglob("*"))
@@ -219,6 +232,9 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert all(p.read_bytes() == b for p, b in first_bytes.items())
     cases = read_training_folder(folder).cases
     assert [c.case_id for c in cases] == [first.record.case_id, second.record.case_id]
+    # An AI mask exported without review is marked so, and `train --reviewed-only` leaves it out.
+    unreviewed = logic.exportForTraining(segmentation, volume, tmp_path / "unreviewed", "", "unreviewed")
+    assert unreviewed.record.review_status == "unreviewed" and unreviewed.sidecar["model"]["version"] == "1.0.0"
 
     table = logic.updateVolumeTable(segmentation, volume)
     from NeonatalLungSegSlicerLib import mrmlNodes

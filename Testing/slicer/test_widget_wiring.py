@@ -107,7 +107,7 @@ def test_every_parameter_widget_is_bound_both_ways(widget):
 
 def test_model_choice_shows_version_and_validation_dice(widget):
     ui = widget.ui
-    assert ui.modelComboBox.itemText(0) == "Bundled: neonatal-lung-unet-r50"
+    assert ui.modelComboBox.itemText(0) == "neonatal-lung-unet-r50 1.0.0 (bundled)"
     assert ui.modelComboBox.itemText(ui.modelComboBox.count - 1) == "Other model folder..."
     assert "neonatal-lung-unet-r50 1.0.0" in ui.modelInfoLabel.text and "Dice right 0.984" in ui.modelInfoLabel.text
     ui.modelComboBox.currentIndex = ui.modelComboBox.count - 1
@@ -138,6 +138,9 @@ def test_segment_runs_off_the_gui_thread_with_progress_then_shows_results(widget
     assert ui.volumeTableView.tableNode is widget.node.volumeTable
     assert ui.statusLabel.text.startswith("Done: right")
     assert ui.reviewSlicesListWidget.count > 0 and ui.segmentButton.enabled
+    assert ui.confidenceLabel.text.startswith("Model confidence ") and "estimated Dice" in ui.confidenceLabel.text
+    ui.outputSegmentationSelector.setCurrentNode(None)
+    assert ui.confidenceLabel.text == "" and ui.reviewSlicesListWidget.count == 0
     assert widget.overlays and widget.overlays[-1]["foreground"] is widget.node.probabilityVolume
 
 
@@ -200,3 +203,44 @@ def test_module_metadata_and_sample_data_registration(module, monkeypatch):
     assert source["checksums"].startswith("SHA256:") and len(source["checksums"]) == 7 + 64
     assert source["loadFileType"] == "VolumeFile" and source["thumbnailFileName"].endswith("NeonatalLungSeg.png")
     assert instance.moduleName == "NeonatalLungSeg"
+
+
+def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(widget, tiny_model_folder):
+    """Registry entries in the combo box; picking one sets the node; a node change selects the entry; a folder
+    used through 'Other model folder...' is listed from then on (remembered in the settings)."""
+    ui, node, w = widget.ui, widget.node, widget.widget
+    bundled = node.modelFolder
+    other = ui.modelComboBox.count - 1
+    node.modelFolder = tiny_model_folder  # e.g. typed into the path field: not listed yet
+    assert ui.modelComboBox.currentIndex == other and ui.modelFolderPathLineEdit.enabled
+    assert "tiny-test-model 0.0.1" in ui.modelInfoLabel.text
+    ui.segmentButton.click()
+    finish(widget)
+    labels = [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count)]
+    assert "tiny-test-model 0.0.1" in labels and labels[-1] == "Other model folder..."
+    assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
+    ui.modelComboBox.currentIndex = 0  # one click back to the bundled model
+    assert node.modelFolder == bundled and "neonatal-lung-unet-r50 1.0.0" in ui.modelInfoLabel.text
+    node.modelFolder = tiny_model_folder  # a script or a loaded scene changes the node: the combo follows
+    assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
+    assert not ui.modelFolderPathLineEdit.enabled
+    import qt
+
+    assert qt.QSettings().value("NeonatalLungSeg/ModelFolders") == [str(tiny_model_folder)]
+    again = type(w)(types.SimpleNamespace(isEntered=True))
+    again.setup()
+    combo = again.ui.modelComboBox
+    assert "tiny-test-model 0.0.1" in [combo.itemText(i) for i in range(combo.count)]
+    again.cleanup()
+    node.modelFolder = bundled
+
+
+def test_flip_check_is_bound_and_reaches_the_request(widget):
+    ui, node = widget.ui, widget.node
+    ui.flipCheckBox.checked = True
+    assert node.flipCheck is True
+    from NeonatalLungSegSlicerLib import pipeline
+
+    assert pipeline.makeRequest(node).flipCheck is True
+    node.flipCheck = False
+    assert ui.flipCheckBox.checked is False

@@ -1,0 +1,79 @@
+"""The optimised default path (fp16 where the hardware is fast at it, channels_last, batches) gives the same
+labels as the naive fp32 path (one slice at a time, fp32, contiguous layout): Dice >= 0.999 per lung on
+the benchmark volumes, with the bundled model. See NeonatalLungSegLib/acceleration.py and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE, SHARED_DATA
+from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.geometry import image_to_array
+
+TOLERANCE = 0.001
+ATLAS = SHARED_DATA / "fetal-thorax-atlas" / "thorax-atlas.nii.gz"
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def naive() -> Segmenter:
+    """The fp32 reference: the seeds' way, one slice at a time, fp32, no channels_last."""
+    return Segmenter.load(BUNDLED_MODEL, device="cpu", batch_size=1, precision="fp32", channels_last=False)
+
+
+def _volume(name: str) -> tuple[np.ndarray, object]:
+    if name == "bundled-sample":
+        image = sitk.ReadImage(str(BUNDLED_SAMPLE))
+    elif name == "synthetic-256x256x96":  # the benchmark's volume (benchmarks/run.py: seed 5150)
+        from neonatal_lung_training.synthetic import generate_case
+
+        image = generate_case(5150, shape=(96, 256, 256), spacing=(1.5, 0.55, 0.55)).image
+    else:  # real MRI (a fetal thorax atlas): real anatomy and noise, though not neonatal contrast
+        if not ATLAS.exists():
+            pytest.skip(f"{ATLAS} not present (see ../shared/data/README.md)")
+        image = sitk.ReadImage(str(ATLAS))
+    array, geometry = image_to_array(image)
+    return array.astype(np.float32, copy=False), geometry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["bundled-sample", "synthetic-256x256x96", "real-fetal-atlas"])
+def test_default_path_keeps_dice_within_0_001_of_fp32(naive: Segmenter, name: str, device: str) -> None:
+    array, geometry = _volume(name)
+    reference = naive.segment_array(array, geometry).labels
+    fast = Segmenter.load(BUNDLED_MODEL, device=device)
+    assert fast.channels_last and fast.batch_size > 1
+    labels = fast.segment_array(array, geometry).labels
+    assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
+    for value in (1, 2):
+        assert dice(labels == value, reference == value) >= 1 - TOLERANCE, (name, fast.precision, value)
+    assert dice(labels > 0, reference > 0) >= 1 - TOLERANCE
+
+
+def test_precision_choices() -> None:
+    from NeonatalLungSegLib.acceleration import cpu_has_fast_fp16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("fp16" if cpu_has_fast_fp16() else "fp32")
+    assert resolve_precision("FP32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", cpu)
+
+
+def test_cli_takes_a_precision() -> None:
+    from NeonatalLungSegLib.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["segment", "x.nii.gz", "-o", "out"]).precision == "auto"
+    assert parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "fp32"]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "int8"])

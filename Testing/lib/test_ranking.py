@@ -1,0 +1,67 @@
+"""`neonatal-lung-seg rank`: unlabelled cases ordered by the expected benefit of correcting them."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import SimpleITK as sitk
+
+from NeonatalLungSegLib.cli import main
+from NeonatalLungSegLib.training_folder import add_case
+
+
+def volume(seed: int, shape=(6, 40, 40)) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.normal(100, 10 + 30 * seed, shape).astype(np.float32))
+    image.SetSpacing((1.0, 1.0, 2.0))
+    return image
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_rank_a_folder_of_volumes_writes_a_sorted_csv(tiny_model_folder, tmp_path, capsys):
+    data = tmp_path / "volumes"
+    data.mkdir()
+    for seed in range(3):
+        sitk.WriteImage(volume(seed), str(data / f"case{seed}.nii.gz"))
+    out = tmp_path / "ranking.csv"
+    argv = ["rank", "--model", str(tiny_model_folder), "--data", str(data), "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    rows = read_csv(out)
+    assert [r["rank"] for r in rows] == ["1", "2", "3"] and {r["case"] for r in rows} == {"case0", "case1", "case2"}
+    benefits = [float(r["benefit"]) for r in rows]
+    assert benefits == sorted(benefits, reverse=True)
+    assert all(abs(float(r["benefit"]) + float(r["confidence"]) - 1) < 1e-5 for r in rows)
+    assert "correct first" in capsys.readouterr().out
+    assert main(argv) == 2 and "already exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--flip"]) == 0
+    assert all(r["flip_dice"] for r in read_csv(out))
+
+
+def test_rank_a_training_folder_of_single_slices_to_stdout(tiny_model_folder, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    for seed in range(2):
+        image = volume(seed, shape=(1, 64, 64))
+        label = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+        label.CopyInformation(image)
+        add_case(folder, image, label, f"slice{seed}", review_status="unreviewed", label_scheme="lung")
+    assert main(["rank", "--model", str(tiny_model_folder), "--data", str(folder), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("rank,case,benefit,confidence") and len(lines) == 3
+    assert "ranking 2 case(s)" in captured.err
+
+
+def test_rank_refuses_mixed_or_empty_inputs(tiny_model_folder, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    (folder / "images").mkdir(parents=True)
+    single = tmp_path / "one.nii.gz"
+    sitk.WriteImage(volume(0), str(single))
+    assert main(["rank", "--model", str(tiny_model_folder), "--data", str(folder), str(single)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["rank", "--model", str(tiny_model_folder), "--data", str(folder)]) == 2
+    assert "no volumes" in capsys.readouterr().err
