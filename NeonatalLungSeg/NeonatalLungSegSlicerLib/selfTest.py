@@ -117,7 +117,7 @@ def run(test, logic):
     second = logic.exportForTraining(segmentationNode, volumeNode, folder, "Self-test")
     test.assertEqual((first.record.version, second.record.version), (1, 2))
     test.assertEqual(first.label_path.read_bytes(), firstBytes)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     test.assertEqual(len(manifest["cases"]), 2)
     test.delayDisplay(f"Self-test passed; exported to {folder}")
     return {"volume": volumeNode, "outputs": outputs, "folder": folder, "exports": (first, second)}

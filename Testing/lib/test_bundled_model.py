@@ -40,7 +40,7 @@ def test_model_card_is_honest() -> None:
     config = read_config(BUNDLED_MODEL)
     assert "not clinically validated" in config.clinical_use.lower()
     assert "synthetic" in config.training["data"]
-    card = (BUNDLED_MODEL / "MODEL_CARD.md").read_text()
+    card = (BUNDLED_MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "not clinically validated" in card.lower() and "synthetic" in card.lower()
     assert config.validation["mean_dice_right_lung"] >= 0.9
 

@@ -42,7 +42,7 @@ def test_segment_writes_labels_volumes_and_probabilities(tmp_path: Path, tiny_mo
     labels, geometry = image_to_array(sitk.ReadImage(str(out / "baby_01_lungs.nrrd")))
     _, source_geometry = image_to_array(sitk.ReadImage(str(source)))
     assert geometry == source_geometry  # NRRD keeps the geometry exactly
-    report = json.loads((out / "baby_01_volumes.json").read_text())
+    report = json.loads((out / "baby_01_volumes.json").read_text(encoding="utf-8"))
     assert report["model"]["name"] == "tiny-test-model"
     assert report["right_lung"]["voxels"] == int((labels == 1).sum())
     assert report["total"]["volume_ml"] == pytest.approx(int((labels > 0).sum()) * 0.9 * 0.8 * 2.0 / 1000,

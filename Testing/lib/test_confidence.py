@@ -126,7 +126,7 @@ def test_cli_segment_writes_confidence_json(tiny_model_folder, tmp_path, capsys)
     argv = ["segment", str(source), "-o", str(out), "--model", str(tiny_model_folder), "--device", "cpu",
             "--flip", "--check-slices", "2"]
     assert main(argv) == 0
-    data = json.loads((out / "baby_confidence.json").read_text())
+    data = json.loads((out / "baby_confidence.json").read_text(encoding="utf-8"))
     assert data["case"] == "baby" and data["model"]["name"] == "tiny-test-model"
     assert set(data) >= {"confidence", "mean_entropy_bits", "flip_dice", "slices_to_check", "slices"}
     assert len(data["slices_to_check"]) <= 2 and len(data["slices"]) == 6

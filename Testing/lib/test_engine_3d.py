@@ -220,7 +220,7 @@ def test_old_configs_without_the_new_keys_load_as_2d(tmp_path: Path) -> None:
         del data["input"][key]
     config = ModelConfig.from_dict(data)
     assert (config.input.spatial_dims, config.input.patch_slices, config.input.window_overlap) == (2, 32, 0.5)
-    bundled = json.loads((BUNDLED_MODEL / CONFIG_NAME).read_text())
+    bundled = json.loads((BUNDLED_MODEL / CONFIG_NAME).read_text(encoding="utf-8"))
     if "spatial_dims" not in bundled["input"]:  # the committed bundled model predates the keys
         assert read_config(BUNDLED_MODEL).input.spatial_dims == 2
 
@@ -238,7 +238,7 @@ def test_old_configs_without_the_new_keys_load_as_2d(tmp_path: Path) -> None:
 def test_bad_3d_configs_are_refused_with_one_line(tmp_path: Path, change, message: str) -> None:
     good = config_3d()
     write_model_folder(tmp_path / "good", good, build_network(good).state_dict(), dtype="float32")
-    data = json.loads((tmp_path / "good" / CONFIG_NAME).read_text())
+    data = json.loads((tmp_path / "good" / CONFIG_NAME).read_text(encoding="utf-8"))
     bad = change(good).to_dict()
     bad["weights_sha256"] = data["weights_sha256"]
     (tmp_path / "good" / CONFIG_NAME).write_text(json.dumps(bad))

@@ -65,7 +65,7 @@ def test_export_writes_verifies_and_appends_versions(case, tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(written), labels)
     assert np.allclose(written.GetDirection(), GEOMETRY.direction) and np.allclose(written.GetOrigin(), GEOMETRY.origin)
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(result.image_path))).dtype == np.int16
-    sidecar = json.loads((tmp_path / result.record.sidecar).read_text())
+    sidecar = json.loads((tmp_path / result.record.sidecar).read_text(encoding="utf-8"))
     assert sidecar["reviewer"] == "Dr A" and sidecar["model"]["version"] == "1.2.3"
     assert sidecar["source_sha256"] == export.source_fingerprint(image, GEOMETRY)
     assert sidecar["changes_from_ai"]["voxels_added"]["lungs"] == int((labels[5] > 0).sum())

@@ -79,7 +79,7 @@ def _damage_flip_byte(folder: Path) -> None:
 
 
 def _edit_config(folder: Path, change) -> None:
-    data = json.loads((folder / CONFIG_NAME).read_text())
+    data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     change(data)
     (folder / CONFIG_NAME).write_text(json.dumps(data))
 

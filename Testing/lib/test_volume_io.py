@@ -143,8 +143,8 @@ def test_atomic_outputs_never_overwrite_unless_asked(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="--overwrite"):
         with AtomicOutputs() as out:
             out.write_json({"x": 1}, tmp_path / "a.json")
-    assert (tmp_path / "a.json").read_text() == "precious"
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == "precious"
     with AtomicOutputs(overwrite=True) as out:
         out.write_json({"x": 1}, tmp_path / "a.json")
-    assert "precious" not in (tmp_path / "a.json").read_text()
+    assert "precious" not in (tmp_path / "a.json").read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

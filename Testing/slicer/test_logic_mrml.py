@@ -61,7 +61,7 @@ def cli_labels(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
     assert main(["segment", str(SAMPLE), "-o", str(out), "--device", "cpu"]) == 0
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "sample-neonatal-chest_lungs.nii.gz")))
-    volumes = json.loads((out / "sample-neonatal-chest_volumes.json").read_text())
+    volumes = json.loads((out / "sample-neonatal-chest_volumes.json").read_text(encoding="utf-8"))
     return labels, volumes
 
 
@@ -218,7 +218,7 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert changes["voxels_added"]["right_lung"] == 0 and changes["voxels_removed"]["left_lung"] == 0
     assert 0.9 < changes["dice"]["right_lung"] < 1.0 and 0.99 < changes["dice"]["left_lung"] < 1.0
     assert sidecar["reviewer"] == "Dr Reviewer" and sidecar["model"]["version"] == "1.0.0"
-    assert sidecar["model"]["weights_sha256"] == json.loads((MODEL / "model.json").read_text())["weights_sha256"]
+    assert sidecar["model"]["weights_sha256"] == json.loads((MODEL / "model.json").read_text(encoding="utf-8"))["weights_sha256"]
     assert sidecar["review_status"] == "reviewed" and 0.9 < sidecar["ai_confidence"]["confidence"] < 1.0
     assert sidecar["subject"].startswith("vol-") and sidecar["source_sha256"].startswith(sidecar["subject"][4:])
     everything = "".join(p.read_text(errors="ignore") for p in folder.rglob("*.json")) + \

@@ -28,7 +28,7 @@ def ui_widgets() -> dict[str, ElementTree.Element]:
 
 
 def test_cmake_lists_every_script_and_resource() -> None:
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     on_disk = sorted(str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts)
     assert sorted(scripts) == on_disk
@@ -46,7 +46,7 @@ def test_cmake_lists_every_script_and_resource() -> None:
 
 
 def test_top_level_cmake_has_extension_metadata() -> None:
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert re.search(rf'set\({key} "[^"]+"\)', text), key
@@ -61,14 +61,14 @@ def test_every_widget_the_code_uses_exists_in_the_ui() -> None:
     widgets = ui_widgets()
     used = set()
     for path in CODE:
-        used |= set(re.findall(r"\bui\.(\w+)", path.read_text()))
+        used |= set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))
     assert used, "no self.ui.<name> found: the pattern is out of date"
     missing = sorted(used - set(widgets))
     assert not missing, f"widgets used in code but absent from the .ui: {missing}"
 
 
 def test_every_slicer_parameter_name_is_a_parameter_node_field() -> None:
-    tree = ast.parse((MODULE / "NeonatalLungSeg.py").read_text())
+    tree = ast.parse((MODULE / "NeonatalLungSeg.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "NeonatalLungSegParameterNode")
     fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
     bound = {}
@@ -105,7 +105,7 @@ def test_icon_is_a_real_128px_png() -> None:
 def test_files_stay_short() -> None:
     lib = MODULE / "NeonatalLungSegLib"
     for path in [*CODE, *(lib / f"{name}.py" for name in ("export", "jobs", "review", "requirements"))]:
-        assert len(path.read_text().splitlines()) <= 400, path
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, path
 
 
 def test_dependency_bounds_match_pyproject() -> None:
@@ -115,7 +115,7 @@ def test_dependency_bounds_match_pyproject() -> None:
     from NeonatalLungSegLib import requirements
 
     declared = {}
-    for spec in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+    for spec in tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]:
         name, minimum = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", spec).groups()
         declared[name.lower()] = minimum
     ours = {k.lower(): v for k, v in {**requirements.TORCH_REQUIREMENTS, **requirements.OTHER_REQUIREMENTS}.items()}
@@ -127,7 +127,7 @@ def test_slicer_code_never_imports_torch_or_the_engine_at_import_time() -> None:
     """First use installs dependencies; importing the module (Slicer start-up) must not need them."""
     heavy = {"torch", "torchvision", "segmentation_models_pytorch", "NeonatalLungSegLib.engine"}
     for path in CODE:
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:  # module level only; imports inside functions are the lazy ones
             if isinstance(node, ast.Import):
                 names = {a.name for a in node.names}

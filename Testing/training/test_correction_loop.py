@@ -51,7 +51,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
     rows = {(r["strategy"], r["n"]): r for r in results["rows"]}
     assert set(rows) == {("uncertainty", 1), ("uncertainty", 2), ("random", 1), ("random", 2)}
     assert all(0.0 <= r["dice_mean"] <= 1.0 for r in rows.values())
-    ranking = (work / "ranking.csv").read_text().splitlines()
+    ranking = (work / "ranking.csv").read_text(encoding="utf-8").splitlines()
     assert len(ranking) == 5 and ranking[0].startswith("rank,case,benefit")
     check = results["ranking_check"]
     assert check["cases"] == 4 and check["top"] == 2 and 0 <= check["mean_error_all"] <= 1
@@ -74,7 +74,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
     assert sidecar["source"] == "3D Slicer NeonatalLungSeg export" and sidecar["label_scheme"] == "lung"
     assert sidecar["reviewer"] == script.REVIEWER and "confidence" in sidecar["ai_confidence"]
     assert sidecar["changes_from_ai"]["dice"]["lungs"] == json.loads(
-        (work / "uncertainty" / "exported.json").read_text())[0]["ai_dice"]
+        (work / "uncertainty" / "exported.json").read_text(encoding="utf-8"))[0]["ai_dice"]
 
     # The new model: lineage back to the exports it saw, held-out scores from --test-data.
     from NeonatalLungSegLib.model_folder import read_config
@@ -108,7 +108,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
     report.write_figure(results_all, tmp_path / "curve.png")
     report.write_markdown(results_all, tmp_path / "loop.md", tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    text = (tmp_path / "loop.md").read_text()
+    text = (tmp_path / "loop.md").read_text(encoding="utf-8")
     assert "| 0 (bundled model) |" in text and "| 2 |" in text and "selection" in text
 
     # Rerunning reuses everything (nothing retrained, nothing exported twice).

@@ -221,10 +221,10 @@ def test_evaluate_writes_every_output_and_refuses_to_overwrite(tiny_model_folder
     assert lung_row["dice_right"] == "nan" and lung_row["dice_lungs"] != "nan"
     for row in rows:
         assert 0.0 <= float(row["dice_lungs"]) <= 1.0 and 0.0 <= float(row["auc_lungs"]) <= 1.0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["data"]["cases"] == 3 and summary["models"][0]["version"] == "0.0.1"
     assert summary["metrics"]["tiny-test-model 0.0.1"]["dice_lungs"]["n"] == 3
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "tiny-test-model 0.0.1" in report and "not clinically validated" in report
     for name in ("dice_boxplot.png", "roc.png", "position_dice.png", "training_curves.png", overlays[0].name):
         assert name in report
@@ -260,7 +260,7 @@ def test_two_models_side_by_side(tiny_model_folder: Path, labelled_folder: Path,
     assert all(label in header for label in labels)
     rows = _rows(out)
     assert len(rows) == 9 and [sum(r["model"] == m for r in rows) for m in labels] == [3, 3, 3]
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     table_header = next(line for line in report.splitlines() if line.startswith("| metric |"))
     assert all(label in table_header for label in labels)
     # The same weights under two labels give the same figures.
@@ -289,6 +289,6 @@ def test_bad_input_is_one_line_and_exit_status_2(problem: str, tiny_model_folder
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
     if problem == "not_a_report":
-        assert (out / "precious.txt").read_text() == "keep me" and "not an evaluation report" in err
+        assert (out / "precious.txt").read_text(encoding="utf-8") == "keep me" and "not an evaluation report" in err
     else:
         assert not out.exists()

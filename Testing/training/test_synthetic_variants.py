@@ -268,7 +268,7 @@ def test_synthesize_exposes_the_new_options(tmp_path: Path) -> None:
             "--spacing", "6", "3.4", "3.4", "--contrast", "randomized", "--variant-family", "heldout",
             "--bpd-severity", "0.8", "--no-artefacts", "--touching-lungs", "no"]
     assert synthesize.main(args) == 0
-    record = json.loads((tmp_path / "parameters" / "synthetic-000004.json").read_text())
+    record = json.loads((tmp_path / "parameters" / "synthetic-000004.json").read_text(encoding="utf-8"))
     assert record["contrast"] == "randomized" and record["variant_family"] == "heldout"
     assert record["parameters"]["bpd_severity"] == 0.8 and record["artefacts"] is False
     assert record["parameters"]["touching_lungs"] is False

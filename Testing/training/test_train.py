@@ -53,12 +53,12 @@ def test_train_writes_a_model_folder_with_split_log_card_and_test_metrics(toy_fo
     assert config.training["training_folder_manifest_sha256"] == read_training_folder(toy_folder).manifest_sha256
     assert config.training["subjects"] == {"train": 7, "val": 2, "test": 1}
     assert config.validation["cases"] == 2 and 0 <= config.validation["mean_dice_right_lung"] <= 1
-    log = (run / "log.csv").read_text().splitlines()
+    log = (run / "log.csv").read_text(encoding="utf-8").splitlines()
     assert log[0] == "epoch,train_loss,val_loss,val_dice,val_iou,lr,seconds" and len(log) == 3
-    saved = json.loads((run / "run_config.json").read_text())
+    saved = json.loads((run / "run_config.json").read_text(encoding="utf-8"))
     assert saved["config"]["epochs"] == 2 and "torch" in saved["environment"]["packages"]
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
-    assert "not clinically validated" in (out / "MODEL_CARD.md").read_text().lower()
+    assert "not clinically validated" in (out / "MODEL_CARD.md").read_text(encoding="utf-8").lower()
     Segmenter.load(out, device="cpu")
 
 
@@ -109,7 +109,7 @@ def test_resume_after_kill_continues_from_the_last_checkpoint(toy_folder: Path, 
     again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"after epoch {first_epoch}" in again.stdout
-    epochs = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    epochs = [int(line.split(",")[0]) for line in (run / "log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert epochs == [1, 2, 3, 4]  # no epoch lost, none logged twice
     assert read_config(out).training["epochs_run"] == 4
 
@@ -122,7 +122,7 @@ def test_two_gloo_processes_train_through_torchrun(toy_folder: Path, tmp_path: P
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("epoch   1") == 1  # one process logs
-    assert len((run / "log.csv").read_text().splitlines()) == 3
+    assert len((run / "log.csv").read_text(encoding="utf-8").splitlines()) == 3
     Segmenter.load(out, device="cpu")
 
 

@@ -57,8 +57,8 @@ def test_3d_training_writes_a_loadable_volumetric_model_folder(toy_folder: Path,
     assert config.training["subjects"] == {"train": 7, "val": 2, "test": 1}
     assert "windows of 16 slices" in config.training["samples"]
     assert config.validation["cases"] == 1 and 0 <= config.validation["mean_dice_lungs"] <= 1
-    assert len((run / "log.csv").read_text().splitlines()) == 3
-    card = (out / "MODEL_CARD.md").read_text()
+    assert len((run / "log.csv").read_text(encoding="utf-8").splitlines()) == 3
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "sliding 3D windows of 16 slices" in card and "not clinically validated" in card.lower()
     segmenter = Segmenter.load(out, device="cpu")
     image, _ = toy_case(99, shape=(11, 40, 36))
@@ -84,7 +84,7 @@ def test_3d_training_resumes_after_a_kill(toy_folder: Path, tmp_path: Path) -> N
     again = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"after epoch {first_epoch}" in again.stdout
-    epochs = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    epochs = [int(line.split(",")[0]) for line in (run / "log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert epochs == [1, 2, 3]
     assert read_config(out).input.spatial_dims == 3
 

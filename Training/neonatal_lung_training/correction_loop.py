@@ -236,7 +236,7 @@ def export_first(order: Sequence[str], n: int, pool: dict[str, PoolCase], folder
                  corrector: Corrector) -> list[dict[str, Any]]:
     """Make ``folder`` hold exactly the first ``n`` cases of ``order`` (appending what is missing)."""
     log_path = _exported_log(folder)
-    done = json.loads(log_path.read_text()) if log_path.is_file() else []
+    done = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else []
     present = len(read_training_folder(folder).cases) if (folder / "manifest.json").is_file() else 0
     if present != len(done):
         raise RuntimeError(f"{folder}: holds {present} cases but {log_path} lists {len(done)}; an export was "
@@ -270,7 +270,7 @@ def fine_tune(exports: Path, subjects: Sequence[str], bundled: Path, output: Pat
 
 def heldout_scores_of(model: Path) -> dict[str, Any]:
     """The held-out per-case Dice the train command measured (``--test-data``), summarised."""
-    per_case = json.loads((model.with_name(model.name + ".run") / "test_per_case.json").read_text())
+    per_case = json.loads((model.with_name(model.name + ".run") / "test_per_case.json").read_text(encoding="utf-8"))
     return _dice_summary([{"case_id": r["case_id"], "dice_lungs": r["dice_lungs"]} for r in per_case])
 
 
@@ -285,7 +285,7 @@ def run_domain(domain: Domain, settings: LoopSettings, corrector: Corrector, wor
     if not baseline_path.is_file():
         echo(f"[{domain.key}] scoring the bundled model on {domain.heldout_description}")
         baseline_path.write_text(json.dumps(evaluate_model(bundled, domain.heldout, settings.device), indent=2))
-    baseline = json.loads(baseline_path.read_text())
+    baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
     echo(f"[{domain.key}] bundled model: held-out Dice {baseline['dice_mean']:.4f} (min {baseline['dice_min']:.4f})")
     started = time.perf_counter()
     ranking = rank_pool(bundled, domain.pool, work / "ranking.csv", settings.flip, settings.device)
@@ -294,7 +294,7 @@ def run_domain(domain: Domain, settings: LoopSettings, corrector: Corrector, wor
     if not check_path.is_file():
         check_path.write_text(json.dumps(ranking_check(bundled, domain.pool, work / "ranking.csv", settings.device,
                                                        top=max(settings.sizes)), indent=2))
-    check = json.loads(check_path.read_text())
+    check = json.loads(check_path.read_text(encoding="utf-8"))
     echo(f"[{domain.key}] ranking vs real error on the pool: Spearman {check['spearman_benefit_vs_error']}")
     pool = {c.name: c for c in domain.pool}
     rows: list[LoopRow] = []

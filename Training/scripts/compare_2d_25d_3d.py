@@ -131,7 +131,7 @@ def _mean_worst(stats: dict[str, Any] | None, digits: int, worst: str) -> str:
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break

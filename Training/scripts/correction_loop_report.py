@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "correction-loop.md")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "images" / "correction-loop.png")
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    results = json.loads(args.results.read_text(encoding="utf-8"))
     write_figure(results, args.figure)
     write_markdown(results, args.out, args.figure)
     print(f"wrote {args.out} and {args.figure}")
