@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import sys
+from pathlib import Path
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CPU_BATCH_SIZE = 8
@@ -33,6 +35,17 @@ def configure_process() -> None:
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, so that timings and run records name the machine they came from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def physical_cores() -> int:

@@ -145,5 +145,8 @@ def environment() -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {"git_revision": revision or None, "git_dirty": dirty, "python": platform.python_version(),
+    from NeonatalLungSegLib.acceleration import cpu_model
+
+    return {"git_revision": revision or None, "git_dirty": dirty, "cpu": cpu_model(),
+            "python": platform.python_version(),
             "platform": platform.platform(), "packages": versions}

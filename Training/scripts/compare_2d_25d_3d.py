@@ -39,6 +39,7 @@ for _path in (REPO / "NeonatalLungSeg", REPO / "Training"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from NeonatalLungSegLib.acceleration import cpu_model  # noqa: E402
 
 @dataclass(frozen=True)
 class Variant:
@@ -129,15 +130,7 @@ def _mean_worst(stats: dict[str, Any] | None, digits: int, worst: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def write_markdown(path: Path, args: argparse.Namespace, command: str, rows: list[dict[str, Any]],

@@ -1,0 +1,75 @@
+"""The machine a benchmark ran on, its load while it ran, and the peak rate of its devices.
+
+Every figure is printed beside this description: a timing without its machine means nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from NeonatalLungSegLib.acceleration import cpu_model
+
+# Dense tensor-core peaks (FLOP/s) for bf16/fp16 with fp32 accumulation, from the vendors' data sheets.
+GPU_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
+             ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12), ("L4", 121e12), ("V100", 125e12)]
+
+
+def cpu_ghz() -> float:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return 2.5
+
+
+def cpu_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def machine_info() -> dict:
+    import torch
+
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+            "physical_cores": caps.get("num_physical_cores", os.cpu_count()), "cpu_ghz": cpu_ghz(),
+            "amx_fp16": bool(caps.get("amx_fp16")), "amx_bf16": bool(caps.get("amx_bf16")),
+            "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
+        info["gpu_name"] = props.name
+    try:
+        info["ram_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return info
+
+
+def machine_line(info: dict) -> str:
+    text = (f"{info['cpu']}, {info['physical_cores']} physical / {info['logical_cores']} logical cores"
+            f"{', AMX-FP16' if info.get('amx_fp16') else ''}, {info.get('ram_gib', '?')} GiB RAM")
+    text += f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
+    return text + f"; torch {info['torch']}"
+
+
+def peak_flops(info: dict, device: str, precision: str) -> tuple[float | None, str]:
+    """Peak FLOP/s of the device at ``precision`` and where the figure comes from."""
+    if device == "cuda":
+        name = info.get("gpu_name", "")
+        for key, peak in GPU_PEAKS:
+            if key.lower() in name.lower():
+                if precision == "fp32":
+                    return peak / 2, f"{key} TF32 dense (data sheet; cuDNN runs fp32 convolutions as TF32)"
+                return peak, f"{key} bf16/fp16 dense (data sheet)"
+        return None, f"no peak known for {name}"
+    cores, ghz = info["physical_cores"], info["cpu_ghz"]
+    if precision in ("fp16", "bf16") and info.get(f"amx_{precision}"):
+        return cores * ghz * 1e9 * 1024, f"estimate: {cores} cores x {ghz:.2f} GHz x 1024 FLOP/cycle (AMX)"
+    return cores * ghz * 1e9 * 64, f"estimate: {cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle (AVX-512, 2 FMA)"
