@@ -292,3 +292,19 @@ def test_bad_input_is_one_line_and_exit_status_2(problem: str, tiny_model_folder
         assert (out / "precious.txt").read_text(encoding="utf-8") == "keep me" and "not an evaluation report" in err
     else:
         assert not out.exists()
+
+
+def test_pooled_overlap_equals_overlap_of_the_stacked_masks_for_arrays_and_tensors() -> None:
+    import torch
+
+    from neonatal_lung_training.metrics import PooledOverlap, dice, iou
+
+    rng = np.random.default_rng(1)
+    pred, ref = rng.random((5, 8, 8)) > 0.5, rng.random((5, 8, 8)) > 0.6
+    ref[2] = False  # a lung-free slice: counted, never scored on its own
+    for convert in (np.asarray, torch.from_numpy):
+        pooled = PooledOverlap()
+        for p, r in zip(pred, ref):
+            pooled.add(convert(p), convert(r))
+        assert pooled.dice == pytest.approx(dice(pred, ref)) and pooled.iou == pytest.approx(iou(pred, ref))
+    assert PooledOverlap().dice == 1.0 and PooledOverlap().iou == 1.0

@@ -46,6 +46,34 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else int(np.logical_and(a, b).sum()) / union
 
 
+@dataclass
+class PooledOverlap:
+    """Dice and IoU pooled over many masks (all validation slices or volumes of an epoch).
+
+    Counts, not per-mask scores, so a lung-free slice neither helps nor hurts. Works on NumPy arrays and
+    torch tensors alike (only ``&`` and ``.sum()`` are used), so training never copies masks to NumPy.
+    """
+
+    hits: float = 0.0
+    predicted: float = 0.0
+    truth: float = 0.0
+
+    def add(self, predicted, reference) -> None:
+        self.hits += float((predicted & reference).sum())
+        self.predicted += float(predicted.sum())
+        self.truth += float(reference.sum())
+
+    @property
+    def dice(self) -> float:
+        total = self.predicted + self.truth
+        return 2 * self.hits / total if total else 1.0
+
+    @property
+    def iou(self) -> float:
+        union = self.predicted + self.truth - self.hits
+        return self.hits / union if union else 1.0
+
+
 def _check_spacing(spacing_kji: Sequence[float], ndim: int) -> np.ndarray:
     spacing = np.asarray(spacing_kji, dtype=float)
     if spacing.shape != (ndim,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):

@@ -29,6 +29,7 @@ from .augment import SliceAugmenter
 from .config import TrainConfig, environment
 from .dataset import cases_of, load_slices, select_cases
 from .lineage import finish_model, model_config_for
+from .metrics import PooledOverlap
 from .slices import SliceSet
 from .split import check_split, read_split, split_subjects, write_split
 
@@ -99,21 +100,15 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
     """Validation loss, Dice and IoU pooled over all validation slices (cheap; the engine's volumetric
     figures come at the end)."""
     network.eval()
-    hits = predicted = truth = 0.0
-    losses = []
+    overlap, losses = PooledOverlap(), []
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             images = data.images[start:start + batch_size].to(_device_of(network))
             targets = data.targets[start:start + batch_size].to(images.device)
             logits = network(images)
             losses.append(float(loss_fn(logits, targets)) * len(images))
-            pred, ref = logits > 0, targets >= 0.5
-            hits += float((pred & ref).sum())
-            predicted += float(pred.sum())
-            truth += float(ref.sum())
-    union = predicted + truth - hits
-    dice = 2 * hits / (predicted + truth) if predicted + truth else 1.0
-    return sum(losses) / len(data), dice, (hits / union if union else 1.0)
+            overlap.add(logits > 0, targets >= 0.5)
+    return sum(losses) / len(data), overlap.dice, overlap.iou
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -30,6 +30,8 @@ from NeonatalLungSegLib.preprocess import prepare, resize_batch
 from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
 from NeonatalLungSegLib.volume_inference import sliding_window_logits, stacked_input
 
+from .metrics import PooledOverlap
+
 if TYPE_CHECKING:
     from .config import TrainConfig
 
@@ -176,17 +178,11 @@ def volume_scores(network: torch.nn.Module, data: VolumeSet, loss_fn: torch.nn.M
     network.eval()
     device = next(network.parameters()).device
     windows = max(1, batch_size // data.config.patch_slices)
-    hits = predicted = truth = 0.0
-    losses = []
+    overlap, losses = PooledOverlap(), []
     with torch.inference_mode():
         for volume, lung in zip(data.volumes, data.lungs):
             logits = sliding_window_logits(network, volume[None, None], data.config, device, windows)
             target = lung[None, None]
             losses.append(float(loss_fn(logits, target)))
-            pred, ref = logits > 0, target >= 0.5
-            hits += float((pred & ref).sum())
-            predicted += float(pred.sum())
-            truth += float(ref.sum())
-    union = predicted + truth - hits
-    dice = 2 * hits / (predicted + truth) if predicted + truth else 1.0
-    return float(np.mean(losses)), dice, (hits / union if union else 1.0)
+            overlap.add(logits > 0, target >= 0.5)
+    return float(np.mean(losses)), overlap.dice, overlap.iou
