@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .acceleration import PRECISIONS, configure_process
-from .errors import InputError, NeonatalLungSegError
+from .errors import InputError, NeonatalLungSegError, exit_status
 from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, dicom_series_files, probe_volume,
                         volume_suffix)
 
@@ -299,14 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "check_slices", 0) < 0:
         print(f"error: --check-slices must be >= 0, got {args.check_slices}", file=sys.stderr)
         return 2
-    try:
-        return args.func(args)
-    except NeonatalLungSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing partial was written", file=sys.stderr)
-        return 130
+    return exit_status(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class NeonatalLungSegError(Exception):
     """A problem with the user's input, model or environment, explained in the message."""
@@ -29,3 +32,21 @@ class OutputExistsError(NeonatalLungSegError):
 
 class Cancelled(NeonatalLungSegError):
     """The caller asked to stop; nothing was written."""
+
+
+def exit_status(run: Callable[[], object], *, also: tuple[type[Exception], ...] = (),
+                interrupted: str = "interrupted: nothing partial was written") -> int:
+    """Run a command body; a user error becomes one ``error:`` line and status 2, Ctrl-C status 130.
+
+    Every subcommand goes through here, also when started on its own (``python -m``, torchrun), so all of
+    them answer bad input the same way. ``also`` names further exception types that mean bad input there.
+    """
+    try:
+        status = run()
+    except (NeonatalLungSegError, *also) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0  # a body may return its result instead of a status

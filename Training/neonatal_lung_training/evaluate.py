@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.errors import InputError, NeonatalLungSegError
+from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
 from NeonatalLungSegLib.training_folder import CaseRecord, read_training_folder
 
@@ -256,15 +256,7 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except NeonatalLungSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no report was written", file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(lambda: run(args), interrupted="interrupted: no report was written")
 
 
 if __name__ == "__main__":

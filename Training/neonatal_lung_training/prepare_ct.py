@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.errors import InputError
+from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.training_folder import add_case, new_training_folder
 
 NOMINAL_SPACING_MM = (5.0, 5.0, 5.0)
@@ -99,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=default_source(),
                         help="folder with x_train.npy and y_train.npy (default: ../shared/data/ct-lung-slices)")
     args = parser.parse_args(argv)
-    try:
-        count = prepare_ct(args.source, args.output)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {count} cases to {args.output}")
-    return 0
+    return exit_status(lambda: print(f"wrote {prepare_ct(args.source, args.output)} cases to {args.output}"))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import SimpleITK as sitk
 
+from NeonatalLungSegLib.errors import exit_status
+
 from .contrast import CONTRASTS
 from .synthetic import ANATOMIES, default_atlas_dir, generate_case
 from .variants import FAMILY_NAMES
@@ -95,35 +97,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--randomized-fraction", type=float, default=0.3,
                         help="with --mix: share of cases with randomized contrast, the rest UTE (default 0.3)")
     args = parser.parse_args(argv)
-    if args.mix:
-        return _write_mix(args)
-    try:
-        written = write_synthetic_cases(
-            args.output, args.cases, args.seed, args.anatomy, tuple(args.shape), tuple(args.spacing),
-            contrast=args.contrast, variant_family=args.variant_family, bpd_severity=args.bpd_severity,
-            artefacts=not args.no_artefacts,
-            touching_lungs={"random": None, "yes": True, "no": False}[args.touching_lungs])
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: _write_mix(args) if args.mix else _write_cases(args),
+                       also=(FileExistsError, ValueError))
+
+
+def _write_cases(args: argparse.Namespace) -> None:
+    written = write_synthetic_cases(
+        args.output, args.cases, args.seed, args.anatomy, tuple(args.shape), tuple(args.spacing),
+        contrast=args.contrast, variant_family=args.variant_family, bpd_severity=args.bpd_severity,
+        artefacts=not args.no_artefacts,
+        touching_lungs={"random": None, "yes": True, "no": False}[args.touching_lungs])
     for image_path, label_path in written:
         print(f"{image_path}  {label_path}")
-    return 0
 
 
-def _write_mix(args: argparse.Namespace) -> int:
+def _write_mix(args: argparse.Namespace) -> None:
     from .synthetic_folder import SyntheticMix, write_synthetic_folder
 
-    try:
-        mix = SyntheticMix(randomized_contrast_fraction=args.randomized_fraction)
-        count = write_synthetic_folder(args.output, range(args.seed, args.seed + args.cases), mix,
-                                       variant_family=args.variant_family)
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    mix = SyntheticMix(randomized_contrast_fraction=args.randomized_fraction)
+    count = write_synthetic_folder(args.output, range(args.seed, args.seed + args.cases), mix,
+                                   variant_family=args.variant_family)
     print(f"wrote a training folder of {count} cases to {args.output}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from NeonatalLungSegLib.engine import resolve_device
-from NeonatalLungSegLib.errors import NeonatalLungSegError
+from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.network import build_network
 from NeonatalLungSegLib.training_folder import read_training_folder
 
@@ -266,15 +266,14 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
 def main(argv: list[str] | None = None) -> int:
     from .train_cli import parse_config
 
-    try:
+    def body() -> None:
         config = parse_config(argv)
         result = train(config)
-    except (FileExistsError, ValueError, NeonatalLungSegError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if result is not None:
-        print(f"wrote {config.output} (version {result['version']})")
-    return 0
+        if result is not None:
+            print(f"wrote {config.output} (version {result['version']})")
+
+    return exit_status(body, also=(FileExistsError, ValueError),
+                       interrupted="interrupted: rerun the same command to resume from the last checkpoint")
 
 
 if __name__ == "__main__":
