@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .measure import dice
 from .errors import NeonatalLungSegError
 from .geometry import Geometry, array_to_image, image_to_array
 from .measure import measure_volumes
@@ -77,12 +78,6 @@ def source_fingerprint(array: np.ndarray, geometry: Geometry) -> str:
 def subject_for(fingerprint: str) -> str:
     """Subject name used in the training folder: a prefix and the first 16 hex digits of the fingerprint."""
     return SUBJECT_PREFIX + fingerprint[:16]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (nothing to disagree about)."""
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
 
 
 def change_summary(ai_labels: np.ndarray, corrected: np.ndarray, label_names: dict[str, int]) -> dict[str, Any]:

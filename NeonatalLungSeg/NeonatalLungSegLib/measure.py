@@ -48,3 +48,13 @@ def format_volumes(volumes: dict) -> str:
         return (f"right {volumes['right_lung']['volume_ml']:.1f} mL, "
                 f"left {volumes['left_lung']['volume_ml']:.1f} mL, {total}")
     return f"{total} (lungs not split)"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (any values, nonzero = inside); 1.0 when both are empty (nothing to disagree about).
+
+    The one overlap measure shared by export (AI vs corrected), evaluation and the Slicer self-test.
+    """
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total

@@ -25,18 +25,13 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from NeonatalLungSegLib.measure import dice  # noqa: F401  (re-exported: the one Dice of the project)
+
 POSITIONS = ("apex", "middle", "base")
 
 
 def _as_bool(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask).astype(bool, copy=False)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice 2|A∩B| / (|A|+|B|) of two masks; two empty masks agree perfectly (1.0)."""
-    a, b = _as_bool(a), _as_bool(b)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
