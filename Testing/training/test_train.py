@@ -174,3 +174,30 @@ def test_train_refuses_an_existing_output_and_bad_data(tmp_path: Path, capsys: p
     assert "already exists" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "m2")]) == 2
     assert "not a training folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_precision_is_recorded_and_checkpoints_are_plain_fp32(toy_folder: Path, tmp_path: Path,
+                                                                      precision: str,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    out, run = tmp_path / "model", tmp_path / "run"
+    assert main(["train", *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "1",
+                                       "--precision", precision)]) == 0
+    assert f"{precision} autocast" in capsys.readouterr().out
+    saved = json.loads((run / "run_config.json").read_text(encoding="utf-8"))
+    assert saved["config"]["precision"] == precision
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    floats = [t for t in state.values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float32 and t.is_contiguous() for t in floats)
+    Segmenter.load(out, device="cpu")
+
+
+def test_training_precision_choices(capsys: pytest.CaptureFixture) -> None:
+    from NeonatalLungSegLib.acceleration import cpu_has_fast_bf16, resolve_training_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_training_precision("auto", cpu) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_training_precision("FP32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_training_precision("fp16", cpu)  # fp16 training would need loss scaling
+    assert "precision must be" in "; ".join(TrainConfig(data="d", output="o", precision="int8").problems())

@@ -38,4 +38,5 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    # contiguous: a channels_last network's weights are saved in the standard layout
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}

@@ -56,6 +56,7 @@ class TrainConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     weights_dtype: str = "float16"
     device: str = "auto"
+    precision: str = "auto"           # auto | fp32 | bf16 autocast (auto: bf16 on AMX CPUs and bf16 GPUs)
     # Volumetric models (spatial_dims 3): a MONAI 3D network on windows of patch_slices slices by
     # in_plane_size, one window centred on each training slice; batch_size then counts windows (2 fits a
     # CPU), and encoder, encoder_depth, decoder_channels and channels do not apply.
@@ -95,6 +96,8 @@ class TrainConfig:
             found.append("learning_rate must be > 0")
         if self.weights_dtype not in ("float16", "float32"):
             found.append("weights_dtype must be float16 or float32")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            found.append(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
         if self.spatial_dims not in (2, 3):

@@ -9,6 +9,7 @@ from the real engine on the held-out test subjects, not from the training loop.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from NeonatalLungSegLib import acceleration
 from NeonatalLungSegLib.engine import resolve_device
 from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.network import build_network
@@ -96,16 +98,20 @@ def _split(config: TrainConfig, run: RunFolder, subjects: list[str]) -> dict[str
 
 
 def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Module,
-                  batch_size: int) -> tuple[float, float, float]:
+                  batch_size: int, precision: str = "fp32",
+                  channels_last: bool = False) -> tuple[float, float, float]:
     """Validation loss, Dice and IoU pooled over all validation slices (cheap; the engine's volumetric
     figures come at the end)."""
     network.eval()
     overlap, losses = PooledOverlap(), []
+    device = _device_of(network)
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
-            images = data.images[start:start + batch_size].to(_device_of(network))
+            images = _as_input(data.images[start:start + batch_size].to(device), channels_last)
             targets = data.targets[start:start + batch_size].to(images.device)
-            logits = network(images)
+            with acceleration.autocast(device, precision):
+                logits = network(images)
+            logits = logits.float()
             losses.append(float(loss_fn(logits, targets)) * len(images))
             overlap.add(logits > 0, targets >= 0.5)
     return sum(losses) / len(data), overlap.dice, overlap.iou
@@ -113,6 +119,13 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
 
 def _device_of(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
+
+
+def _as_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Slices in the network's memory layout (channels_last for 2D networks on CPU and CUDA)."""
+    if channels_last:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -176,7 +189,12 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         if encoder is None:
             raise ValueError(f"{model_config.network.architecture} has no .encoder to freeze")
         encoder.requires_grad_(False)
+    precision = acceleration.resolve_training_precision(config.precision, device)
     network.to(device)
+    channels_last = acceleration.uses_channels_last(device, model_config.input.spatial_dims)
+    if channels_last:
+        network.to(memory_format=torch.channels_last)  # oneDNN's and cuDNN's fast kernels want NHWC
+    say(f"device {device}, {precision} autocast", flush=True)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
@@ -200,7 +218,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     model = (torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
              if context.active else network)
     augmenter = SliceAugmenter(config.augment, volumes3d.sample_size(model_config.input), config.seed)
-    scores = volumes3d.volume_scores if volumetric else _slice_scores
+    scores = volumes3d.volume_scores if volumetric else functools.partial(_slice_scores, precision=precision,
+                                                                             channels_last=channels_last)
 
     epoch = first_epoch - 1
     out_of_time = bool(config.max_minutes and spent > 60 * config.max_minutes)
@@ -218,7 +237,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         for step in range(steps):
             index = shard[(torch.arange(config.batch_size) + step * config.batch_size) % len(shard)]
             images, targets = augmenter(train_set.images[index], train_set.targets[index])
-            loss = loss_fn(model(images.to(device)), targets.to(device))
+            with acceleration.autocast(device, precision):
+                logits = model(_as_input(images.to(device), channels_last))
+            loss = loss_fn(logits.float(), targets.to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
