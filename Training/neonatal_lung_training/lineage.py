@@ -113,6 +113,8 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
         "validation_cases": sum(c.subject in set(split["val"]) for c in cases),
         "test_cases": len(test_cases),
         "subjects": {name: len(split.get(name, [])) for name in ("train", "val", "test")},
+        # the subjects themselves, so a model can be traced to its cases without its run folder
+        "split_subjects": {name: sorted(split.get(name, [])) for name in ("train", "val", "test")},
         "training_slices": train_slices,
         "reviewed_only": config.reviewed_only,
         "parent": None if parent is None else {"name": parent.name, "version": parent.version,

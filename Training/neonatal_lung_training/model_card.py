@@ -17,6 +17,8 @@ def write_model_card(folder: Path) -> Path:
     config = read_config(folder)
     training, validation = dict(config.training), dict(config.validation)
     data = training.pop("data", "unknown")
+    if "split_subjects" in training:  # hundreds of IDs: the card points to them instead of listing them
+        training["split_subjects"] = "listed in model.json (training.split_subjects)"
     tested_on = validation.pop("data", "unknown")
     net = config.network
     inp = config.input
