@@ -45,11 +45,17 @@ def test_bundled_model_is_listed_first_with_its_figures():
     entries = registry.find_models()
     first = entries[0]
     assert first.origin == "bundled" and first.folder.resolve() == BUNDLED.resolve()
-    assert (first.name, first.version, first.parent) == ("neonatal-lung-unet-r50", "1.0.0", None)
-    assert first.training_cases == 100 and first.training_slices == 4803
-    assert first.validation_dice == pytest.approx(0.9832) and first.validation_dice_right == pytest.approx(0.984)
-    assert first.label == "neonatal-lung-unet-r50 1.0.0 (bundled)"
-    assert "no parent" in first.describe() and "validation Dice 0.983" in first.describe()
+    stored = json.loads((BUNDLED / "model.json").read_text(encoding="utf-8"))  # the figures must be the folder's
+    parent = stored["training"].get("parent")
+    assert (first.name, first.version) == ("neonatal-lung-unet-r50", stored["version"])
+    assert first.parent == (f"{parent['name']} {parent['version']}" if parent else None)
+    assert first.training_cases == stored["training"]["training_cases"] > 0
+    assert first.training_slices == stored["training"]["training_slices"] > 0
+    assert first.validation_dice == pytest.approx(stored["validation"]["mean_dice_lungs"])
+    assert first.validation_dice_right == pytest.approx(stored["validation"]["mean_dice_right_lung"])
+    assert first.label == f"neonatal-lung-unet-r50 {stored['version']} (bundled)"
+    assert (f"parent {first.parent}" if parent else "no parent") in first.describe()
+    assert f"validation Dice {stored['validation']['mean_dice_lungs']:.3f}" in first.describe()
 
 
 def test_given_folders_of_models_and_lineage(child_model, tiny_model_folder):

@@ -19,6 +19,7 @@ slicer = slicer_harness.slicer
 REPO = slicer_harness.REPO
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 MODEL = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
+STORED = json.loads((MODEL / "model.json").read_text(encoding="utf-8"))  # identity of the bundled model
 
 pytestmark = pytest.mark.slow
 
@@ -217,8 +218,8 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert changes["voxels_removed"]["right_lung"] == removed and changes["voxels_added"]["left_lung"] == added
     assert changes["voxels_added"]["right_lung"] == 0 and changes["voxels_removed"]["left_lung"] == 0
     assert 0.9 < changes["dice"]["right_lung"] < 1.0 and 0.99 < changes["dice"]["left_lung"] < 1.0
-    assert sidecar["reviewer"] == "Dr Reviewer" and sidecar["model"]["version"] == "1.0.0"
-    assert sidecar["model"]["weights_sha256"] == json.loads((MODEL / "model.json").read_text(encoding="utf-8"))["weights_sha256"]
+    assert sidecar["reviewer"] == "Dr Reviewer" and sidecar["model"]["version"] == STORED["version"]
+    assert sidecar["model"]["weights_sha256"] == STORED["weights_sha256"]
     assert sidecar["review_status"] == "reviewed" and 0.9 < sidecar["ai_confidence"]["confidence"] < 1.0
     assert sidecar["subject"].startswith("vol-") and sidecar["source_sha256"].startswith(sidecar["subject"][4:])
     everything = "".join(p.read_text(errors="ignore") for p in folder.rglob("*.json")) + \
@@ -234,7 +235,7 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert [c.case_id for c in cases] == [first.record.case_id, second.record.case_id]
     # An AI mask exported without review is marked so, and `train --reviewed-only` leaves it out.
     unreviewed = logic.exportForTraining(segmentation, volume, tmp_path / "unreviewed", "", "unreviewed")
-    assert unreviewed.record.review_status == "unreviewed" and unreviewed.sidecar["model"]["version"] == "1.0.0"
+    assert unreviewed.record.review_status == "unreviewed" and unreviewed.sidecar["model"]["version"] == STORED["version"]
 
     table = logic.updateVolumeTable(segmentation, volume)
     from NeonatalLungSegSlicerLib import mrmlNodes

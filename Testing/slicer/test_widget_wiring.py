@@ -105,17 +105,27 @@ def test_every_parameter_widget_is_bound_both_ways(widget):
     assert ui.reviewSliceCountSpinBox.maximum == 50
 
 
+def _bundled_model_json() -> dict:
+    import json
+
+    folder = slicer_harness.REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
+    return json.loads((folder / "model.json").read_text(encoding="utf-8"))
+
+
 def test_model_choice_shows_version_and_validation_dice(widget):
     ui = widget.ui
-    assert ui.modelComboBox.itemText(0) == "neonatal-lung-unet-r50 1.0.0 (bundled)"
+    stored = _bundled_model_json()
+    bundled = f"neonatal-lung-unet-r50 {stored['version']}"
+    assert ui.modelComboBox.itemText(0) == f"{bundled} (bundled)"
     assert ui.modelComboBox.itemText(ui.modelComboBox.count - 1) == "Other model folder..."
-    assert "neonatal-lung-unet-r50 1.0.0" in ui.modelInfoLabel.text and "Dice right 0.984" in ui.modelInfoLabel.text
+    right = f"Dice right {stored['validation']['mean_dice_right_lung']:.3f}"
+    assert bundled in ui.modelInfoLabel.text and right in ui.modelInfoLabel.text
     ui.modelComboBox.currentIndex = ui.modelComboBox.count - 1
     assert ui.modelFolderPathLineEdit.enabled
     ui.modelFolderPathLineEdit.currentPath = str(slicer_harness.REPO / "docs")
     assert "Not a usable model folder" in ui.modelInfoLabel.text
     ui.modelComboBox.currentIndex = 0
-    assert not ui.modelFolderPathLineEdit.enabled and "1.0.0" in ui.modelInfoLabel.text
+    assert not ui.modelFolderPathLineEdit.enabled and bundled in ui.modelInfoLabel.text
     assert ui.deviceInfoLabel.text  # where it runs, or why no GPU
 
 
@@ -220,7 +230,8 @@ def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(wid
     assert "tiny-test-model 0.0.1" in labels and labels[-1] == "Other model folder..."
     assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
     ui.modelComboBox.currentIndex = 0  # one click back to the bundled model
-    assert node.modelFolder == bundled and "neonatal-lung-unet-r50 1.0.0" in ui.modelInfoLabel.text
+    assert node.modelFolder == bundled
+    assert f"neonatal-lung-unet-r50 {_bundled_model_json()['version']}" in ui.modelInfoLabel.text
     node.modelFolder = tiny_model_folder  # a script or a loaded scene changes the node: the combo follows
     assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
     assert not ui.modelFolderPathLineEdit.enabled
