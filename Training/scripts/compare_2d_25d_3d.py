@@ -189,7 +189,8 @@ Written by `Training/scripts/compare_2d_25d_3d.py` on {started} ({seconds / 60:.
 ## Setup
 
 - **Machine:** {machine()}; torch {torch.__version__}, MONAI {monai_version},
-  `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}`, torch threads {torch.get_num_threads()}.
+  `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}`, torch threads {torch.get_num_threads()},
+  training precision {training_precision(args.device)} (`precision auto`); Dice in the loss pooled over the batch.
   The machine was shared with other work during the run (load averages over 1, 5 and 15 minutes:
   {loads[0]} at the start, {loads[1]} at the end), so minutes and seconds are indicative only.
 - **Training data:** {args.train_cases} synthetic cases of the generator's "train" anatomy family (each with
@@ -234,6 +235,13 @@ what each reaches in about {args.max_minutes:g} CPU minutes.
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def training_precision(device: str) -> str:
+    from NeonatalLungSegLib.acceleration import resolve_training_precision
+    from NeonatalLungSegLib.engine import resolve_device
+
+    return f"{resolve_training_precision('auto', resolve_device(device))} autocast"
 
 
 def main(argv: list[str] | None = None) -> int:
