@@ -14,6 +14,7 @@ from NeonatalLungSegLib.cli import main
 from NeonatalLungSegLib.engine import Segmenter
 from NeonatalLungSegLib.geometry import Geometry, image_to_array
 from NeonatalLungSegLib.model_folder import read_config
+from stored_volumes import store_differently
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,26 +55,6 @@ def test_bundled_sample_is_segmented_with_dice_at_least_095(tmp_path: Path) -> N
         assert dice(predicted == value, reference == value) >= 0.95, f"label {value}"
 
 
-def _store(image: np.ndarray, geometry: Geometry, axes: tuple[int, int, int], flips: tuple[bool, bool, bool]
-           ) -> tuple[np.ndarray, Geometry]:
-    """The same physical volume stored with ITK axes permuted by ``axes`` and some of them reversed."""
-    array = image
-    direction = geometry.direction_matrix
-    size, spacing = np.array(geometry.size), np.array(geometry.spacing)
-    corner = np.zeros(3)
-    for itk_axis, flip in enumerate(flips):
-        if flip:
-            array = np.flip(array, axis=2 - itk_axis)
-            corner[itk_axis] = size[itk_axis] - 1
-            direction = direction @ np.diag([-1.0 if a == itk_axis else 1.0 for a in range(3)])
-    origin = geometry.index_to_lps(corner)
-    array = np.transpose(array, [2 - axes[c] for c in (2, 1, 0)])
-    direction = direction[:, list(axes)]
-    stored = Geometry(tuple(int(size[a]) for a in axes), tuple(float(spacing[a]) for a in axes),
-                      tuple(float(o) for o in origin), tuple(float(d) for d in direction.ravel()))
-    return np.ascontiguousarray(array), stored
-
-
 @pytest.mark.parametrize("axes, flips", [
     ((0, 1, 2), (True, False, False)),   # columns stored right-to-left
     ((0, 1, 2), (False, True, True)),    # rows and slices reversed (feet-first, radiological order)
@@ -83,9 +64,9 @@ def _store(image: np.ndarray, geometry: Geometry, axes: tuple[int, int, int], fl
 def test_same_patient_stored_differently_gives_the_same_physical_mask(segmenter, case, axes, flips) -> None:
     image, reference, geometry = case
     baseline = segmenter.segment_array(image, geometry).labels
-    stored_image, stored_geometry = _store(image, geometry, axes, flips)
-    stored_reference, _ = _store(reference, geometry, axes, flips)
-    expected, _ = _store(baseline, geometry, axes, flips)
+    stored_image, stored_geometry = store_differently(image, geometry, axes, flips)
+    stored_reference, _ = store_differently(reference, geometry, axes, flips)
+    expected, _ = store_differently(baseline, geometry, axes, flips)
     labels = segmenter.segment_array(stored_image, stored_geometry).labels
     np.testing.assert_array_equal(labels, expected)  # voxel for voxel, not just similar
     for value in (1, 2):

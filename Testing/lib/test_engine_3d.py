@@ -23,6 +23,7 @@ from NeonatalLungSegLib.network import build_network
 from NeonatalLungSegLib.postprocess import PostprocessOptions
 from NeonatalLungSegLib.preprocess import prepare, resize_batch
 from NeonatalLungSegLib.volume_inference import stacked_input, window_count
+from stored_volumes import store_differently
 
 OBLIQUE_FLIPPED = tuple((np.array([[0.9396926, -0.3420201, 0], [0.3420201, 0.9396926, 0], [0, 0, 1]])
                          @ np.diag([-1, 1, -1])).ravel())
@@ -139,23 +140,6 @@ def test_a_mirrored_header_swaps_the_labels(segmenter: Segmenter) -> None:
     assert dice(labels == 2, reference == 1) >= 0.85 and dice(labels == 1, reference == 2) >= 0.85
 
 
-def _store(array: np.ndarray, geometry: Geometry, axes: tuple[int, int, int],
-           flips: tuple[bool, bool, bool]) -> tuple[np.ndarray, Geometry]:
-    """The same physical volume with ITK axes permuted by ``axes`` and some of them reversed."""
-    direction, size, spacing = geometry.direction_matrix, np.array(geometry.size), np.array(geometry.spacing)
-    corner = np.zeros(3)
-    for axis, flip in enumerate(flips):
-        if flip:
-            array = np.flip(array, axis=2 - axis)
-            corner[axis] = size[axis] - 1
-            direction = direction @ np.diag([-1.0 if a == axis else 1.0 for a in range(3)])
-    origin = geometry.index_to_lps(corner)
-    array = np.transpose(array, [2 - axes[c] for c in (2, 1, 0)])
-    stored = Geometry(tuple(int(size[a]) for a in axes), tuple(float(spacing[a]) for a in axes),
-                      tuple(float(o) for o in origin), tuple(float(d) for d in direction[:, list(axes)].ravel()))
-    return np.ascontiguousarray(array), stored
-
-
 @pytest.mark.parametrize("axes, flips", [((0, 1, 2), (True, False, True)), ((2, 0, 1), (False, True, False))])
 def test_storage_order_does_not_change_the_physical_mask(random_3d_folder: Path, axes, flips) -> None:
     """Even an untrained 3D network must give voxel-identical physical output however the file is stored:
@@ -164,10 +148,10 @@ def test_storage_order_does_not_change_the_physical_mask(random_3d_folder: Path,
     geometry = centred((21, 30, 34), (0.8, 0.7, 2.0))
     image, _ = chest(geometry, seed=7)
     baseline = segmenter.segment_array(image, geometry, options=None, with_probabilities=True)
-    stored_image, stored_geometry = _store(image, geometry, axes, flips)
+    stored_image, stored_geometry = store_differently(image, geometry, axes, flips)
     again = segmenter.segment_array(stored_image, stored_geometry, options=None, with_probabilities=True)
-    np.testing.assert_array_equal(again.labels, _store(baseline.labels, geometry, axes, flips)[0])
-    np.testing.assert_allclose(again.probabilities, _store(baseline.probabilities, geometry, axes, flips)[0],
+    np.testing.assert_array_equal(again.labels, store_differently(baseline.labels, geometry, axes, flips)[0])
+    np.testing.assert_allclose(again.probabilities, store_differently(baseline.probabilities, geometry, axes, flips)[0],
                                atol=1e-3)
 
 
