@@ -103,13 +103,21 @@ def resolve_training_precision(precision: str, device) -> str:
     """
     import torch
 
-    precision = (precision or "auto").strip().lower()
-    if precision not in TRAINING_PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {precision!r}")
+    precision = _checked(precision, TRAINING_PRECISIONS, device)
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+    return precision
+
+
+def _checked(precision: str, allowed: tuple[str, ...], device) -> str:
+    """Normalised ``precision``, refused if not in ``allowed`` or bf16 on a GPU without bf16."""
+    import torch
+
+    precision = (precision or "auto").strip().lower()
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("precision bf16 requested but this GPU does not support bfloat16")
     return precision
@@ -119,18 +127,12 @@ def resolve_precision(precision: str, device) -> str:
     """``auto`` -> fp16 where the hardware runs it fast and accurately enough, else fp32."""
     import torch
 
-    precision = (precision or "auto").strip().lower()
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    precision = _checked(precision, PRECISIONS, device)
     if precision == "auto":
         if device.type == "cuda":
             major, _ = torch.cuda.get_device_capability(device)
             return "fp16" if major >= 7 else "fp32"
-        if device.type == "cpu" and cpu_has_fast_fp16():
-            return "fp16"
-        return "fp32"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision bf16 requested but this GPU does not support bfloat16")
+        return "fp16" if device.type == "cpu" and cpu_has_fast_fp16() else "fp32"
     return precision
 
 
