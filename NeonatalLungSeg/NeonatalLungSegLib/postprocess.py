@@ -4,6 +4,7 @@ The network only says "lung or not"; deciding which lung is which is done here, 
 coordinates, so that flipped, permuted and oblique acquisitions all come out right. In newborns the two
 lungs often touch at the thin anterior junction, so one connected component may hold both lungs; it is
 split by eroding it until two lung-sized cores appear, then handing every voxel to its nearest core.
+That split is only tried when the mask does not already hold two separate lungs side by side.
 
 Everything runs on the bounding box of the mask with bool/uint8/uint16 arrays; the only float arrays
 live on a coarse, subsampled copy of one component, which keeps a 300x512x512 mask to a few seconds.
@@ -31,6 +32,10 @@ _MIN_CORE_FRACTION = 0.005
 # Two cores count as right and left lung only if the line joining them is within 60 degrees of the
 # patient's left-right axis; a single lung pinched at a waist separates superior-inferiorly instead.
 _MIN_LEFT_RIGHT_COSINE = 0.5
+# Two separate components side by side are already the two lungs when the smaller holds at least this
+# fraction of the larger; neither is then split. A lung broken up by dense BPD patches can itself erode
+# into left-right cores, and splitting it would make a third piece and throw part of that lung away.
+_SEPARATE_LUNGS_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
     order = np.argsort(sizes)[::-1][:count] if count else np.array([], dtype=int)
     boxes = ndimage.find_objects(components)
     threshold = options.min_component_fraction * sizes[order[0]]
+    lungs_apart = _two_separate_lungs(crop, components, order, sizes, spacing_kji, geometry)
     pieces: list[_Piece] = []
     extras: list[_Piece] = []
     for label in order:
@@ -92,7 +98,8 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
         if sizes[label] < threshold:
             extras.append(_Piece(sub_box, sub, int(sizes[label])))
             continue
-        split = _split_touching_lungs(sub, spacing_kji, geometry, options.min_component_fraction)
+        split = None if lungs_apart else _split_touching_lungs(sub, spacing_kji, geometry,
+                                                                 options.min_component_fraction)
         if split is None:
             pieces.append(_Piece(sub_box, sub, int(sizes[label])))
         else:
@@ -242,15 +249,29 @@ def _two_lung_cores(eroded: np.ndarray, spacing_kji: np.ndarray, geometry: Geome
     first, second = np.argsort(sizes)[::-1][:2]
     if sizes[second] < max(min_fraction * sizes[first], min_core):
         return None
-    centres = ndimage.center_of_mass(eroded, cores, [first, second])
-    delta_kji = (np.asarray(centres[0]) - np.asarray(centres[1])) * spacing_kji
-    delta_lps = geometry.direction_matrix @ delta_kji[::-1]
-    if abs(delta_lps[0]) < _MIN_LEFT_RIGHT_COSINE * np.linalg.norm(delta_lps):
+    if not _left_right_apart(eroded, cores, (first, second), spacing_kji, geometry):
         return None
     seeds = np.zeros(eroded.shape, dtype=np.uint8)
     seeds[cores == first] = 1
     seeds[cores == second] = 2
     return seeds
+
+
+def _two_separate_lungs(mask: np.ndarray, components: np.ndarray, order: np.ndarray, sizes: np.ndarray,
+                        spacing_kji: np.ndarray, geometry: Geometry) -> bool:
+    """True if the two largest components are comparable in size and side by side: both lungs, apart."""
+    if len(order) < 2 or sizes[order[1]] < _SEPARATE_LUNGS_FRACTION * sizes[order[0]]:
+        return False
+    return _left_right_apart(mask, components, (order[0], order[1]), spacing_kji, geometry)
+
+
+def _left_right_apart(mask: np.ndarray, labels: np.ndarray, pair: tuple[int, int], spacing_kji: np.ndarray,
+                      geometry: Geometry) -> bool:
+    """Whether the centroids of two labels lie within 60 degrees of the patient's left-right axis."""
+    centres = ndimage.center_of_mass(mask, labels, list(pair))
+    delta_kji = (np.asarray(centres[0]) - np.asarray(centres[1])) * spacing_kji
+    delta_lps = geometry.direction_matrix @ delta_kji[::-1]
+    return bool(abs(delta_lps[0]) >= _MIN_LEFT_RIGHT_COSINE * np.linalg.norm(delta_lps))
 
 
 def _fill_holes_in_place(labels: np.ndarray, side: int) -> None:

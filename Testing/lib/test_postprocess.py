@@ -208,6 +208,23 @@ def test_three_large_components_keep_two_largest() -> None:
     assert_lungs_match(labels, right, left, geometry)
 
 
+def test_lung_with_left_right_waist_beside_the_other_lung_is_not_cut() -> None:
+    """A right lung pinched medio-laterally (dense BPD patches can do that) erodes into two left-right
+    cores. With the left lung already a separate component it must stay whole: splitting it made a third
+    piece, and the smallest piece was thrown away."""
+    geometry = make_geometry(size=(80, 64, 40))
+    points = lps_points(geometry)
+    medial = ellipsoid(points, (-9.0, 0.0, 0.0), (7.0, 14.0, 20.0))
+    lateral = ellipsoid(points, (-25.0, 0.0, 0.0), (7.0, 14.0, 20.0))
+    waist = box(points, (-19.0, -2.0, -2.0), (-15.0, 2.0, 2.0))
+    right = medial | lateral | waist
+    left = ellipsoid(points, (22.0, 0.0, 0.0), (9.0, 15.0, 22.0))
+    assert _component_count(right | left) == 2
+    labels = postprocess(right | left, geometry)
+    assert np.count_nonzero(labels[right] == RIGHT_LUNG) == np.count_nonzero(right)
+    assert_lungs_match(labels, right, left, geometry, min_dice=0.999)
+
+
 def test_split_off_gives_one_label_on_the_same_voxels() -> None:
     geometry = make_geometry()
     points = lps_points(geometry)
