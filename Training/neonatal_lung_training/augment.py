@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandBiasFieldd, RandGaussianSmoothd,
-                              RandGibbsNoised, RandKSpaceSpikeNoised, RandRicianNoised,
+from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, RandAffined, RandBiasFieldd,
+                              RandGaussianSmoothd, RandGibbsNoised, RandKSpaceSpikeNoised, RandRicianNoised,
                               RandSimulateLowResolutiond, ScaleIntensityRanged)
 
 
@@ -27,6 +27,13 @@ class AugmentConfig:
     translation_fraction: float = 0.10
     zoom_fraction: float = 0.10
     geometry_probability: float = 0.8
+    # Beyond the poster: chest-shape variation. Shear (fraction, each in-plane term) rides on the affine;
+    # the smooth elastic warp (2D only; displacement in pixels of the network grid, control points
+    # elastic_spacing pixels apart) stands in for individual lung shape. Both off by default.
+    shear_fraction: float = 0.0
+    elastic_probability: float = 0.0
+    elastic_magnitude: tuple[float, float] = (1.0, 3.0)
+    elastic_spacing: float = 24.0
     bias_field_probability: float = 0.3
     rician_noise_probability: float = 0.3
     rician_noise_std: float = 0.05
@@ -39,12 +46,18 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         for name in ("geometry_probability", "bias_field_probability", "rician_noise_probability",
                      "gamma_probability", "breathing_blur_probability", "streak_probability",
-                     "low_resolution_probability"):
+                     "low_resolution_probability", "elastic_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"augment.{name} must be within [0, 1], got {value}")
         if not 0 <= self.rotation_degrees <= 180 or not 0 <= self.zoom_fraction < 1:
             raise ValueError("augment.rotation_degrees must be 0..180 and augment.zoom_fraction 0..1")
+        if not 0 <= self.shear_fraction < 1:
+            raise ValueError(f"augment.shear_fraction must be within [0, 1), got {self.shear_fraction}")
+        low, high = self.elastic_magnitude
+        if not 0 <= low <= high or self.elastic_spacing <= 0:
+            raise ValueError("augment.elastic_magnitude must be [low, high] with 0 <= low <= high, "
+                             "and augment.elastic_spacing > 0")
 
 
 def build_transform(config: AugmentConfig, size: tuple[int, ...], seed: int) -> Compose:
@@ -64,15 +77,21 @@ def build_transform(config: AugmentConfig, size: tuple[int, ...], seed: int) -> 
         rotate, shift = angle, [config.translation_fraction * s for s in size]
         blur = {"sigma_x": (0.1, 0.3), "sigma_y": (0.8, 2.0)}  # motion blurs along one in-plane direction only
         upsample = "bilinear"
+        shear = (config.shear_fraction,) * 2
     else:
+        if config.elastic_probability > 0:
+            raise ValueError("augment.elastic_probability applies to 2D slices only; set it to 0 for 3D")
         # MONAI's first 3D angle turns the plane of the last two axes, i.e. in-plane about the slice axis.
         rotate, shift = (angle, 0.0, 0.0), [0.0] + [config.translation_fraction * s for s in size[1:]]
         blur = {"sigma_x": (0.8, 2.0), "sigma_y": (0.1, 0.3), "sigma_z": (0.1, 0.3)}  # across slices
         upsample = "trilinear"
+        shear = (config.shear_fraction,) * 6
     transforms = [
         RandAffined(keys, prob=config.geometry_probability, rotate_range=rotate,
                     translate_range=shift, scale_range=(config.zoom_fraction,) * len(size),
+                    shear_range=shear if config.shear_fraction > 0 else None,
                     mode=both_modes, padding_mode="zeros"),
+        *_elastic(config, keys, both_modes),
         RandBiasFieldd(image, prob=config.bias_field_probability, coeff_range=(0.0, 0.3)),
         RandGaussianSmoothd(image, prob=config.breathing_blur_probability, **blur),
         RandKSpaceSpikeNoised(image, prob=config.streak_probability, intensity_range=(9.0, 11.0)),
@@ -87,6 +106,14 @@ def build_transform(config: AugmentConfig, size: tuple[int, ...], seed: int) -> 
     pipeline = Compose(transforms)
     pipeline.set_random_state(seed=seed % (2**32))
     return pipeline
+
+
+def _elastic(config: AugmentConfig, keys: list[str], modes: list[str]) -> list:
+    """The elastic warp as a list of zero or one transform, so the pipeline stays unchanged when it is off."""
+    if config.elastic_probability == 0:
+        return []
+    return [Rand2DElasticd(keys, spacing=(config.elastic_spacing,) * 2, magnitude_range=config.elastic_magnitude,
+                           prob=config.elastic_probability, mode=modes, padding_mode="zeros")]
 
 
 class SliceAugmenter:
