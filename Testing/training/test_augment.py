@@ -50,3 +50,12 @@ def test_bad_shape_settings_are_refused(bad: dict) -> None:
 def test_elastic_warp_is_refused_for_3d_windows() -> None:
     with pytest.raises(ValueError, match="2D slices only"):
         build_transform(AugmentConfig(elastic_probability=0.5), (32, 64, 64), seed=0)
+
+
+def test_model_card_recipe_names_the_augmentation_actually_used() -> None:
+    from neonatal_lung_training.lineage import recipe
+
+    assert "zoom 10 %" in recipe(AugmentConfig()) and "shear" not in recipe(AugmentConfig())
+    shaped = recipe(AugmentConfig(zoom_fraction=0.2, shear_fraction=0.12, elastic_probability=0.3))
+    assert "zoom 20 %" in shaped and "shear 12 %" in shaped and "elastic warp 1-3 px on 30 %" in shaped
+    assert recipe(AugmentConfig(enabled=False)).endswith("no augmentation")

@@ -20,14 +20,27 @@ from NeonatalLungSegLib.model_folder import (InputConfig, ModelConfig, NetworkCo
                                              read_config, write_model_folder)
 from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder, read_training_folder
 
+from .augment import AugmentConfig
 from .config import TrainConfig
 from .evaluate import dice, evaluate_case, summarise
 from .model_card import write_model_card
 from .volumes3d import network_args
 
-RECIPE = ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; "
-          "MONAI augmentation: rotation 15 deg, translation 10 %, zoom 10 %, bias field, Rician noise, gamma, "
-          "breathing blur, streaks, low resolution")
+def recipe(augment: AugmentConfig) -> str:
+    """The training recipe in words, from the run's own augmentation settings (a model card must not
+    describe a recipe the run did not use)."""
+    text = ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; ")
+    if not augment.enabled:
+        return text + "no augmentation"
+    shape = [f"rotation {augment.rotation_degrees:g} deg", f"translation {100 * augment.translation_fraction:g} %",
+             f"zoom {100 * augment.zoom_fraction:g} %"]
+    if augment.shear_fraction > 0:
+        shape.append(f"shear {100 * augment.shear_fraction:g} %")
+    if augment.elastic_probability > 0:
+        low, high = augment.elastic_magnitude
+        shape.append(f"elastic warp {low:g}-{high:g} px on {100 * augment.elastic_probability:g} % of slices")
+    return (text + "MONAI augmentation: " + ", ".join(shape)
+            + ", bias field, Rician noise, gamma, breathing blur, streaks, low resolution")
 
 
 def bump_minor(version: str) -> str:
@@ -121,7 +134,7 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
                                                "weights_sha256": parent.weights_sha256},
         "frozen_encoder": config.freeze_encoder,
         "epochs_run": epochs_run, "best_epoch": best_epoch, "best_val_slice_dice": round(best_dice, 4),
-        "recipe": RECIPE, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+        "recipe": recipe(config.augment), "learning_rate": config.learning_rate, "batch_size": config.batch_size,
         "seed": config.seed, "minutes": round(minutes, 1),
     }
     if model_config.input.spatial_dims == 3:
