@@ -59,3 +59,4 @@ def test_model_card_recipe_names_the_augmentation_actually_used() -> None:
     shaped = recipe(AugmentConfig(zoom_fraction=0.2, shear_fraction=0.12, elastic_probability=0.3))
     assert "zoom 20 %" in shaped and "shear 12 %" in shaped and "elastic warp 1-3 px on 30 %" in shaped
     assert recipe(AugmentConfig(enabled=False)).endswith("no augmentation")
+    assert "streaks" in recipe(AugmentConfig()) and "streaks" not in recipe(AugmentConfig(streak_probability=0.0))

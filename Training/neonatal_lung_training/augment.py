@@ -59,6 +59,29 @@ class AugmentConfig:
             raise ValueError("augment.elastic_magnitude must be [low, high] with 0 <= low <= high, "
                              "and augment.elastic_spacing > 0")
 
+    def describe(self) -> str:
+        """The augmentation in words, naming only the terms that can fire (for model cards)."""
+        if not self.enabled:
+            return "no augmentation"
+        terms = []
+        if self.geometry_probability > 0:
+            terms += [f"rotation {self.rotation_degrees:g} deg", f"translation {100 * self.translation_fraction:g} %",
+                      f"zoom {100 * self.zoom_fraction:g} %"]
+            if self.shear_fraction > 0:
+                terms.append(f"shear {100 * self.shear_fraction:g} %")
+        if self.elastic_probability > 0:
+            low, high = self.elastic_magnitude
+            terms.append(f"elastic warp {low:g}-{high:g} px on {100 * self.elastic_probability:g} % of slices")
+        for name, probability in (("bias field", self.bias_field_probability),
+                                  ("Rician noise", self.rician_noise_probability),
+                                  ("gamma", self.gamma_probability),
+                                  ("breathing blur", self.breathing_blur_probability),
+                                  ("streaks", self.streak_probability),
+                                  ("low resolution", self.low_resolution_probability)):
+            if probability > 0:
+                terms.append(name)
+        return "MONAI augmentation: " + ", ".join(terms) if terms else "no augmentation"
+
 
 def build_transform(config: AugmentConfig, size: tuple[int, ...], seed: int) -> Compose:
     """A seeded MONAI pipeline over {"image": (C, *size), "label": (1, *size)} tensors.

@@ -26,21 +26,12 @@ from .evaluate import dice, evaluate_case, summarise
 from .model_card import write_model_card
 from .volumes3d import network_args
 
+
 def recipe(augment: AugmentConfig) -> str:
-    """The training recipe in words, from the run's own augmentation settings (a model card must not
-    describe a recipe the run did not use)."""
-    text = ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; ")
-    if not augment.enabled:
-        return text + "no augmentation"
-    shape = [f"rotation {augment.rotation_degrees:g} deg", f"translation {100 * augment.translation_fraction:g} %",
-             f"zoom {100 * augment.zoom_fraction:g} %"]
-    if augment.shear_fraction > 0:
-        shape.append(f"shear {100 * augment.shear_fraction:g} %")
-    if augment.elastic_probability > 0:
-        low, high = augment.elastic_magnitude
-        shape.append(f"elastic warp {low:g}-{high:g} px on {100 * augment.elastic_probability:g} % of slices")
-    return (text + "MONAI augmentation: " + ", ".join(shape)
-            + ", bias field, Rician noise, gamma, breathing blur, streaks, low resolution")
+    """The training recipe in words, from the run's own settings: a model card must not describe a recipe
+    the run did not use."""
+    return ("MONAI DiceCELoss (BCE + Dice), Adam, ReduceLROnPlateau, early stopping on validation Dice; "
+            + augment.describe())
 
 
 def bump_minor(version: str) -> str:
