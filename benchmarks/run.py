@@ -146,15 +146,12 @@ def generate(folder: Path, name: str) -> Path:
 
 
 def dice_against(reference: Path, candidate: Path) -> dict:
-    import numpy as np
     import SimpleITK as sitk
+
+    from NeonatalLungSegLib.measure import dice
 
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))  # a copy: a view dies with its image
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(candidate)))
-
-    def dice(x, y) -> float:
-        return float(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
-
     return {"right": dice(a == 1, b == 1), "left": dice(a == 2, b == 2), "lungs": dice(a > 0, b > 0)}
 
 
