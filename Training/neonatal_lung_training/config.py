@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from NeonatalLungSegLib.acceleration import TRAINING_PRECISIONS
+
 from .augment import AugmentConfig
 
 SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
@@ -96,8 +98,8 @@ class TrainConfig:
             found.append("learning_rate must be > 0")
         if self.weights_dtype not in ("float16", "float32"):
             found.append("weights_dtype must be float16 or float32")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            found.append(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in TRAINING_PRECISIONS:
+            found.append(f"precision must be {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
         if self.spatial_dims not in (2, 3):
