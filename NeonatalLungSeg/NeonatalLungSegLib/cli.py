@@ -111,7 +111,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 array, geometry = image_to_array(image)
                 result, confidence = segment_with_confidence(
                     segmenter, array.astype("float32", copy=False), geometry, options=options, flip=args.flip,
-                    progress=update)
+                    progress=update, source=str(case.source))
             else:
                 result = segmenter.segment_image(image, options=options, with_probabilities=args.probabilities,
                                                  progress=update, source=str(case.source))
@@ -143,7 +143,8 @@ def run_segment(args: argparse.Namespace) -> int:
 def run_rank(args: argparse.Namespace) -> int:
     """Rank unlabelled cases, least confident (most worth correcting) first; CSV to --out or stdout."""
     from .engine import Segmenter
-    from .ranking import is_training_folder, rank_cases, ranking_csv, read_folder_image, training_folder_images
+    from .ranking import (is_training_folder, rank_cases, ranking_csv, read_chest_volume, read_folder_image,
+                          training_folder_images)
 
     folders = [p for p in args.data if is_training_folder(p)]
     others = [p for p in args.data if not is_training_folder(p)]
@@ -154,7 +155,7 @@ def run_rank(args: argparse.Namespace) -> int:
         read = read_folder_image
     else:
         cases = [(c.name, c.source) for c in collect_cases(others)]
-        read = None
+        read = read_chest_volume
         for _, source in cases:
             probe_volume(source)
     if not cases:
@@ -169,7 +170,7 @@ def run_rank(args: argparse.Namespace) -> int:
     echo = (lambda text: print(text, file=sys.stderr, flush=True)) if args.out is None else print
     echo(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
          f"ranking {len(cases)} case(s){' with a left-right flip' if args.flip else ''}")
-    ranked = rank_cases(segmenter, cases, flip=args.flip, echo=echo, **({"read": read} if read else {}))
+    ranked = rank_cases(segmenter, cases, flip=args.flip, echo=echo, read=read)
     text = ranking_csv(ranked)
     if args.out is None:
         sys.stdout.write(text)

@@ -210,17 +210,18 @@ def flipped_probabilities(segmenter: Any, array: np.ndarray, geometry: Geometry,
 
 def segment_with_confidence(segmenter: Any, array: np.ndarray, geometry: Geometry, *, options: Any = "default",
                             flip: bool = False, progress: Callable[[float], None] | None = None,
-                            cancel: Callable[[], bool] | None = None) -> tuple[Any, CaseConfidence]:
+                            cancel: Callable[[], bool] | None = None,
+                            source: str = "input volume") -> tuple[Any, CaseConfidence]:
     """Segment (with probabilities) and measure confidence; with ``flip`` a second, mirrored pass runs.
 
-    ``options`` goes to ``segment_array`` (the string "default" keeps the engine's default post-processing).
-    Progress runs 0..1 over both passes.
+    ``options`` goes to ``segment_array`` (the string "default" keeps the engine's default post-processing),
+    and so does ``source``, the name a bad-value error gives the volume. Progress runs 0..1 over both passes.
     """
     share = 0.5 if flip else 1.0
     first = None if progress is None else (lambda f: progress(share * f))
     kwargs = {} if isinstance(options, str) and options == "default" else {"options": options}
     result = segmenter.segment_array(array, geometry, with_probabilities=True, progress=first, cancel=cancel,
-                                     **kwargs)
+                                     source=source, **kwargs)
     mirrored = None
     if flip:
         second = None if progress is None else (lambda f: progress(0.5 + 0.5 * f))

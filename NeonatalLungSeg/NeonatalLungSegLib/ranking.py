@@ -23,7 +23,7 @@ from .confidence import segment_with_confidence
 from .errors import InputError
 from .geometry import image_to_array
 from .training_folder import MANIFEST_NAME, read_training_folder
-from .volume_io import VOLUME_SUFFIXES, case_name, check_values, read_volume
+from .volume_io import VOLUME_SUFFIXES, case_name, read_volume
 
 CSV_COLUMNS = ("rank", "case", "benefit", "confidence", "mean_entropy_bits", "uncertain_fraction", "flip_dice",
                "lung_ml", "slices_to_check", "seconds", "source")
@@ -50,16 +50,21 @@ def is_training_folder(path: Path) -> bool:
 
 
 def read_folder_image(path: Path) -> sitk.Image:
-    """A training-folder image as Training reads it: any 3D scalar volume, single slices included."""
+    """A training-folder image as Training reads it: any 3D scalar volume, single slices included.
+
+    Its values are not scanned here: the engine checks them, once, when the image is segmented."""
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"{path}: unreadable image ({str(error).strip().splitlines()[0]})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: a training-folder image must be a 3D scalar volume")
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    check_values(sitk.GetArrayViewFromImage(image), str(path))
-    return image
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def read_chest_volume(path: Path) -> sitk.Image:
+    """A chest volume as ``segment`` reads it; the value check is left to the engine (one scan, not two)."""
+    return read_volume(path, check=False)
 
 
 def training_folder_images(root: Path) -> list[tuple[str, Path]]:
@@ -76,18 +81,18 @@ def training_folder_images(root: Path) -> list[tuple[str, Path]]:
 
 def rank_cases(segmenter: Any, cases: Sequence[tuple[str, Path]], flip: bool = False, check_count: int = 3,
                echo: Callable[[str], None] | None = print,
-               read: Callable[[Path], sitk.Image] = read_volume) -> list[RankedCase]:
+               read: Callable[[Path], sitk.Image] = read_chest_volume) -> list[RankedCase]:
     """Segment and score every case; the list is ordered by benefit, highest first (ties: name).
 
-    ``read`` turns a path into an image: ``read_volume`` (a chest volume, as ``segment`` reads it) or
-    ``read_folder_image`` (training-folder images, single slices included).
+    ``read`` turns a path into an image: ``read_chest_volume`` (a chest volume, as ``segment`` reads it) or
+    ``read_folder_image`` (training-folder images, single slices included). Bad values are reported by path.
     """
     rows = []
     for number, (name, path) in enumerate(cases, 1):
         started = time.perf_counter()
         array, geometry = image_to_array(read(Path(path)))
         result, confidence = segment_with_confidence(segmenter, array.astype(np.float32, copy=False), geometry,
-                                                     flip=flip)
+                                                     flip=flip, source=str(path))
         check = ";".join(str(s.index) for s in confidence.slices_to_check(check_count))
         rows.append(dict(case=name, benefit=round(confidence.benefit, 6),
                          confidence=round(confidence.confidence, 6),

@@ -118,6 +118,18 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(tmp_path: Pat
         assert not out.exists() or not any(out.iterdir()), message
 
 
+def test_bad_values_are_named_by_file_with_confidence_too(tmp_path: Path, tiny_model_folder: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    nan = _bad_inputs(tmp_path)["NaN"][0]
+    code, _, err = run(["segment", nan, "-o", str(tmp_path / "out"), "--model", str(tiny_model_folder),
+                        "--device", "cpu", "--confidence"], capsys)
+    assert code == 2 and "NaN" in err and nan in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    code, _, err = run(["rank", "--data", nan, "--model", str(tiny_model_folder), "--device", "cpu"], capsys)
+    last = err.strip().splitlines()[-1]  # rank reports progress on stderr before the error
+    assert code == 2 and last.startswith("error: ") and "NaN" in last and nan in last, err
+
+
 def test_batch_size_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, _, err = run(["segment", "x.nii.gz", "-o", str(tmp_path), "--batch-size", "0"], capsys)
     assert code == 2 and "--batch-size" in err
