@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -98,12 +97,20 @@ class SlicerCorrector:
                     self.scene.RemoveNode(node)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "correction-loop")
     parser.add_argument("--domains", nargs="+", choices=("ct", "t2_haste"), default=["ct", "t2_haste"])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    parser.add_argument("--sizes", type=_positive, nargs="+", default=[1, 2, 5, 10, 20],
+                        help="numbers of corrected cases to fine-tune on")
     parser.add_argument("--strategies", nargs="+", choices=("uncertainty", "random"),
                         default=["uncertainty", "random"])
     parser.add_argument("--heldout", type=int, default=60, help="CT slices held out for evaluation")
@@ -174,13 +181,18 @@ def command_line() -> str:
 def machine() -> str:
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+    from NeonatalLungSegLib.acceleration import cpu_model
+
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"with {torch.get_num_threads()} thread(s), no GPU")
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    from NeonatalLungSegLib.errors import exit_status
+
+    args = parse_args(argv)
+    return exit_status(lambda: run(args), also=(ValueError, FileExistsError),
+                       interrupted="interrupted")
 
 
 if __name__ == "__main__":
