@@ -26,7 +26,8 @@ class GatedSegmenter:
         self.gate = threading.Event()
         self.calls = 0
 
-    def segment_array(self, array, geometry, options=None, with_probabilities=False, progress=None, cancel=None):
+    def segment_array(self, array, geometry, options=None, with_probabilities=False, progress=None, cancel=None,
+                      source="input volume"):
         from NeonatalLungSegLib.engine import SegmentationResult
         from NeonatalLungSegLib.errors import Cancelled
         from NeonatalLungSegLib.measure import measure_volumes
