@@ -1,7 +1,7 @@
 """Slice-wise (2D / 2.5D) inference: batches of slices through the network, probabilities back on the CPU.
 
-The preprocessing is exactly ``preprocess.network_input`` (normalise, then resize to the model's in-plane
-size), done on the device. On a CUDA GPU the whole canonical volume is uploaded once and each batch's
+The preprocessing is exactly ``preprocess.network_input`` (normalise, frame in-plane, then resize to the
+model's in-plane size), done on the device. On a CUDA GPU the whole canonical volume is uploaded once and each batch's
 slices (and 2.5D neighbours) are gathered there, so the host does no per-batch copying; on the CPU each
 batch is gathered from the (possibly strided) canonical view, so no float copy of the volume is made.
 Autocast spans the whole loop, so the weights are cast to half precision once per volume, not per batch.
@@ -17,7 +17,7 @@ import torch
 from .acceleration import autocast
 from .errors import Cancelled
 from .model_folder import InputConfig
-from .preprocess import PreparedVolume, network_input, resize_batch, slice_stack
+from .preprocess import PreparedVolume, network_input, slice_stack
 
 ProgressCallback = Callable[[float], None]
 CancelCheck = Callable[[], bool]
@@ -50,17 +50,17 @@ def predict_slices(network: torch.nn.Module, prepared: PreparedVolume, config: I
             with full_precision:
                 if volume is not None:
                     picked = torch.from_numpy(neighbour_indices(indices, count, config.channels)).to(device)
-                    batch = resize_batch(prepared.scale.apply(volume[picked]), config.in_plane_size)
+                    batch = prepared.frame.to_network(prepared.scale.apply(volume[picked]), config.in_plane_size)
                 else:
                     batch = network_input(slice_stack(slices, indices, config.channels), prepared.scale, config,
-                                          device)
+                                          device, prepared.frame)
                 batch = batch.contiguous(memory_format=layout)
             logits = network(batch)
             if precision != "fp32" and not bool(torch.isfinite(logits).all()):
                 with full_precision:  # half precision overflowed on this batch: recompute it in fp32
                     logits = network(batch)
             with full_precision:
-                logits = resize_batch(logits.float(), slices.shape[1:])
+                logits = prepared.frame.from_network(logits.float(), slices.shape[1:])
                 out[indices] = torch.sigmoid(logits[:, 0]).to(torch.float16).cpu().numpy()
             if progress is not None:
                 progress((indices[-1] + 1) / count)

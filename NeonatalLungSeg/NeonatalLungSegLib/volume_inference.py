@@ -24,7 +24,7 @@ import torch
 from .errors import Cancelled
 from .geometry import Geometry, Reorientation
 from .model_folder import InputConfig
-from .preprocess import IntensityScale, network_input, prepare, resize_batch
+from .preprocess import InPlaneFrame, IntensityScale, network_input, prepare
 
 ProgressCallback = Callable[[float], None]
 CancelCheck = Callable[[], bool]
@@ -43,12 +43,14 @@ def window_count(slices: int, config: InputConfig) -> int:
     return math.ceil((slices - depth) / step) + 1
 
 
-def stacked_input(slices: np.ndarray, scale: IntensityScale, config: InputConfig, chunk: int) -> torch.Tensor:
+def stacked_input(slices: np.ndarray, scale: IntensityScale, config: InputConfig, chunk: int,
+                  frame: InPlaneFrame = InPlaneFrame()) -> torch.Tensor:
     """(1, 1, n_slices, rows, cols) float32 on the CPU: every slice prepared as the 2D path prepares it."""
     out = torch.empty((1, 1, len(slices), *config.in_plane_size), dtype=torch.float32)
     for start in range(0, len(slices), chunk):
         stop = min(start + chunk, len(slices))
-        out[0, 0, start:stop] = network_input(slices[start:stop, None], scale, config, torch.device("cpu"))[:, 0]
+        out[0, 0, start:stop] = network_input(slices[start:stop, None], scale, config, torch.device("cpu"),
+                                              frame)[:, 0]
     return out
 
 
@@ -108,14 +110,15 @@ def predict_volume(network: torch.nn.Module, array: np.ndarray, geometry: Geomet
             progress(min(done[0] / total, 1.0))
 
     with torch.inference_mode():
-        volume = stacked_input(slices, prepared.scale, config, batch_size)
+        volume = stacked_input(slices, prepared.scale, config, batch_size, prepared.frame)
         logits = sliding_window_logits(network, volume, config, device,
                                        max(1, batch_size // config.patch_slices), autocast, before, after)
         del volume
         out_slices = np.empty(slices.shape, dtype=np.float16)
         for start in range(0, len(slices), batch_size):
             stop = min(start + batch_size, len(slices))
-            chunk = resize_batch(logits[0, :, start:stop].transpose(0, 1).to(device), slices.shape[1:])
+            chunk = prepared.frame.from_network(logits[0, :, start:stop].transpose(0, 1).to(device),
+                                                slices.shape[1:])
             out_slices[start:stop] = torch.sigmoid(chunk[:, 0]).to("cpu", torch.float16).numpy()
     if progress is not None and done[0] < total:  # never left short of 1.0, whatever MONAI's window count
         progress(1.0)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from NeonatalLungSegLib.acceleration import TRAINING_PRECISIONS
+from NeonatalLungSegLib.model_folder import IN_PLANE_POLICIES
 
 from .augment import AugmentConfig
 
@@ -52,6 +53,9 @@ class TrainConfig:
     max_minutes: float = 0.0          # stop after this wall time (0 = none); the best model is kept
     keep_empty_fraction: float = 0.3  # share of lung-free slices kept (teaches "no lung here")
     in_plane_size: int = 128
+    # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first); "" = the
+    # parent's policy when fine-tuning, keep_aspect for a new model. See NeonatalLungSegLib/preprocess.py.
+    in_plane_policy: str = ""
     channels: int = 1                 # > 1: 2.5D, neighbouring slices as channels
     encoder: str = "resnet50"
     encoder_depth: int = 5
@@ -94,6 +98,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "in_plane_size", "channels"):
             if getattr(self, name) < 1:
                 found.append(f"{name} must be >= 1")
+        if self.in_plane_policy not in ("",) + IN_PLANE_POLICIES:
+            found.append(f"in_plane_policy must be one of {', '.join(IN_PLANE_POLICIES)}, got "
+                         f"{self.in_plane_policy!r}")
         if self.learning_rate <= 0:
             found.append("learning_rate must be > 0")
         if self.weights_dtype not in ("float16", "float32"):

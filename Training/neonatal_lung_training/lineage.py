@@ -50,21 +50,26 @@ def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, Mod
         version = config.version or bump_minor(parent.version)
         if version == parent.version:
             raise ValueError(f"version {version} is the parent's own; a fine-tuned model needs a new version")
+        inp = parent.input
+        if config.in_plane_policy and config.in_plane_policy != inp.in_plane_policy:
+            inp = dataclasses.replace(inp, in_plane_policy=config.in_plane_policy)  # same weights, new framing
         child = dataclasses.replace(parent, name=config.name or parent.name, version=version,
                                     parent_version=parent.version, description=config.description,
-                                    training={}, validation={}, weights_sha256="")
+                                    input=inp, training={}, validation={}, weights_sha256="")
         return child, state, parent
     if config.spatial_dims == 3:  # a MONAI 3D network on sliding windows (volumes3d.py)
         architecture, args = network_args(config)
         network = NetworkConfig(library="monai", architecture=architecture, args=args)
         inp = InputConfig(channels=1, in_plane_size=(config.in_plane_size,) * 2, spatial_dims=3,
-                          patch_slices=config.patch_slices, window_overlap=config.window_overlap)
+                          patch_slices=config.patch_slices, window_overlap=config.window_overlap,
+                          in_plane_policy=config.in_plane_policy or "keep_aspect")
         default_name = f"neonatal-lung-{architecture.lower()}-3d"
     else:
         network = NetworkConfig(args={**NetworkConfig().args, "encoder_name": config.encoder,
                                       "encoder_depth": config.encoder_depth,
                                       "decoder_channels": list(config.decoder_channels)})
-        inp = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2)
+        inp = InputConfig(channels=config.channels, in_plane_size=(config.in_plane_size,) * 2,
+                          in_plane_policy=config.in_plane_policy or "keep_aspect")
         default_name = "neonatal-lung-unet-r50"
     return ModelConfig(name=config.name or default_name, version=config.version or "0.1.0",
                        description=config.description, network=network, input=inp), None, None

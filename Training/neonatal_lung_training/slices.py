@@ -14,7 +14,7 @@ import torch
 
 from NeonatalLungSegLib.geometry import image_to_array
 from NeonatalLungSegLib.model_folder import InputConfig
-from NeonatalLungSegLib.preprocess import network_input, prepare, resize_batch, slice_stack
+from NeonatalLungSegLib.preprocess import network_input, prepare, slice_stack
 
 
 @dataclass
@@ -49,7 +49,7 @@ def volume_slices(image: sitk.Image, label: sitk.Image, config: InputConfig, cas
     indices = np.flatnonzero(keep)
     device = torch.device("cpu")
     images = network_input(slice_stack(prepared.slices, indices, config.channels), prepared.scale, config,
-                           device)
+                           device, prepared.frame)
     targets = torch.from_numpy(np.ascontiguousarray(lung_slices[indices][:, None]))
-    targets = resize_batch(targets, config.in_plane_size).clamp_(0, 1)
+    targets = prepared.frame.to_network(targets, config.in_plane_size, 0.0).clamp_(0, 1)
     return SliceSet(images.contiguous(), targets.contiguous(), np.full(len(indices), case_id))

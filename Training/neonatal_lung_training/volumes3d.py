@@ -26,7 +26,7 @@ import torch
 
 from NeonatalLungSegLib.geometry import image_to_array
 from NeonatalLungSegLib.model_folder import PATCH_SLICES_MULTIPLE, InputConfig
-from NeonatalLungSegLib.preprocess import prepare, resize_batch
+from NeonatalLungSegLib.preprocess import prepare
 from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
 from NeonatalLungSegLib.volume_inference import sliding_window_logits, stacked_input
 
@@ -158,11 +158,12 @@ def load_volumes(folder: TrainingFolder, cases: list[CaseRecord], config: InputC
                              f"{geometry.size}")
         prepared = prepare(array.astype(np.float32), geometry, config)
         lung_slices = prepare((label_array > 0).astype(np.float32), geometry, config).slices
-        volumes.append(stacked_input(prepared.slices, prepared.scale, config, chunk=16)[0, 0].contiguous())
+        volumes.append(stacked_input(prepared.slices, prepared.scale, config, chunk=16,
+                                     frame=prepared.frame)[0, 0].contiguous())
         target = torch.empty((len(lung_slices), *config.in_plane_size), dtype=torch.float32)
         for start in range(0, len(lung_slices), 16):
             chunk = torch.from_numpy(np.ascontiguousarray(lung_slices[start:start + 16, None]))
-            target[start:start + 16] = resize_batch(chunk, config.in_plane_size).clamp_(0, 1)[:, 0]
+            target[start:start + 16] = prepared.frame.to_network(chunk, config.in_plane_size, 0.0).clamp_(0, 1)[:, 0]
         lungs.append(target)
         has_lung = lung_slices.reshape(len(lung_slices), -1).any(axis=1)
         rng = np.random.default_rng([seed, index])
