@@ -6,6 +6,12 @@ lungs often touch at the thin anterior junction, so one connected component may 
 split by eroding it until two lung-sized cores appear, then handing every voxel to its nearest core.
 That split is only tried when the mask does not already hold two separate lungs side by side.
 
+On real scans the network also cuts one lung into pieces (a dark band, a fissure): the two lungs are
+therefore the largest piece and the largest piece *beside it* (left-right), never two pieces of one
+lung; other pieces within a voxel or two of a lung, on its side of the midline, rejoin it. Hole filling
+fills cavities enclosed in 3D, but an in-slice hole only when it is small against the lung: in the lowest
+axial slices the lung wraps around the diaphragm dome, which is liver, not lung.
+
 Everything runs on the bounding box of the mask with bool/uint8/uint16 arrays; the only float arrays
 live on a coarse, subsampled copy of one component, which keeps a 300x512x512 mask to a few seconds.
 """
@@ -36,6 +42,10 @@ _MIN_LEFT_RIGHT_COSINE = 0.5
 # fraction of the larger; neither is then split. A lung broken up by dense BPD patches can itself erode
 # into left-right cores, and splitting it would make a third piece and throw part of that lung away.
 _SEPARATE_LUNGS_FRACTION = 0.25
+# A piece of lung cut off by the network rejoins its lung across a gap of up to this many voxels.
+_JOIN_GAP_VOXELS = 2
+# Pieces (other than the two lungs) considered for rejoining, largest first: a noisy mask has thousands.
+_MAX_JOIN_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class PostprocessOptions:
 
     keep_largest_components: bool = True  # keep the lung-sized 3D components, drop specks and leaks
     fill_holes: bool = True  # fill enclosed holes (vessels excluded by the net), per lung, 3D and along k
+    max_hole_fraction: float = 0.05  # in-slice holes larger than this share of the lung's largest slice stay
     split_left_right: bool = True  # label 1 right / 2 left; when False the output is 1 = "lung" (both)
     min_component_fraction: float = 0.1  # a second component is a lung only if >= this of the largest
 
@@ -89,14 +100,14 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
     threshold = options.min_component_fraction * sizes[order[0]]
     lungs_apart = _two_separate_lungs(crop, components, order, sizes, spacing_kji, geometry)
     pieces: list[_Piece] = []
-    extras: list[_Piece] = []
+    small: list[_Piece] = []
     for label in order:
-        if sizes[label] < threshold and options.keep_largest_components:
-            break  # sorted by size: only specks and leaks remain, and they are dropped
+        if sizes[label] < threshold and len(small) >= _MAX_JOIN_CANDIDATES and options.keep_largest_components:
+            break  # sorted by size: only specks remain
         sub_box = _grow(boxes[label - 1], crop.shape)
         sub = components[sub_box] == label
         if sizes[label] < threshold:
-            extras.append(_Piece(sub_box, sub, int(sizes[label])))
+            small.append(_Piece(sub_box, sub, int(sizes[label])))
             continue
         split = None if lungs_apart else _split_touching_lungs(sub, spacing_kji, geometry,
                                                                  options.min_component_fraction)
@@ -106,23 +117,25 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
             pieces.extend(_Piece(sub_box, part, int(np.count_nonzero(part))) for part in split)
     del components
     pieces.sort(key=lambda piece: piece.voxels, reverse=True)
-    lungs, extras = pieces[:2], pieces[2:] + extras
+    lungs = _pick_lungs(pieces, geometry, offset)
+    rest = [piece for piece in pieces if not any(piece is lung for lung in lungs)] + small
 
     labels = np.zeros(crop.shape, dtype=np.uint8)
     sides = _assign_sides(lungs, geometry, offset)
     for piece, side in zip(lungs, sides):
         labels[piece.box][piece.mask] = side
-    if not options.keep_largest_components:
-        # Kept debris joins the lung whose side (physical x) it is closer to.
-        lung_x = np.array([_centroid_x(piece, geometry, offset) for piece in lungs])
-        for piece in extras:
-            x = _centroid_x(piece, geometry, offset)
-            side = sides[int(np.argmin(np.abs(lung_x - x)))]
+    lung_x = np.array([_centroid_x(piece, geometry, offset) for piece in lungs])
+    midline = float(lung_x.mean()) if len(lungs) == 2 else None
+    for piece in rest:  # largest first, so a chain of pieces rejoins link by link
+        x = _centroid_x(piece, geometry, offset)
+        side = sides[int(np.argmin(np.abs(lung_x - x)))] if len(lungs) else RIGHT_LUNG
+        on_its_side = midline is None or (x < midline) == (side == _side_at_smaller_x(sides, lung_x))
+        if (on_its_side and _touches_within_gap(piece, labels, side)) or not options.keep_largest_components:
             region = labels[piece.box]
             region[piece.mask & (region == 0)] = side
     if options.fill_holes:
         for side in (RIGHT_LUNG, LEFT_LUNG):
-            _fill_holes_in_place(labels, side)
+            _fill_holes_in_place(labels, side, options.max_hole_fraction)
     if not options.split_left_right:
         labels = (labels != 0).astype(np.uint8)
     out[box] = labels[1:-1, 1:-1, 1:-1]
@@ -177,8 +190,45 @@ def _centroid_kji(mask: np.ndarray) -> np.ndarray:
 
 def _centroid_x(piece: _Piece, geometry: Geometry, offset: np.ndarray) -> float:
     """Physical LPS x (mm, larger = patient left) of a piece's centroid."""
+    return float(_centroid_lps(piece, geometry, offset)[0])
+
+
+def _pick_lungs(pieces: list[_Piece], geometry: Geometry, offset: np.ndarray) -> list[_Piece]:
+    """The largest piece and the largest one lying beside it (left-right), or the largest alone.
+
+    Two pieces one above the other are one lung cut in two by the network, never a right and a left lung.
+    """
+    if not pieces:
+        return []
+    first = pieces[0]
+    centre = _centroid_lps(first, geometry, offset)
+    for piece in pieces[1:]:
+        delta = _centroid_lps(piece, geometry, offset) - centre
+        if abs(delta[0]) >= _MIN_LEFT_RIGHT_COSINE * np.linalg.norm(delta):
+            return [first, piece]
+    return [first]
+
+
+def _side_at_smaller_x(sides: list[int], lung_x: np.ndarray) -> int:
+    """The label of the lung at smaller physical x (the patient's right in LPS)."""
+    return sides[int(np.argmin(lung_x))]
+
+
+def _touches_within_gap(piece: _Piece, labels: np.ndarray, side: int) -> bool:
+    """Whether ``piece`` lies within ``_JOIN_GAP_VOXELS`` voxels of the lung labelled ``side``."""
+    grown = tuple(slice(max(s.start - _JOIN_GAP_VOXELS, 0), min(s.stop + _JOIN_GAP_VOXELS, n))
+                  for s, n in zip(piece.box, labels.shape))
+    placed = np.zeros(tuple(s.stop - s.start for s in grown), dtype=bool)
+    inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(piece.box, grown))
+    placed[inner] = piece.mask
+    reach = ndimage.binary_dilation(placed, ndimage.generate_binary_structure(3, 1),
+                                    iterations=_JOIN_GAP_VOXELS)
+    return bool((reach & (labels[grown] == side)).any())
+
+
+def _centroid_lps(piece: _Piece, geometry: Geometry, offset: np.ndarray) -> np.ndarray:
     start = np.array([s.start for s in piece.box], dtype=float)
-    return float(geometry.array_index_to_lps(_centroid_kji(piece.mask) + start + offset)[0])
+    return geometry.array_index_to_lps(_centroid_kji(piece.mask) + start + offset)
 
 
 def _assign_sides(lungs: list[_Piece], geometry: Geometry, offset: np.ndarray) -> list[int]:
@@ -274,12 +324,14 @@ def _left_right_apart(mask: np.ndarray, labels: np.ndarray, pair: tuple[int, int
     return bool(abs(delta_lps[0]) >= _MIN_LEFT_RIGHT_COSINE * np.linalg.norm(delta_lps))
 
 
-def _fill_holes_in_place(labels: np.ndarray, side: int) -> None:
-    """Fill the holes of one lung slice by slice along k, never over the other lung.
+def _fill_holes_in_place(labels: np.ndarray, side: int, max_fraction: float = 1.0) -> None:
+    """Fill the holes of one lung, never over the other lung: every hole enclosed in 3D, and slice by
+    slice along k the holes no larger than ``max_fraction`` of the lung's largest k-slice.
 
-    A cavity enclosed in 3D is enclosed in every k-slice through it, so the slice-wise fill also
-    fills all 3D holes; one labelling with in-plane connectivity does every slice at once. Per-lung
-    filling matters: two lungs together can enclose the heart in an axial slice.
+    Small in-slice holes are vessels the network left out; a large one is the liver dome (or the heart)
+    that the lung wraps around in a slice, which is open in 3D and must stay outside. One labelling with
+    in-plane connectivity handles every slice at once. Per-lung filling matters: two lungs together can
+    enclose the heart in an axial slice.
     """
     present = labels == side
     box = _bounding_box(present)
@@ -295,5 +347,12 @@ def _fill_holes_in_place(labels: np.ndarray, side: int) -> None:
     is_hole = np.ones(int(background.max()) + 1, dtype=bool)
     is_hole[0] = False
     is_hole[outside] = False
+    if max_fraction < 1.0:
+        largest_slice = int(np.count_nonzero(lung, axis=(1, 2)).max())
+        hole_sizes = _label_sizes(background, int(background.max()))
+        is_hole &= hole_sizes <= max_fraction * largest_slice
     region = labels[box]
-    region[is_hole[background] & (region == 0)] = side
+    fill = is_hole[background]
+    if max_fraction < 1.0:
+        fill |= ndimage.binary_fill_holes(lung) & ~lung  # enclosed in 3D: a cavity, whatever its size
+    region[fill & (region == 0)] = side

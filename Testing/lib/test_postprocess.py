@@ -287,3 +287,47 @@ def test_full_size_volume_completes() -> None:
 
 def _component_count(mask: np.ndarray) -> int:
     return ndimage.label(mask)[1]
+
+
+def test_liver_dome_under_the_lung_is_not_filled() -> None:
+    """In the lowest slices the lung wraps around the diaphragm dome: the dome is enclosed in those axial
+    slices but is liver, open below. Filling it labelled the liver dome as lung on real MRI."""
+    geometry = make_geometry(spacing=(1.0, 1.0, 1.0), size=(64, 64, 60))
+    points = lps_points(geometry)
+    right, left = ellipsoid(points, (-14.0, 0.0, 0.0), (10.0, 15.0, 26.0)), ellipsoid(points, *LEFT)
+    dome = ellipsoid(points, (-14.0, 0.0, -30.0), (7.0, 9.0, 14.0))  # pushes up into the right lung base
+    mask = (right | left) & ~dome
+    enclosed = dome & right
+    assert enclosed.any()
+    labels = postprocess(mask, geometry)
+    # Only the dome's tip (one slice, a hole under 5 % of the lung's largest slice) may be taken for a vessel.
+    assert np.count_nonzero(labels[enclosed]) <= 0.05 * np.count_nonzero(enclosed)
+    assert dice(labels == RIGHT_LUNG, right & ~dome) > 0.98
+
+
+def test_lung_cut_in_two_by_the_network_is_reassembled_on_its_side() -> None:
+    """The network cut the right lung into upper and lower pieces, each larger than the left lung: the two
+    largest pieces are then both right lung and must never be labelled right and left."""
+    geometry = make_geometry(size=(64, 64, 48))
+    points = lps_points(geometry)
+    right = ellipsoid(points, (-14.0, 0.0, 0.0), (11.0, 17.0, 30.0))
+    left = ellipsoid(points, (14.0, 0.0, 0.0), (8.0, 10.0, 14.0))
+    cut = np.abs(points[..., 2] - 3.75) < 0.5  # a one-slice gap
+    mask = (right & ~cut) | left
+    assert _component_count(mask) == 3
+    labels = postprocess(mask, geometry)
+    assert (labels[right & ~cut] == RIGHT_LUNG).all()
+    assert (labels[left] == LEFT_LUNG).all()
+
+
+def test_small_piece_cut_off_a_lung_rejoins_it() -> None:
+    """A piece under 10 % of the largest lung, cut off by a thin gap, is lung, not a speck to drop."""
+    geometry = make_geometry(size=(64, 64, 48))
+    points = lps_points(geometry)
+    right, left = ellipsoid(points, (-14.0, 0.0, 0.0), (10.0, 15.0, 28.0)), ellipsoid(points, *LEFT)
+    cut = np.abs(points[..., 2] + 23.25) < 0.5  # the lowest tip of the right lung, cut off by one slice
+    mask = (right & ~cut) | left
+    tip = right & (points[..., 2] < -24.0)
+    assert 0 < np.count_nonzero(tip) < 0.1 * np.count_nonzero(left)
+    labels = postprocess(mask, geometry)
+    assert (labels[tip] == RIGHT_LUNG).all()
