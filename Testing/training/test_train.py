@@ -206,3 +206,27 @@ def test_training_precision_choices(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="precision"):
         resolve_training_precision("fp16", cpu)  # fp16 training would need loss scaling
     assert "precision must be" in "; ".join(TrainConfig(data="d", output="o", precision="int8").problems())
+
+
+def test_a_2d_parent_widened_to_25d_starts_out_computing_the_same(tiny_model_folder) -> None:
+    """channels 3 from a 1-channel parent: the centre slice carries the parent's weights, the neighbours
+    start at zero, so on any input the child's output equals the parent's on the centre slice."""
+    import torch
+
+    from NeonatalLungSegLib.model_folder import load_state_dict, read_config
+    from NeonatalLungSegLib.network import build_network
+    from neonatal_lung_training.config import TrainConfig
+    from neonatal_lung_training.lineage import model_config_for
+
+    config = TrainConfig(data="unused", output="unused", init_model=str(tiny_model_folder), channels=3,
+                         in_plane_policy="keep_aspect")
+    child, state, parent = model_config_for(config)
+    assert child.input.channels == 3 and child.input.in_plane_policy == "keep_aspect"
+    assert parent.input.channels == 1
+    widened = build_network(child).eval()
+    widened.load_state_dict(state, strict=True)
+    original = build_network(parent).eval()
+    original.load_state_dict(load_state_dict(tiny_model_folder, parent), strict=True)
+    batch = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(widened(batch), original(batch[:, 1:2]), rtol=1e-4, atol=1e-5)

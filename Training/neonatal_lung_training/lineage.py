@@ -1,7 +1,11 @@
 """Where a model comes from: a fresh config or a parent model folder, and the lineage written into the child.
 
-Fine-tuning keeps the parent's network and preprocessing exactly (a child that preprocesses differently
-is a different model, not a better version of the same one), and the child records its parent's version
+Fine-tuning keeps the parent's network and preprocessing (a child that preprocesses differently is a
+different model, not a better version of the same one) with two deliberate exceptions a config must ask
+for: another in-plane policy (the weights are unchanged, only the framing of the slice), and more input
+channels (2D -> 2.5D), where the parent's first convolution becomes the centre channel's and the
+neighbours' weights start at zero, so the child starts out computing exactly what its parent did. The child
+records its parent's version
 and weights hash, the training folder's manifest hash and how much data it saw, so any model folder can be
 traced back to the exact cases that made it.
 """
@@ -42,6 +46,27 @@ def bump_minor(version: str) -> str:
         return f"{version}.1"
 
 
+def widen_input_channels(state: dict[str, torch.Tensor], child: ModelConfig,
+                         channels: int) -> dict[str, torch.Tensor]:
+    """The parent's weights for a network with ``channels`` input slices: each weight whose input-channel
+    dimension grew gets the parent's values on the centre slice and zeros on the neighbours."""
+    from NeonatalLungSegLib.network import build_network
+
+    shapes = {name: tensor.shape for name, tensor in build_network(child).state_dict().items()}
+    widened = dict(state)
+    for name, tensor in state.items():
+        target = shapes.get(name)
+        if target is None or target == tensor.shape:
+            continue
+        if tensor.dim() < 2 or tensor.shape[1] != 1 or target[1] != channels \
+                or (target[0],) + tuple(target[2:]) != (tensor.shape[0],) + tuple(tensor.shape[2:]):
+            raise ValueError(f"cannot widen {name} from {tuple(tensor.shape)} to {tuple(target)}")
+        grown = torch.zeros(target, dtype=tensor.dtype)
+        grown[:, channels // 2] = tensor[:, 0]
+        widened[name] = grown
+    return widened
+
+
 def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, ModelConfig | None]:
     """The child's config, the parent's weights (or None) and the parent's config (or None)."""
     if config.init_model:
@@ -53,6 +78,12 @@ def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, Mod
         inp = parent.input
         if config.in_plane_policy and config.in_plane_policy != inp.in_plane_policy:
             inp = dataclasses.replace(inp, in_plane_policy=config.in_plane_policy)  # same weights, new framing
+        if config.channels > 1 and config.channels != inp.channels:
+            if inp.spatial_dims != 2 or inp.channels != 1:
+                raise ValueError(f"channels {config.channels}: only a 2D single-channel parent can be widened "
+                                 f"to 2.5D, the parent has {inp.channels} channel(s)")
+            inp = dataclasses.replace(inp, channels=config.channels)
+            state = widen_input_channels(state, dataclasses.replace(parent, input=inp), config.channels)
         child = dataclasses.replace(parent, name=config.name or parent.name, version=version,
                                     parent_version=parent.version, description=config.description,
                                     input=inp, training={}, validation={}, weights_sha256="")

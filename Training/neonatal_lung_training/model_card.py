@@ -9,6 +9,10 @@ from NeonatalLungSegLib.model_folder import read_config
 CARD_NAME = "MODEL_CARD.md"
 
 
+_POLICY_WORDS = {"fixed_size": "stretched to that size whatever their field of view",
+                 "keep_aspect": "after padding to a square field of view in mm, so nothing is distorted"}
+
+
 def _rows(values: dict) -> str:
     return "\n".join(f"| {key} | {value} |" for key, value in values.items())
 
@@ -44,7 +48,7 @@ data named under "Training data" and "Evaluation" below.
 - Input: the volume is reoriented to {config.input.canonical_orientation} and cut into slices across axis
   {config.input.slice_axis}; intensities are scaled by {config.input.intensity_method}
   ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
-  {list(config.input.in_plane_size)} and {shape}.
+  {list(config.input.in_plane_size)} ({_POLICY_WORDS.get(config.input.in_plane_policy, config.input.in_plane_policy)}) and {shape}.
 - Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
 - Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Score models on real data and on the synthetic held-out anatomy family, side by side (issue 12):
+#   scripts/evaluate-real.sh OUT_DIR MODEL_DIR [MODEL_DIR ...]
+# writes OUT_DIR/proton-mri, OUT_DIR/ct-test and OUT_DIR/synthetic-heldout (each: report.md, per_case.csv,
+# summary.json, plots, overlays of the worst cases). The real adult proton MRI of ../shared/data is
+# evaluation only: it is linked into runs/ for reading, never copied into the repository or trained on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then echo "usage: $0 OUT_DIR MODEL_DIR [MODEL_DIR ...]" >&2; exit 2; fi
+out=$1; shift
+models=(); for m in "$@"; do models+=(--model "$m"); done
+data=$(cd .. && pwd)/shared/data
+bin=.venv/bin/neonatal-lung-seg
+
+if [ -d "$data/adult-proton-lung-mri" ]; then
+  mkdir -p runs/proton-eval/images runs/proton-eval/labels
+  for case in proton-0006 proton-0012; do
+    ln -sfn "$data/adult-proton-lung-mri/$case.nii.gz" "runs/proton-eval/images/$case.nii.gz"
+    ln -sfn "$data/adult-proton-lung-mri/${case}_lungs.nii.gz" "runs/proton-eval/labels/$case.nii.gz"
+  done
+  $bin evaluate "${models[@]}" --data runs/proton-eval --out "$out/proton-mri" --overwrite --worst 2
+else
+  echo "skipped the proton MRI: $data/adult-proton-lung-mri is absent" >&2
+fi
+
+if [ -d "$data/ct-lung-slices" ]; then
+  test -d runs/ct-data || $bin prepare-ct -o runs/ct-data
+  $bin evaluate "${models[@]}" --data runs/ct-data --split docs/reports/ct-lung-slices/split.json --part test \
+    --out "$out/ct-test" --overwrite
+else
+  echo "skipped the CT slices: $data/ct-lung-slices is absent" >&2
+fi
+
+# The fresh held-out-family test set of bundled model 1.2.0 (docs/bundled-model-retraining.md).
+if [ ! -d runs/syn-heldout-test ]; then
+  $bin synthesize -o runs/syn-heldout-test-atlas --cases 10 --seed 900000 --anatomy atlas --variant-family heldout --contrast ute
+  $bin synthesize -o runs/syn-heldout-test-procedural --cases 10 --seed 900100 --anatomy procedural --variant-family heldout --contrast ute
+  .venv/bin/python -m neonatal_lung_training.combine -o runs/syn-heldout-test --val-fraction 0 \
+    --source runs/syn-heldout-test-atlas --source runs/syn-heldout-test-procedural
+fi
+$bin evaluate "${models[@]}" --data runs/syn-heldout-test --out "$out/synthetic-heldout" --overwrite
