@@ -9,23 +9,20 @@ import importlib
 import logging
 import pathlib
 import sys
-from typing import Annotated
 
 import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import dependencies, modelSelector, mrmlNodes, pipeline, resources
+from NeonatalLungSegSlicerLib import modelSelector, mrmlNodes, pipeline, resources
+from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
+from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
 SETTINGS_REVIEWER = "NeonatalLungSeg/Reviewer"
 SETTINGS_TRAINING_FOLDER = "NeonatalLungSeg/TrainingFolder"
-DEFAULT_TRAINING_FOLDER = pathlib.Path.home() / "NeonatalLungSeg-training"
 
 
 class NeonatalLungSeg(ScriptedLoadableModule):
@@ -50,27 +47,6 @@ The network follows the published neonatal lung MRI segmentation method (U-Net w
 trained slice-wise with BCE + Dice); credit for the method belongs to its authors. Built on 3D Slicer,
 PyTorch and segmentation-models-pytorch."""
         slicer.app.connect("startupCompleted()", resources.registerSampleData)
-
-
-@parameterNodeWrapper
-class NeonatalLungSegParameterNode:
-    """Every user choice of the module; the .ui binds widgets to these names (SlicerParameterName)."""
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    modelFolder: pathlib.Path = resources.defaultModelFolder()
-    device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
-    keepLargestComponents: bool = True
-    fillHoles: bool = True
-    splitLeftRight: bool = True
-    showProbabilities: bool = False
-    reviewSliceCount: Annotated[int, WithinRange(0, 50)] = 5
-    flipCheck: bool = False
-    replacePrevious: bool = True
-    outputSegmentation: vtkMRMLSegmentationNode
-    volumeTable: vtkMRMLTableNode
-    probabilityVolume: vtkMRMLScalarVolumeNode
-    trainingFolder: pathlib.Path = DEFAULT_TRAINING_FOLDER
-    reviewer: str = ""
 
 
 class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -113,8 +89,14 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
+        """Module reload or application exit: stop the poll timer, kill a running job, stop the worker."""
+        if self._timer is not None:
+            self._timer.stop()
         if self._job is not None:
             self._job.cancel()
+            self._job = None
+        if self.logic is not None:
+            self.logic.close()
         self.removeObservers()
 
     def enter(self):
@@ -211,16 +193,19 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.cancelButton.enabled = False
 
     def _pollJob(self):
+        """Timer slot: take in what the worker process reported (never waits on it)."""
         job = self._job
         if job is None:
             self._timer.stop()
             return
+        job.poll()
         self.ui.progressBar.value = int(round(100 * job.progress))
         if not job.done:
+            if not job.cancelled:
+                self.ui.statusLabel.text = job.status
             return
         self._timer.stop()
         self._job = None
-        self._shownDevice = None  # torch is loaded now: the device line can say what this computer has
         self.ui.progressBar.setVisible(False)
         try:
             outputs = self.logic.finishSegmentation(job, self._parameterNode)
@@ -231,7 +216,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = "Cancelled: nothing was changed."
             else:
                 self.ui.statusLabel.text = f"Failed: {error}"
-                logging.exception("NeonatalLungSeg: segmentation failed")
+                logging.error(f"NeonatalLungSeg: segmentation failed: {error}")
                 slicer.util.errorDisplay(f"Segmentation failed: {error}")
         else:
             from NeonatalLungSegLib.measure import format_volumes
@@ -279,88 +264,6 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else ""))
 
 
-class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
-    """Segment, measure, export. No widgets, no dialogs: questions go through callbacks."""
-
-    def __init__(self, segmenterLoader=None):
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.segmenterLoader = segmenterLoader  # (folder, device) -> segmenter; None: the engine's Segmenter
-        self._segmenters = {}
-
-    def getParameterNode(self):
-        return NeonatalLungSegParameterNode(super().getParameterNode())
-
-    def getSegmentEditorNode(self):
-        node = slicer.mrmlScene.GetSingletonNode("NeonatalLungSeg", "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
-            node.UnRegister(None)
-            node.SetSingletonTag("NeonatalLungSeg")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
-
-    def ensureDependencies(self, confirm):
-        return dependencies.ensureDependencies(confirm)
-
-    def getSegmenter(self, folder, device):
-        """One loaded model per (folder, device), reused across runs (loading takes seconds)."""
-        key = (str(pathlib.Path(folder).resolve()), device)
-        if key not in self._segmenters:
-            if self.segmenterLoader is not None:
-                self._segmenters[key] = self.segmenterLoader(folder, device)
-            else:
-                from NeonatalLungSegLib.engine import Segmenter
-
-                self._segmenters[key] = Segmenter.load(folder, device=device)
-        return self._segmenters[key]
-
-    def startSegmentation(self, parameterNode):
-        """Start segmenting on a worker thread; returns the job (poll ``progress``/``done``, ``cancel()``)."""
-        from NeonatalLungSegLib.jobs import BackgroundJob
-
-        if self.segmenterLoader is None:
-            importlib.import_module("NeonatalLungSegLib.engine")  # torch imported on the GUI thread, not the worker
-        request = pipeline.makeRequest(parameterNode)
-
-        def work(progress, cancel):
-            return pipeline.runRequest(request, self.getSegmenter(request.modelFolder, request.device),
-                                       progress, cancel)
-
-        job = BackgroundJob(work, name="NeonatalLungSeg segmentation")
-        job.request = request
-        return job.start()
-
-    def finishSegmentation(self, job, parameterNode=None):
-        """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
-        result, model, confidence = job.result()
-        outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, model, confidence)
-        if parameterNode is not None:
-            parameterNode.outputSegmentation = outputs.segmentationNode
-            parameterNode.volumeTable = outputs.tableNode
-            parameterNode.probabilityVolume = outputs.probabilityNode
-        return outputs
-
-    def segment(self, parameterNode, timeout=None):
-        """Blocking Segment for scripts and tests: start, wait, finish."""
-        job = self.startSegmentation(parameterNode)
-        if not job.wait(timeout):
-            job.cancel()
-            job.wait()
-        return self.finishSegmentation(job, parameterNode)
-
-    def updateVolumeTable(self, segmentationNode, volumeNode):
-        return pipeline.updateVolumeTable(slicer.mrmlScene, segmentationNode, volumeNode)
-
-    def exportForTraining(self, segmentationNode, volumeNode, trainingFolder, reviewer, reviewStatus="reviewed"):
-        if segmentationNode is None or volumeNode is None:
-            raise ValueError("Select the segmentation to export and its input volume.")
-        return pipeline.exportForTraining(slicer.mrmlScene, segmentationNode, volumeNode, trainingFolder, reviewer,
-                                          reviewStatus)
-
-    def jumpToSlice(self, ras):
-        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-
-
 class NeonatalLungSegTest(ScriptedLoadableModuleTest):
     """Sample -> Segment (bundled model) -> checks -> correction via the Segment Editor logic -> export x2."""
 
@@ -374,4 +277,8 @@ class NeonatalLungSegTest(ScriptedLoadableModuleTest):
     def test_SegmentCorrectExport(self):
         from NeonatalLungSegSlicerLib import selfTest
 
-        selfTest.run(self, NeonatalLungSegLogic())
+        logic = NeonatalLungSegLogic()
+        try:
+            selfTest.run(self, logic)
+        finally:
+            logic.close()  # the worker process

@@ -111,8 +111,12 @@ def test_device_line_and_gpu_choice_without_a_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="No GPU is available"):
-        pipeline.engineDevice("GPU")
+    from NeonatalLungSegLib.errors import DeviceError
+    from NeonatalLungSegLib.worker import engine_device
+
+    with pytest.raises(DeviceError, match="No GPU is available"):
+        engine_device("gpu")  # resolved in the worker process, which has torch
+    assert pipeline.engineDevice("GPU") == "gpu"  # the Slicer process never imports torch to decide
     assert pipeline.engineDevice("CPU") == "cpu" and pipeline.engineDevice("auto") == "auto"
     assert "No GPU is available" in pipeline.deviceMessage("GPU")
     assert pipeline.deviceMessage("auto") == "No GPU found: runs on the CPU."

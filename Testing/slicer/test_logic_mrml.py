@@ -31,7 +31,7 @@ def module():
 
 @pytest.fixture(scope="module")
 def run(module):
-    """Segment the sample once through the Logic (worker thread, as the GUI does), keeping the job."""
+    """Segment the sample once through the Logic (worker process, as the GUI does), keeping the job."""
     from NeonatalLungSegSlicerLib import resources
 
     scene = slicer_harness.mrml_environment()["scene"]
@@ -48,8 +48,9 @@ def run(module):
     while not job.wait(0.05):
         seen.append(job.progress)
     outputs = logic.finishSegmentation(job, parameterNode)
-    return {"logic": logic, "scene": scene, "volume": volumeNode, "parameterNode": parameterNode, "job": job,
+    yield {"logic": logic, "scene": scene, "volume": volumeNode, "parameterNode": parameterNode, "job": job,
             "outputs": outputs, "progress": seen}
+    logic.close()
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,8 @@ def test_progress_probability_volume_and_review_slices(run):
     from NeonatalLungSegLib.confidence import measure_confidence
     from NeonatalLungSegSlicerLib import mrmlNodes
 
-    result, _, confidence = run["job"].result()
+    result = run["job"].result()
+    confidence = result.confidence
     assert confidence is outputs.confidence and 0.9 < confidence.confidence < 1.0
     again = measure_confidence(result.probabilities, run["job"].request.geometry)
     assert [s.index for s in again.slices_to_check(5)] == [e["index"] for e in outputs.reviewSlices]
@@ -170,7 +172,8 @@ def test_rerun_replaces_previous_result_or_keeps_it(run):
     from NeonatalLungSegSlicerLib import pipeline
 
     scene, job = run["scene"], run["job"]
-    result, model, _ = job.result()
+    result = job.result()
+    model = result.model
     count = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     kept = pipeline.applyResult(scene, dataclasses.replace(job.request, replacePrevious=False), result, model)
     assert kept.segmentationNode is not run["outputs"].segmentationNode
@@ -284,6 +287,9 @@ def test_module_self_test_passes_on_real_mrml(module):
     from NeonatalLungSegSlicerLib import selfTest
 
     logic = module.NeonatalLungSegLogic()
-    outcome = selfTest.run(test, logic)
+    try:
+        outcome = selfTest.run(test, logic)
+    finally:
+        logic.close()
     first, second = outcome["exports"]
     assert (first.record.version, second.record.version) == (1, 2)

@@ -1,0 +1,31 @@
+"""Every user choice of the module, in a typed parameter node; the .ui binds widgets to these names
+(``SlicerParameterName``), so the scene saves the choices and nothing syncs widgets by hand."""
+
+import pathlib
+from typing import Annotated
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+
+from NeonatalLungSegSlicerLib import resources
+
+DEFAULT_TRAINING_FOLDER = pathlib.Path.home() / "NeonatalLungSeg-training"
+
+
+@parameterNodeWrapper
+class NeonatalLungSegParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    modelFolder: pathlib.Path = resources.defaultModelFolder()
+    device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
+    keepLargestComponents: bool = True
+    fillHoles: bool = True
+    splitLeftRight: bool = True
+    showProbabilities: bool = False
+    reviewSliceCount: Annotated[int, WithinRange(0, 50)] = 5
+    flipCheck: bool = False
+    replacePrevious: bool = True
+    outputSegmentation: vtkMRMLSegmentationNode
+    volumeTable: vtkMRMLTableNode
+    probabilityVolume: vtkMRMLScalarVolumeNode
+    trainingFolder: pathlib.Path = DEFAULT_TRAINING_FOLDER
+    reviewer: str = ""
