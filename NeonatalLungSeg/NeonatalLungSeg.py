@@ -17,7 +17,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import modelSelector, mrmlNodes, pipeline, resources
+from NeonatalLungSegSlicerLib import compatibility, modelSelector, mrmlNodes, pathFields, pipeline, resources
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -41,7 +41,8 @@ correct it with the Segment Editor below (paint, erase, scissors, islands, smoot
 <b>Update volumes</b> re-measures.</li>
 <li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
 identifiers) are appended to the folder for retraining.</li></ol>
-<b>Research use only. Not clinically validated.</b> The bundled model was trained on synthetic data only."""
+<b>Research use only. Not clinically validated.</b> The bundled model was trained on synthetic data only.
+<p>Needs 3D Slicer 5.10 or later.</p>"""
         self.parent.acknowledgementText = """
 The network follows the published neonatal lung MRI segmentation method (U-Net with a ResNet-50 encoder
 trained slice-wise with BCE + Dice); credit for the method belongs to its authors. Built on 3D Slicer,
@@ -65,13 +66,16 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NeonatalLungSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = NeonatalLungSegLogic()
-        self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        # As Slicer's SegmentEditor module: the editor node before the scene, so the selections made when
+        # the scene is set are stored in it.
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self._models = modelSelector.ModelSelector(self.ui.modelComboBox, self.ui.modelFolderPathLineEdit,
                                                    self._onModelChosen)
         self._models.populate()
+        self._paths = [pathFields.PathFieldBinding(self.ui.modelFolderPathLineEdit, "modelFolder"),
+                       pathFields.PathFieldBinding(self.ui.trainingFolderPathLineEdit, "trainingFolder")]
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._pollJob)
@@ -84,8 +88,15 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.updateVolumesButton.clicked.connect(self.onUpdateVolumesButton)
         self.ui.reviewSlicesListWidget.currentRowChanged.connect(self.onReviewSliceSelected)
         self.ui.exportButton.clicked.connect(self.onExportButton)
+        self.ui.show3DButton.clicked.connect(self.onShow3DButton)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.setVisible(False)
+        self._installing = False
+        self._unsupported = compatibility.unsupportedMessage()
+        if self._unsupported:  # older Slicer: say so, bind nothing (connectGui cannot be undone there)
+            self.ui.statusLabel.text = self._unsupported
+            self._updateButtons()
+            return
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -100,24 +111,35 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self):
+        if self._unsupported:
+            return
+        editor = self.ui.segmentEditorWidget
+        editor.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        editor.installKeyboardShortcuts()  # as Slicer's SegmentEditor module: only while the module is shown
+        editor.updateWidgetFromMRML()
         self.initializeParameterNode()
 
     def exit(self):
-        self.ui.segmentEditorWidget.setActiveEffect(None)
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        if self._unsupported:
+            return
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         if self._job is not None:
             self._job.cancel()
         self.setParameterNode(None)
+        self.ui.segmentEditorWidget.setSegmentationNode(None)
+        self.ui.segmentEditorWidget.removeViewObservations()
 
     def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
+        if self.parent.isEntered and not self._unsupported:
+            self.ui.segmentEditorWidget.updateWidgetFromMRML()
+            self.initializeParameterNode()
 
     def onReload(self):
         """Reload the helper packages too (importlib.reload; the base class reloads only this file)."""
@@ -135,8 +157,8 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not node.reviewer:
             node.reviewer = str(settings.value(SETTINGS_REVIEWER, ""))
         remembered = str(settings.value(SETTINGS_TRAINING_FOLDER, "") or "")
-        if remembered and node.trainingFolder == DEFAULT_TRAINING_FOLDER:
-            node.trainingFolder = pathlib.Path(remembered)
+        if remembered and node.trainingFolder == str(DEFAULT_TRAINING_FOLDER):
+            node.trainingFolder = remembered
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -147,16 +169,20 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self.onSegmentationChanged(self._parameterNode.outputSegmentation)
+        for binding in self._paths:
+            binding.setParameterNode(self._parameterNode)
         self._shownModel = self._shownDevice = None
         self._onParameterNodeModified()
 
     def _onModelChosen(self, folder):
         if self._parameterNode:
-            self._parameterNode.modelFolder = folder
+            self._parameterNode.modelFolder = str(folder)
 
     def _onParameterNodeModified(self, caller=None, event=None):
         """Labels that describe a choice follow the parameter node (not the widget: its slot may run first)."""
         node = self._parameterNode
+        for binding in self._paths:
+            binding.refresh()
         if node and str(node.modelFolder) != self._shownModel:
             self._shownModel = str(node.modelFolder)
             self.ui.modelInfoLabel.text = pipeline.modelDescription(node.modelFolder)
@@ -167,16 +193,27 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _updateButtons(self):
-        node, running = self._parameterNode, self._job is not None
-        self.ui.segmentButton.enabled = bool(node and node.inputVolume) and not running
-        self.ui.cancelButton.enabled = running
+        node, running = self._parameterNode, self._job is not None or self._installing
+        self.ui.segmentButton.enabled = bool(node and node.inputVolume) and not running and not self._unsupported
+        self.ui.cancelButton.enabled = self._job is not None
         hasResult = bool(node and node.outputSegmentation and node.inputVolume)
         self.ui.updateVolumesButton.enabled = hasResult and not running
+        self.ui.show3DButton.enabled = hasResult
         self.ui.exportButton.enabled = hasResult and bool(node.reviewer.strip()) and not running
 
+    def _setInstalling(self, installing):
+        """Segment stays disabled while packages install (pip's output pumps the event loop)."""
+        self._installing = installing
+        if installing:
+            self.ui.statusLabel.text = "Installing the required Python packages..."
+        self._updateButtons()
+
     def onSegmentButton(self):
+        if self._installing or self._job is not None or self._unsupported:
+            return  # a click that arrived while installing or running
         with slicer.util.tryWithErrorDisplay("Segmentation could not start.", waitCursor=True):
-            if not self.logic.ensureDependencies(lambda text: slicer.util.confirmOkCancelDisplay(text)):
+            if not self.logic.ensureDependencies(lambda text: slicer.util.confirmOkCancelDisplay(text),
+                                                 busy=self._setInstalling):
                 self.ui.statusLabel.text = "Not started: the required Python packages are not installed."
                 return
             self._job = self.logic.startSegmentation(self._parameterNode)
@@ -223,6 +260,8 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}"
             self._models.remember(job.request.modelFolder)
+            # A replaced result keeps its node, so currentNodeChanged does not fire: refresh explicitly.
+            self.onSegmentationChanged(outputs.segmentationNode)
             if outputs.probabilityNode is not None:
                 slicer.util.setSliceViewerLayers(foreground=outputs.probabilityNode, foregroundOpacity=0.4)
         self._onParameterNodeModified()
@@ -243,6 +282,10 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         entries = mrmlNodes.reviewSlices(self._parameterNode.outputSegmentation if self._parameterNode else None)
         if 0 <= row < len(entries):
             self.logic.jumpToSlice(entries[row]["ras"])
+
+    def onShow3DButton(self):
+        node = self._parameterNode
+        self.logic.showIn3D(node.outputSegmentation if node else None)
 
     def onUpdateVolumesButton(self):
         with slicer.util.tryWithErrorDisplay("Could not measure the segmentation.", waitCursor=True):
@@ -277,6 +320,7 @@ class NeonatalLungSegTest(ScriptedLoadableModuleTest):
     def test_SegmentCorrectExport(self):
         from NeonatalLungSegSlicerLib import selfTest
 
+        selfTest.checkPrerequisites(self)  # skips, saying why, on an old Slicer or without torch in ctest
         logic = NeonatalLungSegLogic()
         try:
             selfTest.run(self, logic)

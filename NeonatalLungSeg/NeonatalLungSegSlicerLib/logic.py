@@ -38,8 +38,9 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
             node = scene.AddNode(node)
         return node
 
-    def ensureDependencies(self, confirm):
-        return dependencies.ensureDependencies(confirm)
+    def ensureDependencies(self, confirm, busy=None):
+        """See ``dependencies.ensureDependencies``; ``busy(True/False)`` brackets any installation."""
+        return dependencies.ensureDependencies(confirm, busy=busy)
 
     def startSegmentation(self, parameterNode):
         """Send the input to the worker process; returns the job (``poll()``, ``progress``, ``done``,

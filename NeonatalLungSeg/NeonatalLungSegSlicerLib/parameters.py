@@ -1,5 +1,6 @@
 """Every user choice of the module, in a typed parameter node; the .ui binds widgets to these names
-(``SlicerParameterName``), so the scene saves the choices and nothing syncs widgets by hand."""
+(``SlicerParameterName``), so the scene saves the choices. The two folders are strings bound by
+``pathFields`` (an empty field must stay empty, not become "."); "" means "not chosen"."""
 
 import pathlib
 from typing import Annotated
@@ -15,7 +16,7 @@ DEFAULT_TRAINING_FOLDER = pathlib.Path.home() / "NeonatalLungSeg-training"
 @parameterNodeWrapper
 class NeonatalLungSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
-    modelFolder: pathlib.Path = resources.defaultModelFolder()
+    modelFolder: str = str(resources.defaultModelFolder())
     device: Annotated[str, Choice(["auto", "GPU", "CPU"])] = "auto"
     keepLargestComponents: bool = True
     fillHoles: bool = True
@@ -27,5 +28,5 @@ class NeonatalLungSegParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     volumeTable: vtkMRMLTableNode
     probabilityVolume: vtkMRMLScalarVolumeNode
-    trainingFolder: pathlib.Path = DEFAULT_TRAINING_FOLDER
+    trainingFolder: str = str(DEFAULT_TRAINING_FOLDER)
     reviewer: str = ""

@@ -86,6 +86,8 @@ def modelDescription(folder):
     from NeonatalLungSegLib.model_folder import read_config
     from NeonatalLungSegLib.registry import entry_for
 
+    if not str(folder or "").strip():
+        return "Select a model folder (one holding model.json), or pick a model above."
     entry = entry_for(Path(folder))
     if not entry.usable:
         return f"Not a usable model folder: {entry.problem}"
@@ -112,6 +114,8 @@ def makeRequest(parameterNode):
     volumeNode = parameterNode.inputVolume
     if volumeNode is None:
         raise ValueError("Select an input volume.")
+    if not str(parameterNode.modelFolder or "").strip():
+        raise ValueError("Select a model folder (one holding model.json).")
     folder = Path(parameterNode.modelFolder)
     if not (folder / "model.json").is_file():
         raise ValueError(f"Select a model folder (one holding model.json); '{folder}' is not one.")

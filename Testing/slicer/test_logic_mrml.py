@@ -100,7 +100,7 @@ def test_segmentation_sits_on_the_input_geometry(run):
     assert segmentation.GetNodeReference("NeonatalLungSegSourceVolume") is volume
 
 
-def test_segments_carry_snomed_terminology_colours_and_3d_surfaces(run):
+def test_segments_carry_snomed_terminology_colours_and_3d_surfaces_on_request(run):
     segmentation = run["outputs"].segmentationNode.GetSegmentation()
     right = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Right lung"))
     left = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Left lung"))
@@ -110,9 +110,13 @@ def test_segments_carry_snomed_terminology_colours_and_3d_surfaces(run):
         assert laterality in entry
     assert np.allclose(right.GetColor(), (197 / 255, 165 / 255, 145 / 255))
     assert not np.allclose(right.GetColor(), left.GetColor())
-    assert segmentation.ContainsRepresentation("Closed surface")
     display = run["outputs"].segmentationNode.GetDisplayNode()
-    assert display.GetVisibility() and display.GetVisibility3D() and display.GetVisibility2DFill()
+    assert display.GetVisibility() and display.GetVisibility2DFill()
+    # 3D on request only: closed surfaces would be regenerated on every paint stroke of a correction.
+    assert not segmentation.ContainsRepresentation("Closed surface")
+    assert run["logic"].showIn3D(run["outputs"].segmentationNode)
+    assert segmentation.ContainsRepresentation("Closed surface") and display.GetVisibility3D()
+    segmentation.RemoveRepresentation("Closed surface")
 
 
 def test_volume_table_matches_cli_volumes(run, cli_labels):

@@ -78,7 +78,11 @@ def test_every_slicer_parameter_name_is_a_parameter_node_field() -> None:
                 bound[prop.findtext("string")] = name
     assert set(bound) <= fields
     # Every choice the user makes has a widget; the outputs are shown by their own widgets or set by Logic.
-    assert fields - set(bound) == {"volumeTable", "probabilityVolume"}
+    # The two folders are bound by pathFields.PathFieldBinding (an empty field must not become ".").
+    assert fields - set(bound) == {"volumeTable", "probabilityVolume", "modelFolder", "trainingFolder"}
+    code = (MODULE / "NeonatalLungSeg.py").read_text(encoding="utf-8")
+    for widget, name in (("modelFolderPathLineEdit", "modelFolder"), ("trainingFolderPathLineEdit", "trainingFolder")):
+        assert f'PathFieldBinding(self.ui.{widget}, "{name}")' in code
 
 
 def test_ui_is_a_designer_file_with_scene_connections_and_the_segment_editor() -> None:
