@@ -97,7 +97,7 @@ def run(test, logic):
     test.delayDisplay("Segmenting with the bundled model")
     parameterNode = logic.getParameterNode()
     parameterNode.inputVolume = volumeNode
-    parameterNode.modelFolder = resources.defaultModelFolder()
+    parameterNode.modelFolder = str(resources.defaultModelFolder())
     parameterNode.reviewSliceCount = 5
     outputs = logic.segment(parameterNode)
     segmentationNode = outputs.segmentationNode

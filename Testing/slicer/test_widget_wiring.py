@@ -44,6 +44,7 @@ def widget(module, monkeypatch, tmp_path):
     if old is not None:
         scene.RemoveNode(old)
     monkeypatch.setattr(qt.QSettings, "store", {})
+    monkeypatch.setenv("NEONATAL_LUNG_SEG_REGISTRY", str(tmp_path / "registry.json"))  # the CLI's registry
     array = np.full((10, 16, 20), 20, np.int16)
     array[2:8, 4:12, 2:8] = 200
     array[2:8, 4:12, 12:18] = 200
@@ -94,7 +95,7 @@ def test_every_parameter_widget_is_bound_both_ways(widget):
     ui.deviceComboBox.currentIndex = 2
     assert (node.fillHoles, node.reviewSliceCount, node.reviewer, node.device) == (False, 7, "Dr Wiring", "CPU")
     node.splitLeftRight = False  # node -> GUI
-    node.trainingFolder = slicer_harness.REPO / "some-folder"
+    node.trainingFolder = str(slicer_harness.REPO / "some-folder")
     assert ui.splitCheckBox.checked is False
     assert ui.trainingFolderPathLineEdit.currentPath == str(slicer_harness.REPO / "some-folder")
     assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "GPU", "CPU"]
@@ -259,11 +260,11 @@ def test_module_metadata_and_sample_data_registration(module, monkeypatch):
 
 def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(widget, tiny_model_folder):
     """Registry entries in the combo box; picking one sets the node; a node change selects the entry; a folder
-    used through 'Other model folder...' is listed from then on (remembered in the settings)."""
+    used through 'Other model folder...' is listed from then on (remembered in the library's registry)."""
     ui, node, w = widget.ui, widget.node, widget.widget
     bundled = node.modelFolder
     other = ui.modelComboBox.count - 1
-    node.modelFolder = tiny_model_folder  # e.g. typed into the path field: not listed yet
+    node.modelFolder = str(tiny_model_folder)  # e.g. typed into the path field: not listed yet
     assert ui.modelComboBox.currentIndex == other and ui.modelFolderPathLineEdit.enabled
     assert "tiny-test-model 0.0.1" in ui.modelInfoLabel.text
     ui.segmentButton.click()
@@ -274,12 +275,17 @@ def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(wid
     ui.modelComboBox.currentIndex = 0  # one click back to the bundled model
     assert node.modelFolder == bundled
     assert f"neonatal-lung-unet-r50 {_bundled_model_json()['version']}" in ui.modelInfoLabel.text
-    node.modelFolder = tiny_model_folder  # a script or a loaded scene changes the node: the combo follows
+    node.modelFolder = str(tiny_model_folder)  # a script or a loaded scene changes the node: the combo follows
     assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
     assert not ui.modelFolderPathLineEdit.enabled
     import qt
 
-    assert qt.QSettings().value("NeonatalLungSeg/ModelFolders") == [str(tiny_model_folder)]
+    from NeonatalLungSegLib import registry
+
+    # Remembered in the library's registry (what `neonatal-lung-seg models` lists), not in QSettings.
+    assert registry.remembered_paths() == [tiny_model_folder.resolve()]
+    assert any(e.folder.resolve() == tiny_model_folder.resolve() for e in registry.find_models())
+    assert qt.QSettings().value("NeonatalLungSeg/ModelFolders") is None
     again = type(w)(types.SimpleNamespace(isEntered=True))
     again.setup()
     combo = again.ui.modelComboBox
