@@ -47,7 +47,9 @@ class ThresholdSegmenter:
 
         if self.gated:
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-            (self.folder / "grandchild.pid").write_text(str(child.pid), encoding="utf-8")
+            temporary = self.folder / "grandchild.pid.tmp"
+            temporary.write_text(str(child.pid), encoding="utf-8")
+            os.replace(temporary, self.folder / "grandchild.pid")  # the test never reads a half-written file
         for step in range(4):
             if self.die and step == 2:
                 os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would

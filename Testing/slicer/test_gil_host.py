@@ -45,7 +45,7 @@ def host(module, monkeypatch):
     volume = resources.loadSampleVolume(scene, "GIL host sample")
     w.ui.inputVolumeSelector.setCurrentNode(volume)
     node = w._parameterNode
-    node.modelFolder = MODEL
+    node.modelFolder = str(MODEL)
     node.device = "CPU"
     yield types.SimpleNamespace(widget=w, ui=w.ui, node=node, scene=scene, volume=volume)
     w.cleanup()

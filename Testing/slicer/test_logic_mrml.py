@@ -39,7 +39,7 @@ def run(module):
     volumeNode = resources.loadSampleVolume(scene)
     parameterNode = logic.getParameterNode()
     parameterNode.inputVolume = volumeNode
-    parameterNode.modelFolder = MODEL
+    parameterNode.modelFolder = str(MODEL)
     parameterNode.device = "CPU"
     parameterNode.showProbabilities = True
     parameterNode.reviewSliceCount = 5

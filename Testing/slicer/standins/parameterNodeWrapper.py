@@ -134,6 +134,10 @@ def parameterNodeWrapper(cls):
                     raise TypeError(f"{name}: expected {base.__name__}, got {type(value).__name__}")
                 node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
                 return
+            allowed = {float: (int, float), pathlib.Path: (pathlib.PurePath,)}.get(base, (base,))
+            if base in (str, int, float, bool, pathlib.Path) and (not isinstance(value, allowed)
+                                                                   or base is not bool and isinstance(value, bool)):
+                raise TypeError(f"{name}: expected {base.__name__}, got {type(value).__name__}")  # as Slicer
             for a in annotations:
                 if isinstance(a, Choice) and value not in a.choices:
                     raise ValueError(f"{name}: {value!r} is not one of {a.choices}")
