@@ -126,7 +126,12 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         editor.uninstallKeyboardShortcuts()
         editor.removeViewObservations()
-        self.setParameterNode(None)
+        if self._parameterNode:  # keep the node: a run still going records its result there
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        for binding in self._paths:
+            binding.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         if self._job is not None:
@@ -161,10 +166,13 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             node.trainingFolder = remembered
 
     def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:  # still connected (exit() disconnects)
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        if self._parameterNode and self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                                    self._onParameterNodeModified):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
+        self._parameterNodeGuiTag = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)

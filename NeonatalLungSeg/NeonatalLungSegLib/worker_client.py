@@ -13,8 +13,10 @@ worker logged.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import weakref
 import shutil
 import signal
 import subprocess
@@ -34,6 +36,15 @@ from .postprocess import PostprocessOptions
 
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]  # the folder holding NeonatalLungSegLib/
 LOG_TAIL_LINES = 6
+_LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_workers() -> None:
+    """The host is exiting without having closed a client (a crash in a slot, no cleanup): kill the workers,
+    which run in their own process groups and would otherwise finish their current request first."""
+    for client in list(_LIVE_CLIENTS):
+        client.terminate()
 
 
 def default_python() -> str:
@@ -180,6 +191,12 @@ class WorkerJob:
 
     def _read_result(self, event: dict[str, Any]) -> WorkerResult:
         probabilities = event.get("probabilities")
+        try:
+            return self._load_result(event, probabilities)
+        finally:  # the arrays are in memory now: the request's files (input and outputs) can go
+            shutil.rmtree(Path(event["labels"]).parent, ignore_errors=True)
+
+    def _load_result(self, event: dict[str, Any], probabilities: str | None) -> WorkerResult:
         return WorkerResult(labels=np.load(event["labels"], allow_pickle=False),
                             probabilities=None if not probabilities else np.load(probabilities, allow_pickle=False),
                             geometry=self.geometry, volumes=event["volumes"], label_names=event["label_names"],
@@ -233,6 +250,7 @@ class WorkerClient:
             self.process = subprocess.Popen([self.python, "-m", "NeonatalLungSegLib.worker", str(self.events_path)],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             cwd=str(self.session), **kwargs)
+        _LIVE_CLIENTS.add(self)
         return self
 
     @property

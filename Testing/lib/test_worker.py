@@ -136,6 +136,7 @@ def test_second_segment_reuses_the_loaded_model_in_the_same_process(client, tmp_
     assert np.array_equal(two.labels == 1, (array > 150) & (np.arange(16) < 8)[None, None, :])
     assert two.probabilities.dtype == np.float32 and two.confidence is not None
     assert two.model["name"] == "fake-threshold-model" and set(two.volumes) >= {"right_lung", "left_lung", "total"}
+    assert not (c.session / first.id).exists() and not (c.session / second.id).exists()  # no files left behind
 
 
 def test_cancel_kills_the_whole_process_tree_at_once(client, tmp_path):

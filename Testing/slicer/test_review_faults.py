@@ -28,6 +28,21 @@ def test_self_test_skips_with_a_clear_message_where_torch_is_missing(module, mon
         module.NeonatalLungSegTest().test_SegmentCorrectExport()
 
 
+def test_self_test_run_by_hand_offers_to_install_then_runs(module, monkeypatch):  # noqa: F811
+    """Reload and Test (not testing mode): missing packages are installed on first use, after asking."""
+    from NeonatalLungSegLib import requirements
+    from NeonatalLungSegSlicerLib import dependencies, selfTest
+
+    missing = [requirements.Requirement("torch", "2.2", None)]
+    calls = []
+    monkeypatch.setattr(slicer.app, "testingEnabled", lambda: False)
+    monkeypatch.setattr(dependencies, "missingDependencies", lambda: (missing, []))
+    monkeypatch.setattr(dependencies, "ensureDependencies", lambda confirm, busy=None: calls.append("ensure") or True)
+    monkeypatch.setattr(selfTest, "run", lambda test, logic: calls.append("run"))
+    module.NeonatalLungSegTest().test_SegmentCorrectExport()
+    assert calls == ["ensure", "run"]
+
+
 @pytest.fixture
 def slicer58(monkeypatch):
     monkeypatch.setattr(slicer.app, "minorVersion", 8)

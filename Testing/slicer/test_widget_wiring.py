@@ -199,6 +199,18 @@ def test_a_dying_worker_gives_one_clear_message(widget, monkeypatch):
     assert ui.statusLabel.text.startswith("Failed: The segmentation process") and ui.segmentButton.enabled
 
 
+def test_a_run_finishing_after_the_module_was_left_still_records_its_result(widget):
+    ui, w = widget.ui, widget.widget
+    w.enter()
+    ui.segmentButton.click()
+    w.exit()  # the user switched to another module while it runs
+    finish(widget)
+    assert widget.node.outputSegmentation is not None and widget.node.volumeTable is not None
+    w.enter()
+    assert ui.outputSegmentationSelector.currentNode() is widget.node.outputSegmentation
+    w.exit()
+
+
 def test_cleanup_stops_the_timer_and_the_worker(widget):
     ui, w = widget.ui, widget.widget
     ui.segmentButton.click()
