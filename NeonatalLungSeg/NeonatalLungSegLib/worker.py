@@ -49,9 +49,14 @@ def engine_device(choice: str) -> str:
 
 
 def load_segmenter(folder: str, device: str) -> Any:
-    """The default loader: the engine's Segmenter (imports torch, so only ever called in the worker)."""
+    """The default loader: the engine's Segmenter (imports torch, so only ever called in the worker).
+
+    The worker owns its process, so it sets the process-wide CPU threading as the CLI does (one thread per
+    physical core unless OMP_NUM_THREADS says otherwise)."""
+    from . import acceleration
     from .engine import Segmenter
 
+    acceleration.configure_cpu_threads()
     return Segmenter.load(folder, device=engine_device(device))
 
 
@@ -169,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m NeonatalLungSegLib.worker EVENTS_FILE", file=sys.stderr)
         return 2
+    from .acceleration import configure_process
+
+    configure_process()  # before torch is imported: OpenMP threads wait passively, as in the CLI
     with open(argv[0], "a", encoding="utf-8") as events:
         # Anything a library prints must not reach the client as a message: stdout goes to stderr (the log).
         sys.stdout = sys.stderr

@@ -59,7 +59,7 @@ def setVolumeGeometry(volumeNode, geometry):
 
 
 def volumeArray(volumeNode):
-    """A copy of the voxels, (k, j, i): the worker thread must not share memory MRML may free."""
+    """A copy of the voxels, (k, j, i), independent of memory MRML may free (it goes to the worker process)."""
     if volumeNode.GetImageData() is None or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
         raise ValueError(f"volume '{volumeNode.GetName()}' is not a single-component scalar volume")
     return np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
