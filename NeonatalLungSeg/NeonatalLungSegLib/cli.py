@@ -7,7 +7,6 @@ also with nothing partial left behind.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,16 +17,6 @@ from .acceleration import PRECISIONS, configure_process
 from .errors import InputError, NeonatalLungSegError, exit_status
 from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, dicom_series_files, probe_volume,
                         volume_suffix)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_NAME = "neonatal-lung-unet-r50"
-MODEL_ENV = "NEONATAL_LUNG_SEG_MODEL"
-
-
-def default_model_dir() -> Path:
-    """The bundled model, or the folder named by $NEONATAL_LUNG_SEG_MODEL."""
-    override = os.environ.get(MODEL_ENV)
-    return Path(override) if override else REPO_ROOT / "Resources" / "Models" / DEFAULT_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -293,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_process()  # inference commands, before torch is imported: OpenMP threads wait, not spin
     args = build_parser().parse_args(argv)
     if getattr(args, "model", "unset") is None:
-        args.model = default_model_dir()
+        from .registry import default_model_folder
+
+        args.model = default_model_folder()
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2

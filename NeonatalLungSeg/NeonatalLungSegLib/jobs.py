@@ -1,5 +1,10 @@
 """Run long work on a worker thread with progress and a cancel that really stops it.
 
+Not used by the Slicer module any more: inside Slicer the main thread holds the GIL while Qt idles, so a
+Python thread starves there; the module runs the engine in a worker process (``worker.py``). This stays for
+scripts in an ordinary Python, and for Testing/slicer/test_gil_host.py, which shows the thread design
+failing in a GIL-holding host. The text below describes it as it was designed.
+
 The Slicer module must not freeze while a volume is segmented (a blocking run is the most complained-about
 issue of comparable tools), yet MRML nodes may only be touched from the GUI thread. So the heavy part (the
 engine's ``segment_array``: NumPy, SciPy and torch, which release the GIL) runs here on a thread, and the

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 from .errors import ModelFolderError
 from .model_folder import CONFIG_NAME, read_config
 
+MODEL_ENV = "NEONATAL_LUNG_SEG_MODEL"  # a folder to use instead of the bundled model as the default
 REGISTRY_ENV = "NEONATAL_LUNG_SEG_REGISTRY"
 SEARCH_ENV = "NEONATAL_LUNG_SEG_MODEL_PATH"
 REGISTRY_FORMAT = "neonatal-lung-seg-model-registry"
@@ -34,6 +35,23 @@ ORIGINS = ("bundled", "given", "remembered", "environment")
 def bundled_roots() -> list[Path]:
     """Where bundled models are: beside the module in an installed extension, or at the checkout's top."""
     return [_LIB.parent / "Resources" / "Models", _LIB.parents[1] / "Resources" / "Models"]
+
+
+def bundled_model_folder() -> Path:
+    """The bundled model's folder (the first root holding it; the installed layout when none does)."""
+    for root in bundled_roots():
+        if (root / BUNDLED_MODEL_NAME / CONFIG_NAME).is_file():
+            return root / BUNDLED_MODEL_NAME
+    return bundled_roots()[0] / BUNDLED_MODEL_NAME
+
+
+def default_model_folder() -> Path:
+    """The model used when none is chosen: $NEONATAL_LUNG_SEG_MODEL, else the bundled model.
+
+    The only place that knows the bundled model's name and location: the CLI and the Slicer module ask here.
+    """
+    override = os.environ.get(MODEL_ENV)
+    return Path(override) if override else bundled_model_folder()
 
 
 def registry_file() -> Path:

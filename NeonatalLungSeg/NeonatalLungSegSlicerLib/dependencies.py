@@ -2,18 +2,25 @@
 
 Never at import: a module that pip-installs while Slicer starts blocks the application and can break other
 extensions. PyTorch comes through the PyTorch extension (PyTorchUtils picks the build that fits the GPU
-driver and installs torch with a matching torchvision); the rest through ``slicer.pydeps.pip_ensure``
-(Slicer >= 5.11; older builds named the module ``slicer.packaging``) or else ``slicer.util.pip_install``.
+driver and installs torch with a matching torchvision); the rest through ``slicer.packaging.pip_ensure``
+(Slicer >= 5.12; ``slicer.pydeps`` does not exist in any release) or else ``slicer.util.pip_install``.
+``pip_ensure`` skips installing in testing mode by default, which would leave the packages missing after
+the user agreed, so it is called with ``skip_in_testing=False`` (the self-test itself never installs: it
+skips where packages are missing). ``lastInstallMethod`` and the log say which path ran.
 torch is never downgraded: a torch that is present and new enough is pinned by a constraints file while
 the rest installs, and one that is too old is reported, not replaced behind the user's back.
 """
 
+import logging
 import os
 import tempfile
 
 import slicer
 
 from NeonatalLungSegLib import requirements
+
+
+lastInstallMethod = None  # "slicer.packaging.pip_ensure" or "slicer.util.pip_install" once something installed
 
 
 class DependencyError(RuntimeError):
@@ -32,17 +39,30 @@ def describeMissing(torchMissing, otherMissing):
             + "\n\nInstall them now?")
 
 
-def ensureDependencies(confirm):
-    """True when everything is importable; installs after ``confirm(text)`` returns True, else False."""
+def ensureDependencies(confirm, busy=None):
+    """True when everything is importable; installs after ``confirm(text)`` returns True, else False.
+
+    ``busy(True)`` is called before installing and ``busy(False)`` after (also on failure), so the caller
+    can disable Segment: pip's output pumps the event loop and a second click would arrive mid-install.
+    """
+    global lastInstallMethod
     torchMissing, otherMissing = missingDependencies()
     if not torchMissing and not otherMissing:
         return True
     if not confirm(describeMissing(torchMissing, otherMissing)):
         return False
-    if torchMissing:
-        _installTorch(torchMissing)
-    if otherMissing:
-        _installOthers(otherMissing)
+    if busy is not None:
+        busy(True)
+    try:
+        if torchMissing:
+            _installTorch(torchMissing)
+        if otherMissing:
+            lastInstallMethod = _installOthers(otherMissing)
+            logging.info(f"NeonatalLungSeg: installed {', '.join(r.specifier for r in otherMissing)} "
+                         f"with {lastInstallMethod}")
+    finally:
+        if busy is not None:
+            busy(False)
     torchMissing, otherMissing = missingDependencies()
     if torchMissing or otherMissing:
         raise DependencyError("still missing after installation: "
@@ -85,27 +105,26 @@ def _torchConstraints():
 
 
 def _installOthers(otherMissing):
+    """Install with Slicer's pip_ensure where it exists, else pip_install; returns which of them ran."""
     constraints = _torchConstraints()
     try:
-        pydeps = _pipEnsureModule()
-        if pydeps is not None:
+        packaging = _pipEnsureModule()
+        if packaging is not None:
             from packaging.requirements import Requirement
 
-            pydeps.pip_ensure([Requirement(r.specifier) for r in otherMissing], constraints=constraints,
-                              prompt_install=False, requester="NeonatalLungSeg")
-        else:
-            slicer.util.pip_install(" ".join(f'"{r.specifier}"' for r in otherMissing) + f' -c "{constraints}"')
+            packaging.pip_ensure([Requirement(r.specifier) for r in otherMissing], constraints=constraints,
+                                 prompt_install=False, requester="NeonatalLungSeg", skip_in_testing=False)
+            return "slicer.packaging.pip_ensure"
+        slicer.util.pip_install(" ".join(f'"{r.specifier}"' for r in otherMissing) + f' -c "{constraints}"')
+        return "slicer.util.pip_install"
     finally:
         os.remove(constraints)
 
 
 def _pipEnsureModule():
-    """The Slicer module offering ``pip_ensure``, or None on Slicer builds without it."""
-    for name in ("slicer.pydeps", "slicer.packaging"):
-        try:
-            module = __import__(name, fromlist=["pip_ensure"])
-        except ImportError:
-            continue
-        if hasattr(module, "pip_ensure"):
-            return module
-    return None
+    """``slicer.packaging`` when it offers ``pip_ensure`` (Slicer >= 5.12), else None."""
+    try:
+        module = __import__("slicer.packaging", fromlist=["pip_ensure"])
+    except ImportError:
+        return None
+    return module if hasattr(module, "pip_ensure") else None

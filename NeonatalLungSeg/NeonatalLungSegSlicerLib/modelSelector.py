@@ -1,18 +1,16 @@
 """The model selector: one combo box entry per model of the library's registry, one click to switch.
 
 Entries come from ``NeonatalLungSegLib.registry.find_models`` (what `neonatal-lung-seg models` lists): the
-bundled models, folders remembered here (a folder chosen with "Other model folder..." is remembered once it
-has segmented something) and folders remembered from the command line. The parameter node's
+bundled models and the registry's remembered folders. A folder chosen with "Other model folder..." is
+remembered in that same registry once it has segmented something, so the command line lists it too; there
+is no second list (no QSettings). The parameter node's
 ``modelFolder`` is the one source of truth: choosing an entry writes it, and any change of it (the path
 field, a script, a loaded scene) selects the matching entry, or "Other" when it is not listed.
 """
 
 from pathlib import Path
 
-import qt
-
 OTHER_MODEL = "Other model folder..."
-SETTINGS_MODEL_FOLDERS = "NeonatalLungSeg/ModelFolders"
 
 
 class ModelSelector:
@@ -23,17 +21,13 @@ class ModelSelector:
         self._updating = False
         comboBox.currentIndexChanged.connect(self._onIndexChanged)
 
-    def rememberedFolders(self):
-        value = qt.QSettings().value(SETTINGS_MODEL_FOLDERS, []) or []
-        return [value] if isinstance(value, str) else [str(v) for v in value]
-
     def populate(self, currentFolder=None):
         from NeonatalLungSegLib import registry
 
         self._updating = True
         try:
             self.comboBox.clear()
-            for entry in registry.find_models(self.rememberedFolders()):
+            for entry in registry.find_models():
                 if entry.usable:
                     self.comboBox.addItem(entry.label, str(entry.folder))
             self.comboBox.addItem(OTHER_MODEL, "")
@@ -66,10 +60,17 @@ class ModelSelector:
         self.pathLineEdit.enabled = not self.comboBox.itemData(index)
 
     def remember(self, folder):
-        """List a folder that has just been used (and is not listed yet) from now on."""
+        """List a folder that has just been used (and is not listed yet) from now on, here and in the CLI."""
+        from NeonatalLungSegLib import registry
+
         if self.indexOf(folder) >= 0:
             return False
-        qt.QSettings().setValue(SETTINGS_MODEL_FOLDERS, [*self.rememberedFolders(), str(folder)])
+        try:
+            registry.remember(folder)
+        except OSError as error:  # a read-only home: the folder is still listed for this session
+            import logging
+
+            logging.warning(f"NeonatalLungSeg: could not remember {folder} in {registry.registry_file()}: {error}")
         self.populate(folder)
         return True
 

@@ -59,7 +59,7 @@ def setVolumeGeometry(volumeNode, geometry):
 
 
 def volumeArray(volumeNode):
-    """A copy of the voxels, (k, j, i): the worker thread must not share memory MRML may free."""
+    """A copy of the voxels, (k, j, i), independent of memory MRML may free (it goes to the worker process)."""
     if volumeNode.GetImageData() is None or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
         raise ValueError(f"volume '{volumeNode.GetName()}' is not a single-component scalar volume")
     return np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
@@ -103,8 +103,8 @@ def fillSegments(segmentationNode, volumeNode, labels, labelNames):
     if displayNode is not None:
         displayNode.SetVisibility(True)
         displayNode.SetVisibility2DFill(True)
-        displayNode.SetVisibility3D(True)
-    segmentationNode.CreateClosedSurfaceRepresentation()  # the 3D surfaces
+    # No closed surfaces here: once created they are regenerated on every paint stroke of a correction.
+    # "Show in 3D" (Logic.showIn3D) builds them once, on request.
     return ids
 
 
@@ -217,6 +217,8 @@ def updateProbabilityVolume(scene, segmentationNode, volumeNode, probabilities):
         segmentationNode.SetNodeReferenceID(PROBABILITY_ROLE, node.GetID())
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(probabilities, dtype=np.float32))
     node.CopyOrientation(volumeNode)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()  # else the volume shows grey, with no colour map
     displayNode = node.GetDisplayNode()
     if displayNode is not None:
         displayNode.SetAutoWindowLevel(False)

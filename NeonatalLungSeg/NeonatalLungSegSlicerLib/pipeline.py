@@ -1,7 +1,7 @@
 """The steps behind the module's buttons, between MRML nodes and the engine library.
 
-Segment is split in two so the GUI never blocks: ``makeRequest`` (GUI thread: copy the voxels, read the
-options) -> ``runRequest`` (worker thread: engine only, no MRML) -> ``applyResult`` (GUI thread: nodes).
+Segment is split so the GUI never blocks: ``makeRequest`` (GUI thread: copy the voxels, read the options)
+-> the worker process (``processRunner``; the engine only, no MRML) -> ``applyResult`` (GUI thread: nodes).
 Export reads the segmentation by segment *name*, writes through the library and checks what it wrote
 against the segments again, so a swapped segment order or label value can never pass unnoticed.
 """
@@ -26,6 +26,7 @@ class SegmentationRequest:
     """Everything the worker needs, copied off MRML on the GUI thread."""
 
     volumeNodeId: str
+    volumeName: str
     array: np.ndarray
     geometry: object
     modelFolder: Path
@@ -50,17 +51,9 @@ class SegmentationOutputs:
 
 
 def engineDevice(choice):
-    """Parameter-node device choice -> engine device name ('GPU' is CUDA, or Apple MPS where that is all)."""
-    device = DEVICES.get(choice, choice)
-    if device != "gpu":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    raise ValueError("No GPU is available on this computer: choose 'auto' or 'CPU' as the device.")
+    """Parameter-node device choice -> the worker's device name. 'gpu' is resolved in the worker (CUDA, else
+    Apple MPS, else a clear error), so the Slicer process never imports torch to decide it."""
+    return DEVICES.get(choice, choice)
 
 
 def deviceMessage(choice):
@@ -93,6 +86,8 @@ def modelDescription(folder):
     from NeonatalLungSegLib.model_folder import read_config
     from NeonatalLungSegLib.registry import entry_for
 
+    if not str(folder or "").strip():
+        return "Select a model folder (one holding model.json), or pick a model above."
     entry = entry_for(Path(folder))
     if not entry.usable:
         return f"Not a usable model folder: {entry.problem}"
@@ -119,6 +114,8 @@ def makeRequest(parameterNode):
     volumeNode = parameterNode.inputVolume
     if volumeNode is None:
         raise ValueError("Select an input volume.")
+    if not str(parameterNode.modelFolder or "").strip():
+        raise ValueError("Select a model folder (one holding model.json).")
     folder = Path(parameterNode.modelFolder)
     if not (folder / "model.json").is_file():
         raise ValueError(f"Select a model folder (one holding model.json); '{folder}' is not one.")
@@ -127,28 +124,12 @@ def makeRequest(parameterNode):
                                  split_left_right=parameterNode.splitLeftRight)
     count = int(parameterNode.reviewSliceCount)
     return SegmentationRequest(
-        volumeNodeId=volumeNode.GetID(), array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
+        volumeNodeId=volumeNode.GetID(), volumeName=f"volume '{volumeNode.GetName()}'", array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
         geometry=mrmlNodes.volumeGeometry(volumeNode), modelFolder=folder,
         device=engineDevice(parameterNode.device), options=options,
         withProbabilities=True,  # the confidence and the slices to review are computed from it
         showProbabilities=bool(parameterNode.showProbabilities), reviewSliceCount=count,
         replacePrevious=bool(parameterNode.replacePrevious), flipCheck=bool(parameterNode.flipCheck))
-
-
-def runRequest(request, segmenter, progress, cancel):
-    """Worker-thread part: the engine alone. Returns (SegmentationResult, model info dict, CaseConfidence)."""
-    from NeonatalLungSegLib.confidence import segment_with_confidence
-
-    result, confidence = segment_with_confidence(segmenter, request.array, request.geometry,
-                                                 options=request.options, flip=request.flipCheck,
-                                                 progress=progress, cancel=cancel)
-    config = segmenter.config
-    model = {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
-             "device": str(getattr(segmenter, "device", "")),
-             "postprocess": {"keep_largest_components": request.options.keep_largest_components,
-                             "fill_holes": request.options.fill_holes,
-                             "split_left_right": request.options.split_left_right}}
-    return result, model, confidence
 
 
 def applyResult(scene, request, result, model, confidence=None):

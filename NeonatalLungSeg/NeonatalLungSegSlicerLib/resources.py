@@ -1,4 +1,5 @@
-"""Where the bundled model and sample are, in a source checkout and in an installed extension.
+"""Where the bundled sample is, in a source checkout and in an installed extension; the bundled model is
+the library registry's business (``NeonatalLungSegLib.registry.default_model_folder``), asked here.
 
 The model and the sample live once, at the repository's top level (the CLI and the tests use them there).
 The extension build copies them next to the module's own resources (see NeonatalLungSeg/CMakeLists.txt),
@@ -13,7 +14,6 @@ from pathlib import Path
 import slicer
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
-BUNDLED_MODEL_NAME = "neonatal-lung-unet-r50"
 SAMPLE_FILE = "sample-neonatal-chest.nii.gz"
 SAMPLE_NAME = "NeonatalChestMRI"
 SAMPLE_CATEGORY = "Neonatal lung MRI"
@@ -23,20 +23,11 @@ def dataRoots():
     return [MODULE_DIR / "Resources", MODULE_DIR.parent / "Resources"]
 
 
-def bundledModelFolders():
-    """Every model folder shipped with the module (a folder holding model.json), bundled model first."""
-    folders = []
-    for root in dataRoots():
-        models = root / "Models"
-        if models.is_dir():
-            folders += sorted(p for p in models.iterdir() if (p / "model.json").is_file())
-    folders.sort(key=lambda p: p.name != BUNDLED_MODEL_NAME)
-    return folders
-
-
 def defaultModelFolder():
-    folders = bundledModelFolders()
-    return folders[0] if folders else MODULE_DIR / "Resources" / "Models" / BUNDLED_MODEL_NAME
+    """The model a new parameter node starts with (the registry decides: the bundled one)."""
+    from NeonatalLungSegLib.registry import default_model_folder
+
+    return default_model_folder()
 
 
 def samplePath():

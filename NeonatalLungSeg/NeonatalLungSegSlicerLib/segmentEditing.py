@@ -2,7 +2,7 @@
 
 The self-test and the CI tests correct the AI result this way rather than by writing arrays into segments,
 so what they export is what the real Segment Editor path produces (modifier labelmaps, masking, undo
-history). ``vtkSlicerSegmentEditorLogic`` is the C++ core behind the Segment Editor (Slicer >= 5.9).
+history). ``vtkSlicerSegmentEditorLogic`` is the C++ core behind the Segment Editor (Slicer >= 5.10, the module's minimum: compatibility.py).
 """
 
 from vtk.util.numpy_support import vtk_to_numpy
@@ -19,7 +19,7 @@ class SegmentEditorSession:
 
     def __init__(self, scene, segmentationNode, sourceVolumeNode):
         if not segmentEditorLogicAvailable():
-            raise RuntimeError("this Slicer has no vtkSlicerSegmentEditorLogic (needs Slicer 5.9 or later)")
+            raise RuntimeError("this Slicer has no vtkSlicerSegmentEditorLogic (needs Slicer 5.10 or later)")
         self.segmentationNode = segmentationNode
         self.editorNode = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
         self.logic = slicer.vtkSlicerSegmentEditorLogic()

@@ -115,3 +115,16 @@ def test_copied_bundled_model_elsewhere_is_not_bundled(tmp_path):
     shutil.copytree(BUNDLED, copy, ignore=shutil.ignore_patterns("*.safetensors"))
     entry = registry.entry_for(copy)
     assert entry.usable and entry.origin == "given"  # listing reads model.json only, never the weights
+
+
+def test_only_the_registry_knows_the_bundled_model():
+    """One source of truth: the bundled model's name and place are spelled out in registry.py alone (the CLI,
+    the Slicer module and its parameter defaults ask the registry)."""
+    module_dir = Path(__file__).resolve().parents[2] / "NeonatalLungSeg"
+    spelled = sorted(str(p.relative_to(module_dir)) for p in module_dir.rglob("*.py")
+                     if "neonatal-lung-unet-r50" in p.read_text(encoding="utf-8"))
+    assert spelled == ["NeonatalLungSegLib/registry.py"]
+    from NeonatalLungSegLib import registry
+
+    folder = registry.default_model_folder()
+    assert (folder / "model.json").is_file() and folder.name == registry.BUNDLED_MODEL_NAME

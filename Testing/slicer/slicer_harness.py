@@ -56,6 +56,7 @@ class SlicerAppStandIn:
     """What the module and slicer.util ask of ``slicer.app`` in these tests (records connections)."""
 
     applicationName = "Slicer (stand-in)"
+    majorVersion, minorVersion = 5, 10  # tests set 8 to check what Slicer 5.8 would do
 
     def __init__(self) -> None:
         self.connections: list[tuple[str, object]] = []

@@ -40,17 +40,21 @@ def deps(monkeypatch):
             state["torch"] = "2.15.0"
             return object()
 
-    pydeps = types.ModuleType("slicer.pydeps")
+    # slicer.packaging as Slicer >= 5.12 has it: pip_ensure skips installing in testing mode unless told not to.
+    packaging = types.ModuleType("slicer.packaging")
 
-    def pip_ensure(reqs, **kwargs):
-        constraints = open(kwargs["constraints"]).read()
-        state["calls"].append(("pip_ensure", [str(r) for r in reqs], constraints, kwargs["prompt_install"]))
+    def pip_ensure(reqs, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
+                   requester=None, skip_in_testing=True, show_progress=True):
+        if skip_in_testing and slicer.app.testingEnabled():
+            return None  # what the real one does: nothing installed, no error
+        state["calls"].append(("pip_ensure", [str(r) for r in reqs], open(constraints).read(), prompt_install))
         state["smp"] = "0.6.0"
 
-    pydeps.pip_ensure = pip_ensure
+    packaging.pip_ensure = pip_ensure
     monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
-    monkeypatch.setitem(sys.modules, "slicer.pydeps", pydeps)
-    monkeypatch.setattr(slicer, "pydeps", pydeps, raising=False)
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    monkeypatch.delitem(sys.modules, "slicer.pydeps", raising=False)  # does not exist in any Slicer
     return dependencies, state
 
 
@@ -76,6 +80,7 @@ def test_installs_torch_through_pytorchutils_then_the_rest_with_torch_pinned(dep
     assert name == "installTorch" and kwargs["torchVersionRequirement"] == ">=2.2"
     assert kwargs["torchvisionVersionRequirement"] == ">=0.17" and kwargs["askConfirmation"] is False
     assert ensure == "pip_ensure" and reqs == ["segmentation-models-pytorch>=0.5"] and prompt is False
+    assert dependencies.lastInstallMethod == "slicer.packaging.pip_ensure"  # which path ran is said
     assert "torch==2.15.0" in constraints and "torchvision==0.30.0" in constraints
 
 
@@ -100,6 +105,34 @@ def test_without_pip_ensure_falls_back_to_pip_install(deps, monkeypatch):
     monkeypatch.setattr(slicer.util, "pip_install", pip_install)
     assert dependencies.ensureDependencies(lambda text: True)
     assert commands[0].startswith('"segmentation-models-pytorch>=0.5" -c ')
+    assert dependencies.lastInstallMethod == "slicer.util.pip_install"
+
+
+def test_slicer_without_packaging_module_uses_pip_install(deps, monkeypatch):
+    """Slicer 5.10 has no slicer.packaging (and no Slicer has slicer.pydeps): pip_install runs."""
+    dependencies, state = deps
+    state["torch"] = "2.15.0"
+    monkeypatch.delitem(sys.modules, "slicer.packaging")
+    monkeypatch.delattr(slicer, "packaging")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_packaging(name, *args, **kwargs):
+        if name in ("slicer.packaging", "slicer.pydeps"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_packaging)
+    commands = []
+
+    def pip_install(command):
+        commands.append(command)
+        state["smp"] = "0.6.0"
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    assert dependencies.ensureDependencies(lambda text: True)
+    assert commands and dependencies.lastInstallMethod == "slicer.util.pip_install"
 
 
 def test_device_line_and_gpu_choice_without_a_gpu(monkeypatch):
@@ -111,8 +144,12 @@ def test_device_line_and_gpu_choice_without_a_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="No GPU is available"):
-        pipeline.engineDevice("GPU")
+    from NeonatalLungSegLib.errors import DeviceError
+    from NeonatalLungSegLib.worker import engine_device
+
+    with pytest.raises(DeviceError, match="No GPU is available"):
+        engine_device("gpu")  # resolved in the worker process, which has torch
+    assert pipeline.engineDevice("GPU") == "gpu"  # the Slicer process never imports torch to decide
     assert pipeline.engineDevice("CPU") == "cpu" and pipeline.engineDevice("auto") == "auto"
     assert "No GPU is available" in pipeline.deviceMessage("GPU")
     assert pipeline.deviceMessage("auto") == "No GPU found: runs on the CPU."

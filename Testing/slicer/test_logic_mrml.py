@@ -31,7 +31,7 @@ def module():
 
 @pytest.fixture(scope="module")
 def run(module):
-    """Segment the sample once through the Logic (worker thread, as the GUI does), keeping the job."""
+    """Segment the sample once through the Logic (worker process, as the GUI does), keeping the job."""
     from NeonatalLungSegSlicerLib import resources
 
     scene = slicer_harness.mrml_environment()["scene"]
@@ -39,7 +39,7 @@ def run(module):
     volumeNode = resources.loadSampleVolume(scene)
     parameterNode = logic.getParameterNode()
     parameterNode.inputVolume = volumeNode
-    parameterNode.modelFolder = MODEL
+    parameterNode.modelFolder = str(MODEL)
     parameterNode.device = "CPU"
     parameterNode.showProbabilities = True
     parameterNode.reviewSliceCount = 5
@@ -48,8 +48,9 @@ def run(module):
     while not job.wait(0.05):
         seen.append(job.progress)
     outputs = logic.finishSegmentation(job, parameterNode)
-    return {"logic": logic, "scene": scene, "volume": volumeNode, "parameterNode": parameterNode, "job": job,
+    yield {"logic": logic, "scene": scene, "volume": volumeNode, "parameterNode": parameterNode, "job": job,
             "outputs": outputs, "progress": seen}
+    logic.close()
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_segmentation_sits_on_the_input_geometry(run):
     assert segmentation.GetNodeReference("NeonatalLungSegSourceVolume") is volume
 
 
-def test_segments_carry_snomed_terminology_colours_and_3d_surfaces(run):
+def test_segments_carry_snomed_terminology_colours_and_3d_surfaces_on_request(run):
     segmentation = run["outputs"].segmentationNode.GetSegmentation()
     right = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Right lung"))
     left = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Left lung"))
@@ -109,9 +110,13 @@ def test_segments_carry_snomed_terminology_colours_and_3d_surfaces(run):
         assert laterality in entry
     assert np.allclose(right.GetColor(), (197 / 255, 165 / 255, 145 / 255))
     assert not np.allclose(right.GetColor(), left.GetColor())
-    assert segmentation.ContainsRepresentation("Closed surface")
     display = run["outputs"].segmentationNode.GetDisplayNode()
-    assert display.GetVisibility() and display.GetVisibility3D() and display.GetVisibility2DFill()
+    assert display.GetVisibility() and display.GetVisibility2DFill()
+    # 3D on request only: closed surfaces would be regenerated on every paint stroke of a correction.
+    assert not segmentation.ContainsRepresentation("Closed surface")
+    assert run["logic"].showIn3D(run["outputs"].segmentationNode)
+    assert segmentation.ContainsRepresentation("Closed surface") and display.GetVisibility3D()
+    segmentation.RemoveRepresentation("Closed surface")
 
 
 def test_volume_table_matches_cli_volumes(run, cli_labels):
@@ -141,7 +146,8 @@ def test_progress_probability_volume_and_review_slices(run):
     from NeonatalLungSegLib.confidence import measure_confidence
     from NeonatalLungSegSlicerLib import mrmlNodes
 
-    result, _, confidence = run["job"].result()
+    result = run["job"].result()
+    confidence = result.confidence
     assert confidence is outputs.confidence and 0.9 < confidence.confidence < 1.0
     again = measure_confidence(result.probabilities, run["job"].request.geometry)
     assert [s.index for s in again.slices_to_check(5)] == [e["index"] for e in outputs.reviewSlices]
@@ -170,7 +176,8 @@ def test_rerun_replaces_previous_result_or_keeps_it(run):
     from NeonatalLungSegSlicerLib import pipeline
 
     scene, job = run["scene"], run["job"]
-    result, model, _ = job.result()
+    result = job.result()
+    model = result.model
     count = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     kept = pipeline.applyResult(scene, dataclasses.replace(job.request, replacePrevious=False), result, model)
     assert kept.segmentationNode is not run["outputs"].segmentationNode
@@ -284,6 +291,9 @@ def test_module_self_test_passes_on_real_mrml(module):
     from NeonatalLungSegSlicerLib import selfTest
 
     logic = module.NeonatalLungSegLogic()
-    outcome = selfTest.run(test, logic)
+    try:
+        outcome = selfTest.run(test, logic)
+    finally:
+        logic.close()
     first, second = outcome["exports"]
     assert (first.record.version, second.record.version) == (1, 2)

@@ -68,7 +68,7 @@ def test_every_widget_the_code_uses_exists_in_the_ui() -> None:
 
 
 def test_every_slicer_parameter_name_is_a_parameter_node_field() -> None:
-    tree = ast.parse((MODULE / "NeonatalLungSeg.py").read_text(encoding="utf-8"))
+    tree = ast.parse((MODULE / "NeonatalLungSegSlicerLib" / "parameters.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "NeonatalLungSegParameterNode")
     fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
     bound = {}
@@ -78,7 +78,11 @@ def test_every_slicer_parameter_name_is_a_parameter_node_field() -> None:
                 bound[prop.findtext("string")] = name
     assert set(bound) <= fields
     # Every choice the user makes has a widget; the outputs are shown by their own widgets or set by Logic.
-    assert fields - set(bound) == {"volumeTable", "probabilityVolume"}
+    # The two folders are bound by pathFields.PathFieldBinding (an empty field must not become ".").
+    assert fields - set(bound) == {"volumeTable", "probabilityVolume", "modelFolder", "trainingFolder"}
+    code = (MODULE / "NeonatalLungSeg.py").read_text(encoding="utf-8")
+    for widget, name in (("modelFolderPathLineEdit", "modelFolder"), ("trainingFolderPathLineEdit", "trainingFolder")):
+        assert f'PathFieldBinding(self.ui.{widget}, "{name}")' in code
 
 
 def test_ui_is_a_designer_file_with_scene_connections_and_the_segment_editor() -> None:
@@ -104,7 +108,7 @@ def test_icon_is_a_real_128px_png() -> None:
 
 def test_files_stay_short() -> None:
     lib = MODULE / "NeonatalLungSegLib"
-    for path in [*CODE, *(lib / f"{name}.py" for name in ("export", "jobs", "review", "requirements"))]:
+    for path in [*CODE, *(lib / f"{name}.py" for name in ("export", "jobs", "review", "requirements", "worker", "worker_client", "worker_protocol"))]:
         assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, path
 
 

@@ -1,11 +1,14 @@
 """The Widget's wiring: the real .ui and module code against stand-ins for qt / ctk / qMRML widgets, on real
-MRML. The engine is replaced by a small segmenter behind the same interface (a Protocol in all but name) so
-these tests take milliseconds and can hold a run open to test progress and Cancel deterministically."""
+MRML. Segment runs in a real worker process, with a fake segmenter loaded inside it (``worker_fakes.py``:
+no torch, held at a gate file) so these tests take a second and can hold a run open to test progress and
+Cancel deterministically."""
 
 from __future__ import annotations
 
-import threading
+import sys
+import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,40 +16,17 @@ import pytest
 import slicer_harness
 
 slicer = slicer_harness.slicer
+FAKES_DIR = Path(__file__).resolve().parents[1] / "lib"
+if str(FAKES_DIR) not in sys.path:
+    sys.path.insert(0, str(FAKES_DIR))
+import worker_fakes  # noqa: E402
 
 
-class GatedSegmenter:
-    """``segment_array`` in 4 'batches'; each waits for ``gate`` so the test decides when work proceeds."""
+def fakeRunner(gated=True):
+    from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
 
-    def __init__(self) -> None:
-        from NeonatalLungSegLib.model_folder import ModelConfig
-
-        self.config = ModelConfig(name="gated-test-model", version="9.9.9", weights_sha256="0" * 64)
-        self.device = "cpu"
-        self.gate = threading.Event()
-        self.calls = 0
-
-    def segment_array(self, array, geometry, options=None, with_probabilities=False, progress=None, cancel=None,
-                      source="input volume"):
-        from NeonatalLungSegLib.engine import SegmentationResult
-        from NeonatalLungSegLib.errors import Cancelled
-        from NeonatalLungSegLib.measure import measure_volumes
-
-        self.calls += 1
-        for batch in range(4):
-            if cancel is not None and cancel():
-                raise Cancelled("segmentation cancelled; nothing was written")
-            self.gate.wait(10)
-            if progress is not None:
-                progress((batch + 1) / 4)
-        labels = np.zeros(array.shape, np.uint8)
-        labels[array > 150] = 1
-        labels[:, :, array.shape[2] // 2:][array[:, :, array.shape[2] // 2:] > 150] = 2
-        probabilities = np.where(labels > 0, 0.9, 0.05).astype(np.float32)
-        probabilities[:, :, 3] = 0.5
-        return SegmentationResult(labels=labels, probabilities=probabilities if with_probabilities else None,
-                                  geometry=geometry, volumes=measure_volumes(labels, geometry),
-                                  label_names={"right_lung": 1, "left_lung": 2})
+    return ProcessRunner(loader="worker_fakes:load_gated" if gated else "worker_fakes:load",
+                         extraPaths=[FAKES_DIR])
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +35,7 @@ def module():
 
 
 @pytest.fixture
-def widget(module, monkeypatch):
+def widget(module, monkeypatch, tmp_path):
     import qt
 
     scene = slicer_harness.mrml_environment()["scene"]
@@ -64,6 +44,7 @@ def widget(module, monkeypatch):
     if old is not None:
         scene.RemoveNode(old)
     monkeypatch.setattr(qt.QSettings, "store", {})
+    monkeypatch.setenv("NEONATAL_LUNG_SEG_REGISTRY", str(tmp_path / "registry.json"))  # the CLI's registry
     array = np.full((10, 16, 20), 20, np.int16)
     array[2:8, 4:12, 2:8] = 200
     array[2:8, 4:12, 12:18] = 200
@@ -72,21 +53,36 @@ def widget(module, monkeypatch):
     overlays = []
     monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: overlays.append(kwargs))
     parent = types.SimpleNamespace(isEntered=True)
+    control = tmp_path / "fake-control"
+    control.mkdir()
+    monkeypatch.setenv("NEONATAL_LUNG_SEG_FAKE_CONTROL", str(control))
     w = module.NeonatalLungSegWidget(parent)
     w.setup()
-    segmenter = GatedSegmenter()
-    w.logic.segmenterLoader = lambda folder, device: segmenter
+    w.logic.runner.close()
+    w.logic.runner = fakeRunner()
     w.ui.inputVolumeSelector.setCurrentNode(volume)
-    yield types.SimpleNamespace(widget=w, ui=w.ui, volume=volume, segmenter=segmenter, scene=scene,
+    yield types.SimpleNamespace(widget=w, ui=w.ui, volume=volume, control=control, scene=scene,
                                 overlays=overlays, node=w._parameterNode)
     w.cleanup()
 
 
-def finish(fixture):
-    """Let the gated run finish, then fire the GUI timer as the event loop would."""
-    fixture.segmenter.gate.set()
-    assert fixture.widget._job.wait(10)
+def tick(fixture, seconds=0.02):
+    """One event-loop turn: time passes, then the GUI timer fires."""
+    time.sleep(seconds)
     fixture.widget._timer.fire()
+
+
+def waitForWorker(fixture, what, limit=60.0):
+    deadline = time.monotonic() + limit
+    while not what():
+        assert time.monotonic() < deadline, fixture.ui.statusLabel.text
+        tick(fixture)
+
+
+def finish(fixture):
+    """Open the gate, then fire the GUI timer as the event loop would until the run is over."""
+    (fixture.control / "gate").touch()
+    waitForWorker(fixture, lambda: fixture.widget._job is None)
 
 
 def test_every_parameter_widget_is_bound_both_ways(widget):
@@ -99,7 +95,7 @@ def test_every_parameter_widget_is_bound_both_ways(widget):
     ui.deviceComboBox.currentIndex = 2
     assert (node.fillHoles, node.reviewSliceCount, node.reviewer, node.device) == (False, 7, "Dr Wiring", "CPU")
     node.splitLeftRight = False  # node -> GUI
-    node.trainingFolder = slicer_harness.REPO / "some-folder"
+    node.trainingFolder = str(slicer_harness.REPO / "some-folder")
     assert ui.splitCheckBox.checked is False
     assert ui.trainingFolderPathLineEdit.currentPath == str(slicer_harness.REPO / "some-folder")
     assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "GPU", "CPU"]
@@ -137,7 +133,8 @@ def test_segment_runs_off_the_gui_thread_with_progress_then_shows_results(widget
     ui.segmentButton.click()
     assert w._job is not None and w._timer.isActive()
     assert not ui.segmentButton.enabled and ui.cancelButton.enabled and ui.progressBar.visible
-    w._timer.fire()
+    waitForWorker(widget, lambda: (widget.control / "grandchild.pid").exists())
+    tick(widget)
     assert ui.progressBar.value == 0  # still gated: the GUI thread is free while the worker waits
     finish(widget)
     assert not w._timer.isActive() and w._job is None and not ui.progressBar.visible
@@ -155,16 +152,73 @@ def test_segment_runs_off_the_gui_thread_with_progress_then_shows_results(widget
     assert widget.overlays and widget.overlays[-1]["foreground"] is widget.node.probabilityVolume
 
 
-def test_cancel_stops_the_run_and_changes_nothing(widget):
-    ui, scene = widget.ui, widget.scene
+def test_cancel_kills_the_worker_within_one_poll_and_changes_nothing(widget):
+    ui, scene, w = widget.ui, widget.scene, widget.widget
     before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     ui.segmentButton.click()
+    waitForWorker(widget, lambda: (widget.control / "grandchild.pid").exists())  # mid-run, in the worker
+    worker = w.logic.runner.workerPid
+    grandchild = int((widget.control / "grandchild.pid").read_text())
     ui.cancelButton.click()
     assert ui.statusLabel.text == "Cancelling..." and not ui.cancelButton.enabled
-    finish(widget)
-    assert ui.statusLabel.text == "Cancelled: nothing was changed."
+    assert not worker_fakes.pid_alive(worker)  # killed by the click, not at the next checkpoint
+    w._timer.fire()  # one poll
+    assert ui.statusLabel.text == "Cancelled: nothing was changed." and w._job is None
+    assert not w._timer.isActive()
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before
+    deadline = time.monotonic() + 2
+    while worker_fakes.pid_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker_fakes.pid_alive(grandchild)
     assert ui.segmentButton.enabled
+    ui.segmentButton.click()  # the next Segment starts a fresh worker
+    finish(widget)
+    assert w.logic.runner.workerPid not in (None, worker) and w.logic.runner.startedWorkers == 2
+    assert ui.statusLabel.text.startswith("Done: right")
+
+
+def test_second_segment_reuses_the_worker_and_its_loaded_model(widget):
+    ui, w = widget.ui, widget.widget
+    ui.segmentButton.click()
+    finish(widget)
+    first = w.logic.runner.workerPid
+    ui.segmentButton.click()
+    finish(widget)
+    assert w.logic.runner.workerPid == first and w.logic.runner.startedWorkers == 1
+    assert (widget.control / "loads").read_text().split() == [str(first)]  # loaded once
+
+
+def test_a_dying_worker_gives_one_clear_message(widget, monkeypatch):
+    ui, w = widget.ui, widget.widget
+    w.logic.runner.loader = "worker_fakes:load_dying"
+    shown = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: shown.append(text))
+    ui.segmentButton.click()
+    waitForWorker(widget, lambda: w._job is None)
+    assert len(shown) == 1 and "SIGKILL" in shown[0] and "nothing was changed" in shown[0]
+    assert ui.statusLabel.text.startswith("Failed: The segmentation process") and ui.segmentButton.enabled
+
+
+def test_a_run_finishing_after_the_module_was_left_still_records_its_result(widget):
+    ui, w = widget.ui, widget.widget
+    w.enter()
+    ui.segmentButton.click()
+    w.exit()  # the user switched to another module while it runs
+    finish(widget)
+    assert widget.node.outputSegmentation is not None and widget.node.volumeTable is not None
+    w.enter()
+    assert ui.outputSegmentationSelector.currentNode() is widget.node.outputSegmentation
+    w.exit()
+
+
+def test_cleanup_stops_the_timer_and_the_worker(widget):
+    ui, w = widget.ui, widget.widget
+    ui.segmentButton.click()
+    waitForWorker(widget, lambda: (widget.control / "grandchild.pid").exists())
+    worker = w.logic.runner.workerPid
+    w.cleanup()
+    assert not w._timer.isActive() and w._job is None
+    assert not worker_fakes.pid_alive(worker) and w.logic.runner.workerPid is None
 
 
 def test_review_list_jumps_and_export_remembers_reviewer(widget, tmp_path, monkeypatch, module):
@@ -218,11 +272,11 @@ def test_module_metadata_and_sample_data_registration(module, monkeypatch):
 
 def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(widget, tiny_model_folder):
     """Registry entries in the combo box; picking one sets the node; a node change selects the entry; a folder
-    used through 'Other model folder...' is listed from then on (remembered in the settings)."""
+    used through 'Other model folder...' is listed from then on (remembered in the library's registry)."""
     ui, node, w = widget.ui, widget.node, widget.widget
     bundled = node.modelFolder
     other = ui.modelComboBox.count - 1
-    node.modelFolder = tiny_model_folder  # e.g. typed into the path field: not listed yet
+    node.modelFolder = str(tiny_model_folder)  # e.g. typed into the path field: not listed yet
     assert ui.modelComboBox.currentIndex == other and ui.modelFolderPathLineEdit.enabled
     assert "tiny-test-model 0.0.1" in ui.modelInfoLabel.text
     ui.segmentButton.click()
@@ -233,12 +287,17 @@ def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(wid
     ui.modelComboBox.currentIndex = 0  # one click back to the bundled model
     assert node.modelFolder == bundled
     assert f"neonatal-lung-unet-r50 {_bundled_model_json()['version']}" in ui.modelInfoLabel.text
-    node.modelFolder = tiny_model_folder  # a script or a loaded scene changes the node: the combo follows
+    node.modelFolder = str(tiny_model_folder)  # a script or a loaded scene changes the node: the combo follows
     assert ui.modelComboBox.itemText(ui.modelComboBox.currentIndex) == "tiny-test-model 0.0.1"
     assert not ui.modelFolderPathLineEdit.enabled
     import qt
 
-    assert qt.QSettings().value("NeonatalLungSeg/ModelFolders") == [str(tiny_model_folder)]
+    from NeonatalLungSegLib import registry
+
+    # Remembered in the library's registry (what `neonatal-lung-seg models` lists), not in QSettings.
+    assert registry.remembered_paths() == [tiny_model_folder.resolve()]
+    assert any(e.folder.resolve() == tiny_model_folder.resolve() for e in registry.find_models())
+    assert qt.QSettings().value("NeonatalLungSeg/ModelFolders") is None
     again = type(w)(types.SimpleNamespace(isEntered=True))
     again.setup()
     combo = again.ui.modelComboBox
@@ -256,3 +315,15 @@ def test_flip_check_is_bound_and_reaches_the_request(widget):
     assert pipeline.makeRequest(node).flipCheck is True
     node.flipCheck = False
     assert ui.flipCheckBox.checked is False
+
+
+def test_segment_completes_in_a_gil_holding_host(widget):
+    """The fast cousin of test_gil_host.py (slow, bundled model): with the main thread holding the GIL between
+    100 ms ticks, as Slicer's event loop does, the worker process still finishes within a few dozen ticks."""
+    import gil_host
+
+    ui, w = widget.ui, widget.widget
+    w.logic.runner.loader = "worker_fakes:load"  # not gated
+    ui.segmentButton.click()
+    ticks = gil_host.run_ticks(w._timer.fire, lambda: w._job is None, 100)
+    assert ui.statusLabel.text.startswith("Done: right") and ticks <= 100

@@ -20,6 +20,8 @@ class ctkPathLineEdit(QWidget):  # noqa: N801
         super().__init__(parent)
         self._path = ""
         self.filters = 0
+        self.programmaticWrites = 0  # setCurrentPath calls while the user has the field focused
+        self.typing = False
 
     @property
     def currentPath(self) -> str:
@@ -27,6 +29,17 @@ class ctkPathLineEdit(QWidget):  # noqa: N801
 
     @currentPath.setter
     def currentPath(self, path: str) -> None:
+        if self.hasFocus() and not self.typing:
+            self.programmaticWrites += 1  # the real widget moves the cursor to the end here
         if str(path) != self._path:
             self._path = str(path)
             self.currentPathChanged.emit(self._path)
+
+    def type(self, text: str) -> None:
+        """The user types in the focused field, ending with ``text``."""
+        self.setFocus()
+        self.typing = True
+        try:
+            self.currentPath = text
+        finally:
+            self.typing = False

@@ -58,19 +58,35 @@ class qMRMLTableView(qMRMLWidget):  # noqa: N801
 
 
 class qMRMLSegmentEditorWidget(qMRMLWidget):  # noqa: N801
+    """Fails on calls in an order the real widget mishandles (Slicer's SegmentEditor module is the model):
+    the editor node must be set before the scene (else the selections made when the scene is set are
+    lost), keyboard shortcuts are installed once and uninstalled once, and a segmentation node must belong
+    to the editor's scene."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.editorNode = self.segmentationNode = self.sourceVolumeNode = self.activeEffect = None
         self.segmentationNodeSelectorVisible = self.sourceVolumeNodeSelectorVisible = True
         self.switchToSegmentationsButtonVisible = True
+        self.shortcutsInstalled = False
+        self.calls: list[str] = []
+
+    def setMRMLScene(self, scene) -> None:
+        if self.editorNode is None and scene is not None:
+            raise RuntimeError("qMRMLSegmentEditorWidget: set the segment editor node before the scene")
+        self.calls.append("setMRMLScene")
+        super().setMRMLScene(scene)
 
     def setMRMLSegmentEditorNode(self, node) -> None:
+        self.calls.append("setMRMLSegmentEditorNode")
         self.editorNode = node
 
     def mrmlSegmentEditorNode(self):
         return self.editorNode
 
     def setSegmentationNode(self, node) -> None:
+        if node is not None and (self.scene is None or node.GetScene() is not self.scene):
+            raise RuntimeError("qMRMLSegmentEditorWidget: segmentation node is not in the editor's scene")
         self.segmentationNode = node
 
     def setSourceVolumeNode(self, node) -> None:
@@ -78,3 +94,17 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):  # noqa: N801
 
     def setActiveEffect(self, effect) -> None:
         self.activeEffect = effect
+
+    def installKeyboardShortcuts(self) -> None:
+        if self.shortcutsInstalled:
+            raise RuntimeError("qMRMLSegmentEditorWidget: keyboard shortcuts installed twice")
+        self.shortcutsInstalled = True
+
+    def uninstallKeyboardShortcuts(self) -> None:
+        self.shortcutsInstalled = False
+
+    def removeViewObservations(self) -> None:
+        self.calls.append("removeViewObservations")
+
+    def updateWidgetFromMRML(self) -> None:
+        self.calls.append("updateWidgetFromMRML")

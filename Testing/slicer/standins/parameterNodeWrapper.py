@@ -5,6 +5,13 @@ attributes live in a ``vtkMRMLScriptedModuleNode`` (values as parameters, MRML n
 defaults written on first wrap, ``Choice`` / ``WithinRange`` validation, and ``connectGui`` binding widgets
 whose ``SlicerParameterName`` property names a parameter, with the same widget/type pairs as Slicer's
 connectors (an unsupported pair raises, as in Slicer).
+
+As strict as the real wrapper where the module's tests rely on it:
+- booleans are stored as "True" / "False" (Python's ``str(bool)``, as Slicer's serializer writes them);
+- every bound widget is rewritten on every parameter change (Slicer's ``_updateGuiFromParameterNode``
+  writes each connector, changed or not), so a field being typed in is rewritten too;
+- ``connectGui`` returns None on Slicer 5.8 (``slicer.app.minorVersion`` < 10), where a later
+  ``disconnectGui(None)`` disconnects nothing: bindings pile up on every module entry.
 """
 
 from __future__ import annotations
@@ -43,13 +50,15 @@ def _isNode(base) -> bool:
 
 def _encode(base, value) -> str:
     if base is bool:
-        return "true" if value else "false"
+        return str(bool(value))
     return str(value)
 
 
 def _decode(base, text: str):
     if base is bool:
-        return text == "true"
+        if text not in ("True", "False"):
+            raise ValueError(f"stored boolean must be 'True' or 'False', got {text!r}")
+        return text == "True"
     if base in (int, float):
         return base(text)
     if base is pathlib.Path:
@@ -125,6 +134,10 @@ def parameterNodeWrapper(cls):
                     raise TypeError(f"{name}: expected {base.__name__}, got {type(value).__name__}")
                 node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
                 return
+            allowed = {float: (int, float), pathlib.Path: (pathlib.PurePath,)}.get(base, (base,))
+            if base in (str, int, float, bool, pathlib.Path) and (not isinstance(value, allowed)
+                                                                   or base is not bool and isinstance(value, bool)):
+                raise TypeError(f"{name}: expected {base.__name__}, got {type(value).__name__}")  # as Slicer
             for a in annotations:
                 if isinstance(a, Choice) and value not in a.choices:
                     raise ValueError(f"{name}: {value!r} is not one of {a.choices}")
@@ -137,7 +150,7 @@ def parameterNodeWrapper(cls):
     def __init__(self, parameterNode):
         self.parameterNode = parameterNode
         for name, (base, _) in fields.items():
-            if not _isNode(base) and not parameterNode.GetParameter(name):
+            if not _isNode(base) and not parameterNode.HasParameter(name):  # "" is a value, as in Slicer
                 default = defaults.get(name, {bool: False, int: 0, float: 0.0, str: "",
                                               pathlib.Path: pathlib.Path()}.get(base))
                 if default is not None and (default != "" or base is not str):
@@ -161,12 +174,12 @@ def parameterNodeWrapper(cls):
 
         def toGui(caller=None, event=None):
             for n, c in connectors.items():
-                value = getattr(self, n)
-                if c.read() != value:
-                    c.write(value)
+                c.write(getattr(self, n))  # every widget, changed or not, as Slicer does
 
         tag = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, toGui)
         self._guis[tag] = connectors
+        if (slicer.app.majorVersion, slicer.app.minorVersion) < (5, 10):
+            return None  # Slicer 5.8: no tag to disconnect with
         return tag
 
     def disconnectGui(self, tag) -> None:

@@ -81,6 +81,16 @@ class QWidget(QObject):
         self.enabled = True
         self.toolTip = ""
         self._visible = True
+        self._focus = False
+
+    def setFocus(self) -> None:
+        self._focus = True
+
+    def clearFocus(self) -> None:
+        self._focus = False
+
+    def hasFocus(self) -> bool:
+        return self._focus
 
     def setVisible(self, visible: bool) -> None:
         self._visible = bool(visible)

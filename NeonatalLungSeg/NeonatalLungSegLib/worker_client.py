@@ -1,0 +1,372 @@
+"""Start, feed, poll and stop the inference worker process (``worker.py``) without ever blocking the caller.
+
+The client is made for a GUI timer: ``WorkerJob.poll()`` reads whatever the worker appended to its events
+file since the last call and checks whether the process is still alive; nothing here waits on the worker
+except ``wait()`` (scripts and tests) and ``close()``. No thread is started in the caller's process.
+
+Cancel kills the worker's whole process tree (it runs in its own process group / session), so it stops
+within one poll wherever it is, even deep inside a torch call; the client is then spent and the caller
+starts a fresh one for the next request. A worker that dies on its own (out of memory, CUDA error, killed)
+turns the running job into one ``WorkerError`` whose message names the exit status and the last lines the
+worker logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import weakref
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import worker_protocol as wp
+from .errors import Cancelled
+from .geometry import Geometry
+from .postprocess import PostprocessOptions
+
+LIBRARY_ROOT = Path(__file__).resolve().parents[1]  # the folder holding NeonatalLungSegLib/
+LOG_TAIL_LINES = 6
+_LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_workers() -> None:
+    """The host is exiting without having closed a client (a crash in a slot, no cleanup): kill the workers,
+    which run in their own process groups and would otherwise finish their current request first."""
+    for client in list(_LIVE_CLIENTS):
+        client.terminate()
+
+
+def default_python() -> str:
+    """The interpreter to start the worker with: outside Slicer, this one."""
+    return sys.executable
+
+
+def find_python_slicer(search: Sequence[Path] = ()) -> str | None:
+    """Slicer's own interpreter (PythonSlicer) on PATH or beside ``sys.executable``, or None.
+
+    Inside Slicer ``sys.executable`` is the application, not a Python that can run a script; PythonSlicer
+    sets up the same environment (site-packages with the installed torch) as the application's Python.
+    """
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    for folder in [*search, Path(sys.executable).parent, Path(sys.executable).parent.parent / "bin"]:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """Kill the worker and everything it started (its process group on POSIX, /T on Windows); reap it."""
+    if process.poll() is None:
+        try:
+            if os.name == "nt":
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+            else:
+                os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    elif os.name != "nt":
+        try:  # the worker is gone, but a child it started may still hold the group
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the system ends a process this way when memory runs out)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {returncode}"
+
+
+@dataclass
+class WorkerResult:
+    """What a ``result`` event delivers, with the arrays read back (duck-types the engine's result)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    geometry: Geometry
+    volumes: dict
+    label_names: dict
+    model: dict
+    confidence: Any  # confidence.CaseConfidence or None
+    load_count: int
+    pid: int
+    seconds: float
+    events: list = field(default_factory=list)
+
+
+class WorkerJob:
+    """One request: ``poll()`` from a timer, read ``progress``/``status``/``done``, then ``result()``."""
+
+    def __init__(self, client: WorkerClient, request_id: str, geometry: Geometry) -> None:
+        self.client = client
+        self.id = request_id
+        self.geometry = geometry
+        self.progress = 0.0
+        self.status = "Starting the segmentation process..."
+        self.events: list[dict[str, Any]] = []
+        self._result: WorkerResult | None = None
+        self._error: BaseException | None = None
+        self.request: Any = None  # the caller's own request object, if it wants one kept here
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self._error, Cancelled)
+
+    def poll(self) -> bool:
+        """Take in what the worker reported; True when the job is finished (result, error or cancel)."""
+        if not self.done:
+            self.client.poll()
+        return self.done
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
+        """Poll until done or ``timeout`` seconds; for scripts and tests, never the GUI."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+    def cancel(self) -> None:
+        """Kill the worker now; ``result()`` raises Cancelled. The client cannot be used again."""
+        if not self.done:
+            self.client.terminate()
+            self._error = Cancelled("cancelled; nothing was changed")
+
+    def result(self) -> WorkerResult:
+        if not self.done:
+            raise RuntimeError("the job is still running")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    # called by the client
+    def _take(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        kind = event["type"]
+        if kind == "loading":
+            self.status = "Loading the model..."
+        elif kind == "loaded":
+            self.status = f"Model loaded on {event['device']}; segmenting..."
+        elif kind == "progress":
+            self.progress = min(max(float(event["fraction"]), 0.0), 1.0)
+            self.status = "Segmenting..."
+        elif kind == "error":
+            self._error = wp.WorkerError(event["message"])
+        elif kind == "result":
+            self._result = self._read_result(event)
+            self.progress = 1.0
+
+    def _read_result(self, event: dict[str, Any]) -> WorkerResult:
+        probabilities = event.get("probabilities")
+        try:
+            return self._load_result(event, probabilities)
+        finally:  # the arrays are in memory now: the request's files (input and outputs) can go
+            shutil.rmtree(Path(event["labels"]).parent, ignore_errors=True)
+
+    def _load_result(self, event: dict[str, Any], probabilities: str | None) -> WorkerResult:
+        return WorkerResult(labels=np.load(event["labels"], allow_pickle=False),
+                            probabilities=None if not probabilities else np.load(probabilities, allow_pickle=False),
+                            geometry=self.geometry, volumes=event["volumes"], label_names=event["label_names"],
+                            model=event["model_info"], confidence=wp.confidence_from_json(event.get("confidence")),
+                            load_count=event["load_count"], pid=event["pid"], seconds=float(event["seconds"]),
+                            events=list(self.events))
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
+
+
+class WorkerClient:
+    """One worker process and the requests sent to it (one at a time)."""
+
+    def __init__(self, python: str | None = None, extra_paths: Sequence[Path | str] = (),
+                 env: dict[str, str] | None = None, session_dir: Path | None = None) -> None:
+        self.python = python or default_python()
+        self.extra_paths = [str(p) for p in extra_paths]
+        self.env = env
+        self.session = Path(session_dir) if session_dir else Path(tempfile.mkdtemp(prefix="NeonatalLungSeg-worker-"))
+        self.events_path = self.session / "events.jsonl"
+        self.log_path = self.session / "worker.log"
+        self.process: subprocess.Popen | None = None
+        self.hello: dict[str, Any] | None = None
+        self.terminated = False
+        self._offset = 0
+        self._partial = ""
+        self._job: WorkerJob | None = None
+        self._ids = itertools.count(1)
+
+    # life cycle
+    def start(self) -> WorkerClient:
+        """Start the process (returns at once; its ``hello`` arrives with a later poll)."""
+        if self.process is not None:
+            return self
+        self.session.mkdir(parents=True, exist_ok=True)
+        self.events_path.touch()
+        env = dict(os.environ if self.env is None else self.env)
+        paths = [str(LIBRARY_ROOT), *self.extra_paths]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONUNBUFFERED"] = "1"
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # its own process group: cancel kills the whole tree
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([self.python, "-m", "NeonatalLungSegLib.worker", str(self.events_path)],
+                                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=str(self.session), **kwargs)
+        _LIVE_CLIENTS.add(self)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def usable(self) -> bool:
+        return not self.terminated and (self.process is None or self.alive)
+
+    def terminate(self) -> None:
+        """Kill the worker's process tree now (cancel, module reload, application exit)."""
+        self.terminated = True
+        if self.process is not None:
+            kill_process_tree(self.process)
+            self._close_stdin()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit, wait up to ``timeout`` seconds, then kill what is left."""
+        if self.process is not None and self.process.poll() is None and not self.terminated:
+            try:
+                self._send(wp.make_message("shutdown"))
+                self._close_stdin()
+                self.process.wait(timeout=timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.terminate()
+        shutil.rmtree(self.session, ignore_errors=True)
+
+    def _close_stdin(self) -> None:
+        try:
+            if self.process is not None and self.process.stdin is not None:
+                self.process.stdin.close()
+        except OSError:
+            pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(wp.encode(message).encode("utf-8"))
+        self.process.stdin.flush()
+
+    # requests
+    def submit(self, array: np.ndarray, geometry: Geometry, model_folder: Path | str, device: str = "auto",
+               options: PostprocessOptions | None = PostprocessOptions(), flip: bool = False,
+               loader: str | None = None, source: str = "input volume") -> WorkerJob:
+        """Send one segmentation request; returns its job at once."""
+        if not self.usable:
+            raise wp.WorkerError("this worker was stopped; start a new one")
+        if self._job is not None and not self._job.done:
+            raise wp.WorkerError("the worker is busy with another segmentation")
+        self.start()
+        request_id = f"r{next(self._ids)}"
+        folder = self.session / request_id
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "input.npy", np.ascontiguousarray(array))
+        message = wp.make_message("segment", id=request_id, input=str(folder / "input.npy"),
+                                  geometry=wp.geometry_to_json(geometry), model=str(model_folder), device=device,
+                                  output=str(folder), options=wp.options_to_json(options), flip=bool(flip),
+                                  source=source, **({"loader": loader} if loader else {}))
+        self._job = WorkerJob(self, request_id, geometry)
+        try:
+            self._send(message)
+        except OSError:
+            self.poll()  # the worker died before reading: the job gets the death message
+            self._job._fail(wp.WorkerError(self._death_message()))
+        return self._job
+
+    def poll(self) -> None:
+        """Read new events; notice a dead worker. Never blocks."""
+        for event in self._read_events():
+            if event["type"] == "hello":
+                self.hello = event
+            elif self._job is not None and event.get("id") in (self._job.id, None) and event["type"] != "bye":
+                self._job._take(event)
+        if self.process is not None and self.process.poll() is not None and not self.terminated:
+            for event in self._read_events():  # whatever it wrote just before exiting
+                if self._job is not None and event.get("id") == self._job.id:
+                    self._job._take(event)
+            if self._job is not None and not self._job.done:
+                self._job._fail(wp.WorkerError(self._death_message()))
+
+    def _read_events(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.events_path, "r", encoding="utf-8") as handle:
+                handle.seek(self._offset)
+                text = handle.read()
+                self._offset = handle.tell()
+        except OSError:
+            return []
+        text = self._partial + text
+        lines = text.split("\n")
+        self._partial = lines.pop()  # an unfinished line waits for the next poll
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(wp.decode(line))
+            except wp.ProtocolError as error:
+                if self._job is not None:
+                    self._job._fail(wp.WorkerError(f"the segmentation process sent a bad message: {error}"))
+        return events
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def _death_message(self) -> str:
+        code = None if self.process is None else self.process.poll()
+        tail = self.log_tail()
+        return (f"The segmentation process (PID {self.pid}) {describe_exit(code)} before finishing; nothing was "
+                "changed. Segment again to start a new one." + (f"\nIts last output:\n{tail}" if tail else ""))

@@ -1,0 +1,59 @@
+"""Segment in a separate process, started with Slicer's own Python and polled from the GUI timer.
+
+Why not a thread: Slicer's main thread holds Python's GIL while Qt idles, so a Python worker thread in the
+Slicer process runs only while the main thread runs Python (e.g. inside the 100 ms timer slot) and every
+torch call waits for the next tick; a segmentation that takes seconds would take minutes (measured in
+Testing/slicer/test_gil_host.py). The process is the library's worker (``NeonatalLungSegLib.worker``);
+this file only decides which Python starts it and keeps one worker alive between runs so the model is
+loaded once. After a cancel (which kills the worker's process tree) or a crash the next run starts a fresh
+worker. Nothing here imports torch.
+"""
+
+import sys
+
+from NeonatalLungSegLib.worker_client import WorkerClient, find_python_slicer
+
+
+def slicerPython():
+    """PythonSlicer inside Slicer (same site-packages as the application), else this interpreter."""
+    return find_python_slicer() or sys.executable
+
+
+class ProcessRunner:
+    """Starts segmentation requests on a persistent worker process; ``close()`` stops it.
+
+    ``loader`` and ``extraPaths`` exist for tests (a fake segmenter loaded inside the worker).
+    """
+
+    def __init__(self, python=None, loader=None, extraPaths=()):
+        self.python = python
+        self.loader = loader
+        self.extraPaths = list(extraPaths)
+        self.client = None
+        self.startedWorkers = 0
+
+    def _client(self):
+        if self.client is None or not self.client.usable:
+            if self.client is not None:
+                self.client.close(timeout=1)
+            self.client = WorkerClient(python=self.python or slicerPython(), extra_paths=self.extraPaths)
+            self.startedWorkers += 1
+        return self.client
+
+    def start(self, request):
+        """Send ``request`` (pipeline.SegmentationRequest) to the worker; returns a job to poll."""
+        job = self._client().submit(request.array, request.geometry, request.modelFolder, device=request.device,
+                                    options=request.options, flip=request.flipCheck, loader=self.loader,
+                                    source=request.volumeName)
+        job.request = request
+        return job
+
+    @property
+    def workerPid(self):
+        return self.client.pid if self.client is not None else None
+
+    def close(self, timeout=5.0):
+        """Stop the worker (asks it to exit, then kills its process tree); waits for it."""
+        if self.client is not None:
+            self.client.close(timeout=timeout)
+            self.client = None

@@ -1,0 +1,63 @@
+"""The design the module had before issue 13, kept only to show in a test why it was replaced: the engine on
+a Python thread of the GUI process (``NeonatalLungSegLib.jobs.BackgroundJob``), with the job interface the
+module's timer polls (``poll``, ``progress``, ``status``, ``done``, ``cancel``, ``result``, ``wait``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+
+class ThreadJob:
+    def __init__(self, job, request) -> None:
+        self.job, self.request = job, request
+        self.status = "Segmenting (thread)..."
+
+    def poll(self) -> bool:
+        return self.job.done
+
+    progress = property(lambda self: self.job.progress)
+    done = property(lambda self: self.job.done)
+    cancelled = property(lambda self: self.job.cancelled)
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def wait(self, timeout=None) -> bool:
+        return self.job.wait(timeout)
+
+    def result(self):
+        return self.job.result()
+
+
+class ThreadRunner:
+    def __init__(self) -> None:
+        self.segmenters: dict = {}
+        self.jobs: list[ThreadJob] = []
+
+    def start(self, request) -> ThreadJob:
+        from NeonatalLungSegLib.confidence import segment_with_confidence
+        from NeonatalLungSegLib.engine import Segmenter  # torch imported on the GUI thread, as before
+        from NeonatalLungSegLib.jobs import BackgroundJob
+
+        def work(progress, cancel):
+            key = (str(request.modelFolder), request.device)
+            if key not in self.segmenters:
+                self.segmenters[key] = Segmenter.load(request.modelFolder, device=request.device)
+            segmenter = self.segmenters[key]
+            result, confidence = segment_with_confidence(segmenter, request.array, request.geometry,
+                                                         options=request.options, flip=request.flipCheck,
+                                                         progress=progress, cancel=cancel)
+            config = segmenter.config
+            return SimpleNamespace(labels=result.labels, probabilities=result.probabilities,
+                                   volumes=result.volumes, label_names=result.label_names, confidence=confidence,
+                                   model={"name": config.name, "version": config.version,
+                                          "weights_sha256": config.weights_sha256, "device": str(segmenter.device)})
+
+        job = ThreadJob(BackgroundJob(work, name="thread-based segmentation").start(), request)
+        self.jobs.append(job)
+        return job
+
+    def close(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+            job.wait(600)  # the GIL is free while we wait here, so the thread reaches its next checkpoint
