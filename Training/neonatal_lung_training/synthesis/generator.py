@@ -212,8 +212,8 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     slice_c, phase_c = grid.axes[2], grid.axes[grid.phase_axis]
     n_out = int(np.prod(grid.size))
     in_plane_min = min(grid.spacing[0], grid.spacing[1])
-    n_sub = int(np.clip(round(grid.spacing[2] / in_plane_min), 1, MAX_SUB_SLICES))
-    n_sub = max(1, min(n_sub, GENERATION_VOXELS // max(n_out, 1)))
+    wanted_sub = int(np.clip(round(grid.spacing[2] / in_plane_min), 1, MAX_SUB_SLICES))
+    n_sub = max(1, min(wanted_sub, GENERATION_VOXELS // max(n_out, 1)))
     coarsen = max(1.0, math.sqrt(n_out * n_sub / GENERATION_VOXELS))
     wrap = grid_rng.random() < ranges.wrap_probability
     wrap_rel = float(grid_rng.uniform(*ranges.wrap_rel)) if wrap else 0.0
@@ -260,6 +260,11 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     # Slab average, wrap-around, back to the output lattice.
     slice_axis, phase_axis = 2 - slice_c, 2 - phase_c
     exact = n_sub == 1 and coarsen == 1.0
+    if wanted_sub > n_sub:
+        # Fewer sub-slices than the slab needs (voxel budget): widen the slice profile with a Gaussian
+        # of the missing width (FWHM ~ one slice), so thick slices still show through-plane blur.
+        sigma = 0.42 * math.sqrt(wanted_sub ** 2 - n_sub ** 2) / wanted_sub * n_sub
+        image = ndimage.gaussian_filter1d(image, sigma, axis=slice_axis, mode="nearest", truncate=2.5)
     image = _fold(_block_mean(image, slice_axis, n_sub), phase_axis, margin)
     if exact:
         label = _crop(label, phase_axis, margin)
@@ -285,7 +290,7 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
 
     parameters: dict[str, Any] = {
         "generator": "domain-random", "family": family, **subject, **grid_record,
-        "sub_slices": n_sub, "in_plane_coarsening": coarsen, "wrap": bool(wrap), "wrap_rel": wrap_rel,
+        "sub_slices": n_sub, "sub_slices_wanted": wanted_sub, "in_plane_coarsening": coarsen, "wrap": bool(wrap), "wrap_rel": wrap_rel,
         "direction": [float(x) for x in grid.direction.ravel()], **bronchi, **bpd, **contrast_record,
         **scanner_record, "lung_ml_right": float((label == 1).sum() * np.prod(grid.spacing) / 1000.0),
         "lung_ml_left": float((label == 2).sum() * np.prod(grid.spacing) / 1000.0)}

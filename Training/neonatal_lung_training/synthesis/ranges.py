@@ -41,7 +41,7 @@ class DomainRanges:
     extra_fat_rel: Interval = (0.02, 0.30)             # extra subcutaneous fat / chest half-width
     arms_probability: float = 0.55                     # arms beside the chest (else raised / absent)
     arm_radius_rel: Interval = (0.22, 0.36)            # arm radius / chest half-width
-    arm_gap_rel: Interval = (-0.08, 0.06)              # gap arm-chest / chest half-width (<= 0: touching)
+    arm_gap_rel: Interval = (-0.10, 0.04)              # gap arm-chest / chest half-width (<= 0: touching)
     arm_ap_offset_rel: Interval = (-0.2, 0.2)          # arm centre front/back of the chest centre
     neck_radius_rel: Interval = (0.38, 0.60)           # neck half-width / chest half-width
     shoulder_rel: Interval = (0.0, 0.25)               # shoulder height above the lung apex / lung height
