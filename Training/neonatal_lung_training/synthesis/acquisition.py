@@ -60,6 +60,7 @@ class Grid:
     oblique: np.ndarray               # (3, 3) rotation of the grid in the patient
     centre: np.ndarray                # FOV centre, canonical mm
     phase_axis: int                   # output index axis (0 i or 1 j) of phase encoding
+    wrap_rel: float = 0.0             # folded-in share of the phase-encoding FOV on each side (0: none)
 
     @property
     def permutation(self) -> np.ndarray:
@@ -102,6 +103,15 @@ def draw_grid(rng: np.random.Generator, ranges: DomainRanges, body_half: np.ndar
     flips = rng.random(3) < ranges.axis_flip_probability
     signs = tuple(float(-s if f else s) for (_, s), f in zip(axes, flips))
     axis_ids = tuple(int(c) for c, _ in axes)
+    # Phase encoding along one in-plane axis; with wrap-around the FOV along it is narrower than the
+    # body, so the parts outside fold in from the other side (as when a technologist shrinks it).
+    phase_axis = int(rng.integers(0, 2))
+    wrap = bool(rng.random() < ranges.wrap_probability)
+    wrap_rel = float(rng.uniform(*ranges.wrap_rel)) if wrap else 0.0
+    if wrap:
+        c = axis_ids[phase_axis]
+        body = 2.0 * body_half[c] if c < 2 else lung_height
+        ext[c] = min(ext[c], body * float(rng.uniform(*ranges.wrap_fov_rel)))
     # Voxel sizes.
     base = log_uniform(rng, ranges.in_plane_mm_log)
     ratio = float(rng.uniform(*ranges.in_plane_anisotropy))
@@ -128,12 +138,13 @@ def draw_grid(rng: np.random.Generator, ranges: DomainRanges, body_half: np.ndar
         oblique_angles = rng.uniform(-ranges.oblique_deg, ranges.oblique_deg, 3)
     grid = Grid(orientation=orientation, axes=axis_ids, signs=signs,
                 size=(sizes_ij[0], sizes_ij[1], size_k), spacing=(in_plane[0], in_plane[1], thickness),
-                oblique=rotation(oblique_angles), centre=centre, phase_axis=int(rng.integers(0, 2)))
+                oblique=rotation(oblique_angles), centre=centre, phase_axis=phase_axis, wrap_rel=wrap_rel)
     record = {"orientation": orientation, "in_plane_mm": [round(s, 4) for s in in_plane],
               "slice_thickness_mm": thickness, "size": list(grid.size),
               "fov_mm": [round(float(e), 2) for e in ext], "fov_si_centre_rel": centre_rel,
               "oblique_deg": [float(a) for a in oblique_angles], "axis_flips": [bool(f) for f in flips],
-              "swap_in_plane": swap, "phase_axis": grid.phase_axis}
+              "swap_in_plane": swap, "phase_axis": grid.phase_axis,
+              "wrap": wrap, "wrap_rel": wrap_rel}
     return grid, record
 
 

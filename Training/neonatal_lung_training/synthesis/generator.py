@@ -46,6 +46,9 @@ from .ranges import CONTRAST_MODES, DEFAULT_RANGES, FAMILIES, ORIENTATIONS, Doma
 GENERATION_VOXELS = 1_100_000     # performance bound of the anatomy grid (not a randomisation axis)
 MAX_SUB_SLICES = 4
 ANATOMY = "domain-random"
+# Labelled lung / template lung at full coverage (bronchi cut out, thin-slab partial volume, the added
+# neck), measured over seeds: the scale is corrected by it so the label's volume follows the target.
+LABELLED_FRACTION = 0.88
 _DOMAIN_TAG = 0xD12                # keeps these seeds apart from generate_case's
 _TEMPLATE_SCALE = (REFERENCE_LUNGS_ML / _TEMPLATE_LUNGS_ML) ** (1.0 / 3.0)
 # Values a caller may pin instead of drawing (besides any DomainRanges field).
@@ -70,7 +73,8 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[st
 def draw_subject(rng: np.random.Generator, r: DomainRanges, pins: dict[str, Any]) -> dict[str, Any]:
     """Size, chest shape, tilt, habitus, arms, neck and abdominal contents of one subject."""
     lung_ml = float(pins.get("total_lung_ml") or log_uniform(rng, r.total_lung_ml_log))
-    d: dict[str, Any] = {"total_lung_ml": lung_ml, "scale": (lung_ml / REFERENCE_LUNGS_ML) ** (1 / 3)}
+    scale = (lung_ml / (REFERENCE_LUNGS_ML * LABELLED_FRACTION)) ** (1 / 3)
+    d: dict[str, Any] = {"total_lung_ml": lung_ml, "scale": scale}
     d["aspect"] = draw_from(rng, r.aspect)
     d["elongation"] = draw_from(rng, r.elongation)
     d["shear"] = [draw_from(rng, r.shear) * float(rng.choice([-1.0, 1.0])) for _ in range(3)]
@@ -213,10 +217,10 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     n_out = int(np.prod(grid.size))
     in_plane_min = min(grid.spacing[0], grid.spacing[1])
     wanted_sub = int(np.clip(round(grid.spacing[2] / in_plane_min), 1, MAX_SUB_SLICES))
-    n_sub = max(1, min(wanted_sub, GENERATION_VOXELS // max(n_out, 1)))
-    coarsen = max(1.0, math.sqrt(n_out * n_sub / GENERATION_VOXELS))
-    wrap = grid_rng.random() < ranges.wrap_probability
-    wrap_rel = float(grid_rng.uniform(*ranges.wrap_rel)) if wrap else 0.0
+    n_wrap = n_out * (1.0 + 2.0 * grid.wrap_rel)          # wrap-around margins are generated too
+    n_sub = max(1, min(wanted_sub, int(GENERATION_VOXELS // max(n_wrap, 1))))
+    coarsen = max(1.0, math.sqrt(n_wrap * n_sub / GENERATION_VOXELS))
+    wrap = grid.wrap_rel > 0
     gen_size, gen_spacing = [0, 0, 0], [0.0, 0.0, 0.0]
     for c in range(3):
         a = out_of[c]
@@ -226,7 +230,7 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
         else:
             m = max(4, int(math.ceil(n / coarsen)))
             gen_size[c], gen_spacing[c] = m, n * s / m
-    margin = int(round(wrap_rel * gen_size[phase_c])) if wrap else 0
+    margin = int(round(grid.wrap_rel * gen_size[phase_c])) if wrap else 0
     gen_size[phase_c] += 2 * margin
     origin = tuple(float(centre_canonical[c] - (gen_size[c] - 1) / 2.0 * gen_spacing[c]) for c in range(3))
     gen = Geometry(tuple(gen_size), tuple(gen_spacing), origin, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
@@ -290,7 +294,7 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
 
     parameters: dict[str, Any] = {
         "generator": "domain-random", "family": family, **subject, **grid_record,
-        "sub_slices": n_sub, "sub_slices_wanted": wanted_sub, "in_plane_coarsening": coarsen, "wrap": bool(wrap), "wrap_rel": wrap_rel,
+        "translation_mm": [float(t) for t in translation], "sub_slices": n_sub, "sub_slices_wanted": wanted_sub, "in_plane_coarsening": coarsen,
         "direction": [float(x) for x in grid.direction.ravel()], **bronchi, **bpd, **contrast_record,
         **scanner_record, "lung_ml_right": float((label == 1).sum() * np.prod(grid.spacing) / 1000.0),
         "lung_ml_left": float((label == 2).sum() * np.prod(grid.spacing) / 1000.0)}
