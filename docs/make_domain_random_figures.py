@@ -65,7 +65,8 @@ AXES: dict[str, tuple[str, list, tuple[str, ...]]] = {
         ("base cut", 7, calm(fov_si_rel=(1.3, 1.3), fov_si_centre_rel=(1.3, 1.3)))], ("coronal",)),
     "gas": ("stomach and bowel gas (dark like lung, never labelled)", [
         ("no gas", 8, calm(stomach_gas_probability=0.0, bowel_gas_probability=0.0)),
-        ("stomach gas", 8, calm(stomach_gas_probability=1.0, stomach_gas_fraction=(0.8, 0.8), bowel_gas_probability=0.0)),
+        ("stomach gas", 8, calm(stomach_gas_probability=1.0, stomach_gas_fraction=(0.8, 0.8),
+                                bowel_gas_probability=0.0)),
         ("bowel gas", 8, calm(stomach_gas_probability=0.0, bowel_gas_probability=1.0, bowel_gas_fraction=(0.25, 0.25))),
         ("both, UTE", 8, calm(stomach_gas_probability=1.0, bowel_gas_probability=1.0, contrast_mode="ute"))],
         ("coronal", "base")),

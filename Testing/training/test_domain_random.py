@@ -139,7 +139,9 @@ def test_grid_axes_stay_in_range():
         assert all(abs(a) <= r.oblique_deg for a in rec["oblique_deg"])
         assert np.allclose(grid.direction.T @ grid.direction, np.eye(3))          # orthonormal
         assert _inside(rec["fov_si_centre_rel"], r.fov_si_centre_rel)
-    assert seen == set(ORIENTATIONS)
+        assert rec["wrap_rel"] == 0.0 or _inside(rec["wrap_rel"], r.wrap_rel)
+        seen.add(("wrap", rec["wrap"]))
+    assert seen >= set(ORIENTATIONS) | {("wrap", True), ("wrap", False)}
 
 
 def test_contrast_axes_stay_in_range():
@@ -229,3 +231,22 @@ def test_labelled_lung_is_darker_than_the_body_around_it_on_every_grid(mode):
         lung = label > 0
         ring = ndimage.binary_dilation(lung, iterations=2) & ~lung & (image > np.percentile(image, 30))
         assert np.median(image[lung]) < np.median(image[ring]), (seed, case.parameters["orientation"])
+
+
+def test_cli_writes_a_training_folder_that_does_not_depend_on_the_worker_count(tmp_path):
+    from NeonatalLungSegLib.training_folder import read_training_folder
+    from neonatal_lung_training.synthesize import main
+
+    for workers in (1, 2):
+        assert main(["--domain-random", "-o", str(tmp_path / f"w{workers}"), "--cases", "2", "--seed", "5",
+                     "--family", "heldout", "--workers", str(workers)]) == 0
+    one, two = (read_training_folder(tmp_path / f"w{w}") for w in (1, 2))
+    assert [c.case_id for c in one.cases] == [c.case_id for c in two.cases] == \
+        ["dr-heldout-0000005_v001", "dr-heldout-0000006_v001"]
+    for a, b in zip(one.cases, two.cases):
+        for part in ("image", "label"):
+            x = sitk.ReadImage(str(one.root / getattr(a, part)))
+            y = sitk.ReadImage(str(two.root / getattr(b, part)))
+            assert np.array_equal(sitk.GetArrayFromImage(x), sitk.GetArrayFromImage(y))
+            assert x.GetDirection() == y.GetDirection()
+    assert main(["--domain-random", "-o", str(tmp_path / "w1"), "--cases", "1"]) != 0   # never overwrites

@@ -108,10 +108,12 @@ def draw_grid(rng: np.random.Generator, ranges: DomainRanges, body_half: np.ndar
     phase_axis = int(rng.integers(0, 2))
     wrap = bool(rng.random() < ranges.wrap_probability)
     wrap_rel = float(rng.uniform(*ranges.wrap_rel)) if wrap else 0.0
-    if wrap:
+    shrink = float(rng.uniform(*ranges.wrap_fov_rel)) if wrap else 1.0
+    if wrap and axis_ids[phase_axis] < 2:
+        # Cranio-caudally the body always runs on beyond the FOV (neck, abdomen), so phase encoding
+        # along z folds anatomy in without narrowing it; in-plane the FOV must be narrower than the body.
         c = axis_ids[phase_axis]
-        body = 2.0 * body_half[c] if c < 2 else lung_height
-        ext[c] = min(ext[c], body * float(rng.uniform(*ranges.wrap_fov_rel)))
+        ext[c] = min(ext[c], 2.0 * body_half[c] * shrink)
     # Voxel sizes.
     base = log_uniform(rng, ranges.in_plane_mm_log)
     ratio = float(rng.uniform(*ranges.in_plane_anisotropy))

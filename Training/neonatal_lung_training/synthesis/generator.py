@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
 
-from ..anatomy import _TEMPLATE_LUNGS_ML, Tissue, procedural_tissue
+from ..anatomy import _TEMPLATE_LUNGS_ML, procedural_tissue
 from ..lung_topology import finalize_lungs
 from ..pathology import SEVERITY_RANGE, add_bpd_patterns
 from ..synthetic import SyntheticCase
@@ -294,7 +294,8 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
 
     parameters: dict[str, Any] = {
         "generator": "domain-random", "family": family, **subject, **grid_record,
-        "translation_mm": [float(t) for t in translation], "sub_slices": n_sub, "sub_slices_wanted": wanted_sub, "in_plane_coarsening": coarsen,
+        "translation_mm": [float(t) for t in translation], "sub_slices": n_sub,
+        "sub_slices_wanted": wanted_sub, "in_plane_coarsening": coarsen,
         "direction": [float(x) for x in grid.direction.ravel()], **bronchi, **bpd, **contrast_record,
         **scanner_record, "lung_ml_right": float((label == 1).sum() * np.prod(grid.spacing) / 1000.0),
         "lung_ml_left": float((label == 2).sum() * np.prod(grid.spacing) / 1000.0)}
