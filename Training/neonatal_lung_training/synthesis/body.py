@@ -72,27 +72,33 @@ def add_body(tissue: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray, dr
     if fat > 0:
         shell = air & (_body_r2(u, v, w, fat, fat, 0.4 * fat) < 1.0)
         tissue[shell] = Tissue.FAT
-    shoulder = LUNG_APEX + float(drawn["shoulder_rel"]) * LUNG_HEIGHT
+    # Shoulders start above the highest apex the chest can draw (37 mm), so the neck never cuts a lung.
+    shoulder = LUNG_APEX + 4.0 + float(drawn["shoulder_rel"]) * LUNG_HEIGHT
+    arms_mask = np.zeros(tissue.shape, bool)
     if drawn["arms"]:
         radius = float(drawn["arm_radius_rel"]) * BODY_HALF_WIDTH
         gap = float(drawn["arm_gap_rel"]) * BODY_HALF_WIDTH
         centre_v = float(drawn["arm_ap_offset_rel"]) * BODY_HALF_DEPTH
-        below = w < np.float32(shoulder)
+        # Above the shoulder line the arm ends in a rounded cap (the shoulder joint), not a flat cut.
+        cap = np.maximum(w - np.float32(shoulder), np.float32(0.0)) / np.float32(radius)
         for sign in (-1.0, 1.0):
             centre_u = sign * (BODY_HALF_WIDTH + fat + gap + radius)
             r2 = ((u - np.float32(centre_u)) / np.float32(radius)) ** 2 \
-                + ((v - np.float32(centre_v)) / np.float32(1.15 * radius)) ** 2
-            arm = below & (r2 < 1.0) & (tissue == Tissue.AIR)
+                + ((v - np.float32(centre_v)) / np.float32(1.15 * radius)) ** 2 + cap * cap
+            arm = (r2 < 1.0) & (tissue == Tissue.AIR)
+            arms_mask |= arm
             tissue[arm] = Tissue.FAT
             tissue[arm & (r2 < 0.78)] = Tissue.MUSCLE
             bone = (u - np.float32(centre_u)) ** 2 + (v - np.float32(centre_v)) ** 2
+            bone = bone + (cap * np.float32(radius)) ** 2
             tissue[arm & (bone < np.float32((0.22 * radius) ** 2))] = Tissue.RIB
             tissue[arm & (bone < np.float32((0.13 * radius) ** 2))] = Tissue.FAT     # marrow
     # Neck: above the shoulders the body narrows (over 10 mm) to an ellipse around trachea and spine.
     neck = float(drawn["neck_radius_rel"])
     ramp = np.clip((w - np.float32(shoulder)) / np.float32(10.0), 0.0, 1.0)
     factor = np.float32(1.0) - (np.float32(1.0 - neck)) * ramp
-    outside = (w > np.float32(shoulder)) & (
+    lung = (tissue == Tissue.LUNG_RIGHT) | (tissue == Tissue.LUNG_LEFT)
+    outside = (w > np.float32(shoulder)) & ~arms_mask & ~lung & (
         (u / (np.float32(BODY_HALF_WIDTH + fat) * factor)) ** 2
         + ((v - np.float32(6.0)) / (np.float32(0.8 * BODY_HALF_DEPTH + 0.5 * fat)
                                     * (np.float32(0.5) + np.float32(0.5) * factor))) ** 2 > 1.0)

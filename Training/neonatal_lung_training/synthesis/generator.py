@@ -245,14 +245,18 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     u, v, w = template_coordinates(gen, matrix / _TEMPLATE_SCALE, np.zeros(3))
     add_body(tissue, u, v, w, subject)
     add_abdomen(tissue, u, v, w, gen, anatomy_rng, subject, subject["scale"] * _TEMPLATE_SCALE)
-    label = finalize_lungs(tissue, gen, anatomy_rng, subject["touching_lungs"])
+    # Vessel trees and BPD patterns are sized in mm for a newborn: hand them the grid in template mm
+    # (spacing / scale) so an adult gets hilar vessels and patterns of adult size.
+    template_grid = Geometry(gen.size, tuple(s / k for s in gen.spacing), tuple(o / k for o in gen.origin),
+                             gen.direction)
+    label = finalize_lungs(tissue, template_grid, anatomy_rng, subject["touching_lungs"])
     bronchi = carve_bronchi(tissue, label, u, v, w, subject["bronchus_length_mm"])
     del u, v, w
     if debug is not None:
         debug["canonical_label"] = label.copy()
     bpd = {}
     if subject["bpd_severity"] > 0:
-        bpd = add_bpd_patterns(tissue, label, gen, pathology_rng, subject["bpd_severity"])
+        bpd = add_bpd_patterns(tissue, label, template_grid, pathology_rng, subject["bpd_severity"])
     mode = pins.get("contrast_mode") or CONTRAST_MODES[int(contrast_rng.choice(
         len(CONTRAST_MODES), p=np.array([ranges.contrast_weights[m] for m in CONTRAST_MODES])
         / sum(ranges.contrast_weights[m] for m in CONTRAST_MODES)))]
