@@ -140,6 +140,7 @@ def test_grid_axes_stay_in_range():
         assert np.allclose(grid.direction.T @ grid.direction, np.eye(3))          # orthonormal
         assert _inside(rec["fov_si_centre_rel"], r.fov_si_centre_rel)
         assert rec["wrap_rel"] == 0.0 or _inside(rec["wrap_rel"], r.wrap_rel)
+        assert rec["wrap_fov_rel"] is None or _inside(rec["wrap_fov_rel"], r.wrap_fov_rel)
         seen.add(("wrap", rec["wrap"]))
     assert seen >= set(ORIENTATIONS) | {("wrap", True), ("wrap", False)}
 

@@ -146,7 +146,8 @@ def draw_grid(rng: np.random.Generator, ranges: DomainRanges, body_half: np.ndar
               "fov_mm": [round(float(e), 2) for e in ext], "fov_si_centre_rel": centre_rel,
               "oblique_deg": [float(a) for a in oblique_angles], "axis_flips": [bool(f) for f in flips],
               "swap_in_plane": swap, "phase_axis": grid.phase_axis,
-              "wrap": wrap, "wrap_rel": wrap_rel}
+              "wrap": wrap, "wrap_rel": wrap_rel,
+              "wrap_fov_rel": shrink if wrap and axis_ids[phase_axis] < 2 else None}
     return grid, record
 
 

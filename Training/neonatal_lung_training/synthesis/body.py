@@ -106,7 +106,8 @@ def add_body(tissue: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray, dr
 
 
 def add_abdomen(tissue: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray, geometry: Geometry,
-                rng: np.random.Generator, drawn: dict, scale_mm: float) -> None:
+                rng: np.random.Generator, drawn: dict, scale_mm: float,
+                loop_corr_mm: tuple[float, float] = (5.0, 9.0)) -> None:
     """Spleen, stomach gas and bowel loops (gas or fluid) inside the abdomen class, in place.
 
     ``scale_mm`` is the template-to-patient scale, so bowel loops have an anatomical size at any age.
@@ -131,7 +132,8 @@ def add_abdomen(tissue: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray,
     if len(free) < 20 or gas_f + fluid_f <= 0:
         return
     spacing = tuple(geometry.spacing[::-1])
-    corr = float(rng.uniform(5.0, 9.0)) * scale_mm
+    corr = float(rng.uniform(*loop_corr_mm)) * scale_mm
+    drawn["bowel_loop_corr_mm"] = corr / scale_mm
     loops_field = smooth_field(rng, tissue.shape, spacing, corr).ravel()[free]
     content = smooth_field(rng, tissue.shape, spacing, 1.5 * corr).ravel()[free]
     # Loops: a band around the zero level of a smooth field (worm-like tubes and sheets).

@@ -90,17 +90,19 @@ def paint(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator, mode
     corr = float(rng.uniform(*ranges.texture_corr_mm))
     fine = smooth_field(rng, tissue.shape, spacing, max(corr, 1.01 * min(spacing)))
     white = rng.standard_normal(tissue.shape, dtype=np.float32)
-    mix = np.float32(rng.uniform(0.3, 0.9))
+    mix = np.float32(rng.uniform(*ranges.texture_smooth_share))
     texture = mix * fine + (np.float32(1.0) - mix) * white
     hetero = float(rng.uniform(*ranges.lung_heterogeneity))
     coarse = smooth_field(rng, tissue.shape, spacing, 4.0 * max(spacing) + 10.0)
     _, y, _ = axis_coordinates(geometry)
     extent = max(float(np.ptp(y)), 1.0)
-    dependent = np.float32(rng.uniform(-0.1, 0.3) / extent) * (y - np.float32(y.mean()))
+    gradient = float(rng.uniform(*ranges.lung_dependent_gradient))
+    dependent = np.float32(gradient / extent) * (y - np.float32(y.mean()))
     in_lung = np.zeros(N_CLASSES, np.float32)
     in_lung[list(PARENCHYMA)] = 1.0
     lung_factor = in_lung[tissue] * (np.float32(hetero) * coarse + dependent)
     image = mean[tissue] * (np.float32(1.0) + spread[tissue] * texture + lung_factor)
     np.maximum(image, 0.0, out=image)
-    record.update({"texture_corr_mm": corr, "lung_heterogeneity": hetero})
+    record.update({"texture_corr_mm": corr, "texture_smooth_share": float(mix), "lung_heterogeneity": hetero,
+                   "lung_dependent_gradient": gradient})
     return image.astype(np.float32, copy=False), record

@@ -94,7 +94,7 @@ def draw_subject(rng: np.random.Generator, r: DomainRanges, pins: dict[str, Any]
     gas = rng.random(3)
     d["stomach_gas_fraction"] = float(rng.uniform(*r.stomach_gas_fraction)) \
         if gas[0] < r.stomach_gas_probability else 0.0
-    d["gas_rises"] = "anterior" if gas[2] < 0.7 else "superior"
+    d["gas_rises"] = "anterior" if gas[2] < r.gas_rises_anterior_probability else "superior"
     d["bowel_gas_fraction"] = float(rng.uniform(*r.bowel_gas_fraction)) \
         if gas[1] < r.bowel_gas_probability else 0.0
     d["bowel_fluid_fraction"] = float(rng.uniform(*r.bowel_fluid_fraction))
@@ -208,7 +208,7 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     lung_height = LUNG_HEIGHT * k * factors[2]
     lung_mid = (LUNG_APEX - LUNG_HEIGHT / 2.0) * k * factors[2]
     grid, grid_record = draw_grid(grid_rng, ranges, body_half, lung_height, lung_mid, pins.get("orientation"))
-    translation = grid_rng.uniform(-100.0, 100.0, 3)
+    translation = grid_rng.uniform(-ranges.origin_translation_mm, ranges.origin_translation_mm, 3)
     centre_canonical = grid.oblique.T @ grid.centre
 
     # Canonical generation grid: canonical axis c carries output axis a = where(axes == c).
@@ -244,7 +244,8 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     tissue = procedural_tissue(anatomy_rng, gen, subject["touching_lungs"], pose)
     u, v, w = template_coordinates(gen, matrix / _TEMPLATE_SCALE, np.zeros(3))
     add_body(tissue, u, v, w, subject)
-    add_abdomen(tissue, u, v, w, gen, anatomy_rng, subject, subject["scale"] * _TEMPLATE_SCALE)
+    add_abdomen(tissue, u, v, w, gen, anatomy_rng, subject, subject["scale"] * _TEMPLATE_SCALE,
+                ranges.bowel_loop_corr_mm)
     # Vessel trees and BPD patterns are sized in mm for a newborn: hand them the grid in template mm
     # (spacing / scale) so an adult gets hilar vessels and patterns of adult size.
     template_grid = Geometry(gen.size, tuple(s / k for s in gen.spacing), tuple(o / k for o in gen.origin),

@@ -45,11 +45,13 @@ class DomainRanges:
     arm_ap_offset_rel: Interval = (-0.2, 0.2)          # arm centre front/back of the chest centre
     neck_radius_rel: Interval = (0.38, 0.60)           # neck half-width / chest half-width
     shoulder_rel: Interval = (0.0, 0.25)               # shoulder height above the lung apex / lung height
+    gas_rises_anterior_probability: float = 0.7  # supine (anterior gas); else upright (fundus gas)
     stomach_gas_probability: float = 0.8
     stomach_gas_fraction: Interval = (0.1, 0.9)        # share of the stomach filled with gas
     bowel_gas_probability: float = 0.8
     bowel_gas_fraction: Interval = (0.02, 0.25)        # share of the free abdomen that is gas-filled bowel
     bowel_fluid_fraction: Interval = (0.0, 0.3)        # share of the free abdomen that is fluid bowel
+    bowel_loop_corr_mm: Interval = (5.0, 9.0)          # size of the bowel-loop pattern (template mm)
     spleen_size_rel: Interval = (0.7, 1.3)             # spleen size factor
     bronchus_length_mm: Interval = (14.0, 22.0)        # main bronchus length (template mm, x scale)
     bpd_probability: float = 0.2                       # BPD-like patterns inside the lungs (pathology.py)
@@ -61,6 +63,7 @@ class DomainRanges:
     fov_si_centre_rel: Interval = (-1.3, 1.15)  # FOV centre shift / half the cranio-caudal slack (FOV
     #                                             minus lung height): |x| > 1 crops an apex or a base
     fov_shift_rel: Interval = (-0.08, 0.08)  # in-plane FOV centre shift / FOV
+    origin_translation_mm: float = 100.0     # +- shift of the scanner origin (patient position is arbitrary)
 
     # --- acquisition grid ------------------------------------------------------------------------------
     orientation_weights: tuple[float, float, float] = (0.45, 0.40, 0.15)  # axial, coronal, sagittal stacks
@@ -107,7 +110,9 @@ class DomainRanges:
     gas_mean: Interval = (0.0, 60.0)         # air, airway, bowel and stomach gas, cysts: no protons
     tissue_spread_rel: Interval = (0.0, 0.25)  # s.d. of each class / its mean (texture)
     texture_corr_mm: Interval = (1.0, 6.0)
+    texture_smooth_share: Interval = (0.3, 0.9)  # smooth part of the texture (rest white noise)
     lung_heterogeneity: Interval = (0.0, 0.35)  # coarse parenchymal variation / lung mean
+    lung_dependent_gradient: Interval = (-0.1, 0.3)  # lung signal change front to back (supine: denser back)
     fixed_contrast_jitter: float = 0.15      # +- relative jitter of each class in the named modes
 
     def with_family(self, family: str) -> "DomainRanges":
