@@ -49,6 +49,18 @@ AXES: dict[str, tuple[str, list, tuple[str, ...]]] = {
         (f"{ml} mL", 3, calm(total_lung_ml=ml, in_plane_matrix=(128, 128), slice_thickness_mm_log=(2.0, 2.0)))
         for ml in (50, 200, 800, 2500, 6000)],
         ("axial", "coronal")),
+    "shape": ("chest shape: aspect, elongation, shear, elastic warp (train vs held-out family), patient tilt", [
+        ("aspect 0.85", 20, calm(aspect=((0.85, 0.85),))), ("aspect 1.2", 20, calm(aspect=((1.2, 1.2),))),
+        ("elongation 0.85", 20, calm(elongation=((0.85, 0.85),))),
+        ("elongation 1.2", 20, calm(elongation=((1.2, 1.2),))),
+        ("held-out family", 20, {**calm(), "family": "heldout"}),
+        ("held-out family", 21, {**calm(), "family": "heldout"})], ("axial", "coronal")),
+    "lungs": ("label: lungs touching at the anterior junction or apart (slice of closest approach), "
+              "BPD-like patterns (UTE)", [
+        ("apart", 22, calm(contrast_mode="ute", touching_lungs=False)),
+        ("touching", 22, calm(contrast_mode="ute", touching_lungs=True)),
+        ("BPD-like", 23, calm(contrast_mode="ute", bpd_probability=1.0)),
+        ("BPD-like", 24, calm(contrast_mode="ute", bpd_probability=1.0))], ("junction", "coronal")),
     "habitus": ("extra subcutaneous fat, 0 to 0.3 of the chest half-width", [
         (f"fat {f:.2f}", 4, calm(extra_fat_probability=1.0 if f else 0.0, extra_fat_rel=(f, f) if f else (0.02, 0.3),
                                   total_lung_ml=3000)) for f in (0.0, 0.1, 0.2, 0.3)], ("axial",)),
@@ -112,8 +124,18 @@ def _views(case, views):
     centre = lung.mean(axis=0).astype(int) if len(lung) else np.array(a.shape) // 2
     out = []
     for view in views:
-        if view in ("axial", "base"):
-            k = centre[0] if view == "axial" or not len(lung) else int(np.percentile(lung[:, 0], 6))
+        if view == "junction":          # the slice where the lungs come closest (anterior junction)
+            gaps = []
+            for k in range(l.shape[0]):
+                rows = (l[k] == 1).any(1) & (l[k] == 2).any(1)
+                right_edge = l.shape[2] - 1 - np.argmax((l[k] == 1)[:, ::-1], axis=1)
+                gap = (np.argmax(l[k] == 2, axis=1) - right_edge)[rows]
+                gaps.append(gap.min() if len(gap) else 10**6)
+            k = int(np.argmin(gaps))
+            out.append((a[k], l[k], sy / sx))
+        elif view in ("axial", "base", "upper"):
+            k = centre[0] if view == "axial" or not len(lung) else \
+                int(np.percentile(lung[:, 0], 6 if view == "base" else 72))
             out.append((a[k], l[k], sy / sx))
         else:                                            # coronal, superior up
             j = centre[1]
@@ -126,7 +148,9 @@ def draw(axis: str) -> Path:
     fig, axes = plt.subplots(len(views), len(panels), figsize=(1.9 * len(panels), 1.9 * len(views) + 0.3),
                              squeeze=False)
     for col, (title, seed, overrides) in enumerate(panels):
-        case = generate_random_case(seed, **overrides)
+        overrides = dict(overrides)
+        family = overrides.pop("family", "train")
+        case = generate_random_case(seed, family, **overrides)
         shown, top = _views(case, views)
         for row, (img, lab, aspect) in enumerate(shown):
             ax = axes[row, col]
