@@ -103,9 +103,10 @@ AXES: dict[str, tuple[str, list, tuple[str, ...]]] = {
         ("both", 15, calm(bias_strength=(0.5, 0.5), coil_probability=1.0))], ("axial",)),
     "noise": ("Rician or Gaussian noise, 0.3-8 % of the bright end", [
         (f"{n:.1%}", 16, calm(noise_rel=(n, n))) for n in (0.003, 0.02, 0.05, 0.08)], ("axial",)),
-    "motion": ("breathing blur and phase-encoding ghosts", [
+    "motion": ("breathing blur, phase-encoding ghosts, radial undersampling streaks (UTE)", [
         ("none", 17, calm()), ("breathing 10 mm", 17, calm(breathing_probability=1.0, breathing_mm=(10.0, 10.0))),
-        ("ghosts", 17, calm(ghost_probability=1.0, ghost_strength=(0.15, 0.15)))], ("axial", "coronal")),
+        ("ghosts", 17, calm(ghost_probability=1.0, ghost_strength=(0.15, 0.15))),
+        ("UTE radial streaks", 17, calm(contrast_mode="ute", ute_radial_probability=1.0))], ("axial", "coronal")),
     "wrap": ("wrap-around (fold-over) along the phase-encoding axis; cropped field of view", [
         ("none", 18, calm(total_lung_ml=2500, arms=True)),
         ("wrap, 20 %", 18, calm(total_lung_ml=2500, arms=True, wrap_probability=1.0, wrap_rel=(0.2, 0.2))),

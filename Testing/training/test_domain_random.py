@@ -55,6 +55,15 @@ def test_right_lung_is_on_the_patients_right_in_every_orientation(orientation):
         assert right[0] < left[0], (seed, orientation, case.parameters["direction"])   # LPS: +x = left
 
 
+def test_right_lung_stays_right_on_oblique_flipped_swapped_grids():
+    for seed in range(8):
+        case = generate_random_case(seed, oblique_probability=1.0, axis_flip_probability=0.5,
+                                    swap_in_plane_probability=0.5, **SMALL)
+        assert _physical_centroid(case.label, 1)[0] < _physical_centroid(case.label, 2)[0], seed
+        direction = np.asarray(case.image.GetDirection()).reshape(3, 3)
+        assert not np.allclose(np.abs(direction), np.eye(3), atol=0.05)        # really oblique
+
+
 def test_gas_and_airway_are_never_labelled():
     for seed in range(3):
         debug: dict = {}
@@ -82,6 +91,7 @@ def test_draws_stay_in_their_ranges():
 
 from neonatal_lung_training.synthesis.acquisition import apply_artefacts, draw_grid  # noqa: E402
 from neonatal_lung_training.synthesis.contrast import BODY_TISSUES, LUNG, PROTON_FREE, draw_tables  # noqa: E402
+from neonatal_lung_training.mr_artefacts import RADIAL_UNDERSAMPLING  # noqa: E402
 from neonatal_lung_training.synthesis.generator import (acquired_geometry, draw_subject,  # noqa: E402
                                                         to_acquired)
 from neonatal_lung_training.synthesis.ranges import (CONTRAST_MODES, FAMILY_SHAPES,  # noqa: E402
@@ -167,8 +177,11 @@ def test_contrast_axes_stay_in_range():
 def test_artefact_axes_stay_in_range():
     r = DEFAULT_RANGES
     base = np.full((12, 24, 24), 500.0, np.float32)
+    radial_seen = set()
     for seed in range(40):
-        _, rec = apply_artefacts(base.copy(), np.array([3.0, 2.0, 2.0]), np.random.default_rng(seed), r)
+        _, rec = apply_artefacts(base.copy(), np.array([3.0, 2.0, 2.0]), np.random.default_rng(seed), r,
+                                 radial=seed % 2 == 0)
+        radial_seen.add("radial_undersampling" in rec)
         assert _inside(rec["psf_sigma_vox"], r.psf_sigma_vox) and _inside(rec["bias_strength"], r.bias_strength)
         assert rec["extra_slice_blur_vox"] == 0.0 or _inside(rec["extra_slice_blur_vox"], r.extra_slice_blur_vox)
         assert _inside(rec["noise_rel"], r.noise_rel) and _inside(np.log(rec["gamma"]), r.log_gamma)
@@ -177,9 +190,14 @@ def test_artefact_axes_stay_in_range():
             assert _inside(rec["breathing_mm"], r.breathing_mm)
         if "ghost_strength" in rec:
             assert _inside(rec["ghost_strength"], r.ghost_strength)
+        if "radial_undersampling" in rec:
+            assert _inside(rec["radial_undersampling"], RADIAL_UNDERSAMPLING)
         if "coil_floor" in rec:
             assert _inside(rec["coil_floor"], r.coil_floor)
             assert r.coil_elements[0] <= rec["coil_elements"] <= r.coil_elements[1]
+
+
+    assert radial_seen == {True, False}
 
 
 def test_unknown_override_and_bad_arguments_are_refused():

@@ -10,7 +10,8 @@ where each axis points).
 
 Artefacts (``apply_artefacts``) work on the acquired array, index axis 0 being the slice axis: extra
 through-plane blur, in-plane partial volume, smooth bias, receive-coil fall-off, breathing blur,
-phase-encoding ghosts, Rician or Gaussian noise, gamma and a global scale. Wrap-around (fold-over along
+phase-encoding ghosts, radial undersampling streaks (UTE), Rician or Gaussian noise, gamma and a global
+scale. Wrap-around (fold-over along
 the phase-encoding axis) and thick slices (averaging of thin sub-slices) happen in ``generator.py``,
 where the anatomy beyond the field of view and inside the slab is still at hand.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..anatomy import smooth_field
-from ..mr_artefacts import _shifted_sum
+from ..mr_artefacts import _shifted_sum, radial_streaks
 from .ranges import ORIENTATIONS, DomainRanges
 
 # Output axis (i, j, k) -> patient axis (0 x, 1 y, 2 z) and the conventional sign, per orientation.
@@ -152,8 +153,12 @@ def draw_grid(rng: np.random.Generator, ranges: DomainRanges, body_half: np.ndar
 
 
 def apply_artefacts(image: np.ndarray, spacing_kji: np.ndarray, rng: np.random.Generator,
-                    ranges: DomainRanges) -> tuple[np.ndarray, dict]:
-    """The acquisition chain on the acquired (k, j, i) array (axis 0 = slices); returns image, record."""
+                    ranges: DomainRanges, radial: bool = False) -> tuple[np.ndarray, dict]:
+    """The acquisition chain on the acquired (k, j, i) array (axis 0 = slices); returns image, record.
+
+    ``radial``: the contrast is UTE, read out on radial spokes, so undersampling streaks may appear
+    (``mr_artefacts.radial_streaks``, per slice: a stack of stars along the slice axis).
+    """
     r = ranges
     record: dict = {}
     draws = rng.random(6)
@@ -205,6 +210,9 @@ def apply_artefacts(image: np.ndarray, spacing_kji: np.ndarray, rng: np.random.G
         step = shape[axis] // int(rng.integers(2, 5))
         image = image + np.float32(g / 2) * (np.roll(image, step, axis) + np.roll(image, -step, axis))
         record.update({"ghost_strength": g, "ghost_axis": axis})
+    if radial and draws[5] < r.ute_radial_probability:
+        image, drawn = radial_streaks(image, spacing_kji, np.random.default_rng(rng.integers(2**63)))
+        record.update(drawn)
     # Noise: Rician (magnitude of complex Gaussian) or Gaussian.
     bright = max(float(np.percentile(image[::2, ::3, ::3], 99.5)), 1.0)
     sigma = np.float32(float(rng.uniform(*r.noise_rel)) * bright)

@@ -294,7 +294,7 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
     image = to_acquired(image, grid)
     label = to_acquired(label, grid)
     spacing_kji = np.array(grid.spacing[::-1])
-    image, scanner_record = apply_artefacts(image, spacing_kji, scanner_rng, ranges)
+    image, scanner_record = apply_artefacts(image, spacing_kji, scanner_rng, ranges, radial=mode == "ute")
     geometry = acquired_geometry(grid, centre_canonical, translation)
 
     parameters: dict[str, Any] = {

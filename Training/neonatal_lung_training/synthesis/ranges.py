@@ -92,6 +92,8 @@ class DomainRanges:
     wrap_probability: float = 0.25
     wrap_rel: Interval = (0.05, 0.25)       # folded-in share of the phase-encoding FOV on each side
     wrap_fov_rel: Interval = (0.65, 0.95)   # with in-plane wrap: phase-encoding FOV / body extent
+    ute_radial_probability: float = 0.5     # UTE cases with radial undersampling streaks (1.3-3x below
+    #                                         Nyquist: mr_artefacts.RADIAL_UNDERSAMPLING)
     psf_sigma_vox: Interval = (0.3, 0.8)    # in-plane partial volume, voxels
     extra_slice_blur_probability: float = 0.3
     extra_slice_blur_vox: Interval = (0.3, 1.0)  # additional through-plane blur, slices
