@@ -142,6 +142,14 @@ def _crop(array: np.ndarray, axis: int, margin: int) -> np.ndarray:
     return array[tuple(index)]
 
 
+def _fit(array: np.ndarray, shape: list[int]) -> np.ndarray:
+    """Pad (edge) or crop to ``shape``: zoom rounds output sizes and may miss by a voxel."""
+    if list(array.shape) == list(shape):
+        return array
+    array = np.pad(array, [(0, max(n - a, 0)) for n, a in zip(shape, array.shape)], mode="edge")
+    return array[:shape[0], :shape[1], :shape[2]]
+
+
 def to_acquired(canonical: np.ndarray, grid: Grid) -> np.ndarray:
     """Canonical (z, y, x) array -> acquired (k, j, i) array: flips and a transpose, nothing else."""
     out = canonical
@@ -285,8 +293,9 @@ def _generate(seed: int, family: str, overrides: dict[str, Any],
         for c in range(3):
             target[2 - c] = grid.size[out_of[c]]
         zoom = [t / n for t, n in zip(target, image.shape)]
-        image = ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
-        fractions = [ndimage.zoom(f, zoom, order=1, mode="nearest", grid_mode=True) for f in fractions]
+        image = _fit(ndimage.zoom(image, zoom, order=1, mode="nearest", grid_mode=True), target)
+        fractions = [_fit(ndimage.zoom(f, zoom, order=1, mode="nearest", grid_mode=True), target)
+                     for f in fractions]
     if not exact:
         right, left = fractions
         label = np.where((right >= 0.5) & (right >= left), np.uint8(1),
