@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="ute: the target protocol (aerated lungs dark); randomized: random intensity "
                              "per tissue and gamma (protocol robustness); t2_haste: fluid bright, lungs "
                              "dark-intermediate, blood dark (a contrast to keep out of training)")
-    parser.add_argument("--variant-family", choices=FAMILY_NAMES, default="train",
+    parser.add_argument("--variant-family", "--family", dest="variant_family", choices=FAMILY_NAMES,
+                        default="train",
                         help="anatomy family: train, or heldout for size, chest shape and warp ranges "
                              "disjoint from training (docs/synthetic-data.md)")
     parser.add_argument("--bpd-severity", type=float, default=None, metavar="S",
@@ -96,7 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(the bundled model's recipe; --anatomy, --contrast, --shape, --spacing ignored)")
     parser.add_argument("--randomized-fraction", type=float, default=0.3,
                         help="with --mix: share of cases with randomized contrast, the rest UTE (default 0.3)")
+    parser.add_argument("--domain-random", action="store_true",
+                        help="domain-randomised cases, newborn to adult: random tissue contrast, orientation, "
+                             "voxel size, field of view and artefacts (synthesis/; docs/synthetic-data.md), "
+                             "written as a training folder; only -o, --cases, --seed, --family, --workers apply")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --domain-random: generate in this many processes (default 1)")
     args = parser.parse_args(argv)
+    if args.domain_random:
+        return exit_status(lambda: _write_domain_random(args), also=(FileExistsError, ValueError))
     return exit_status(lambda: _write_mix(args) if args.mix else _write_cases(args),
                        also=(FileExistsError, ValueError))
 
@@ -118,6 +127,19 @@ def _write_mix(args: argparse.Namespace) -> None:
     count = write_synthetic_folder(args.output, range(args.seed, args.seed + args.cases), mix,
                                    variant_family=args.variant_family)
     print(f"wrote a training folder of {count} cases to {args.output}")
+
+
+def _write_domain_random(args: argparse.Namespace) -> None:
+    from .synthesis.folder import write_domain_random_folder
+
+    if args.cases < 1:
+        raise ValueError(f"--cases must be at least 1, got {args.cases}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {args.seed}")
+    count = write_domain_random_folder(args.output, range(args.seed, args.seed + args.cases),
+                                       family=args.variant_family, workers=args.workers)
+    print(f"wrote a training folder of {count} domain-randomised cases to {args.output}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
