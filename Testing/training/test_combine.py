@@ -40,6 +40,7 @@ def test_combine_repeats_splits_and_keeps_test_subjects_out(tmp_path: Path) -> N
     subjects = folder.subjects()
     assert "s1-c" not in subjects and "s1-a" in subjects and "s1-b" in subjects
     assert len([c for c in folder.cases if c.subject == "s1-a"]) == 3  # repeats are versions of one subject
+    assert len([c for c in folder.cases if c.subject == "s1-b"]) == 1  # a validation subject counts once
     assert {c.label_scheme for c in folder.cases if c.subject.startswith("s1-")} == {"lung"}
     assert {c.label_scheme for c in folder.cases if c.subject.startswith("s0-")} == {"right_left"}
     assert len([s for s in result["val"] if s.startswith("s0-")]) == 2 and "s1-b" in result["val"]

@@ -3,7 +3,7 @@
 Why: training reads exactly one training folder, but the bundled model learns from two sources of very
 different size (thousands of synthetic slices, 213 real CT slices). Combining keeps each source's label
 scheme (a CT mask is "lung", not right/left) and lets a small real source be repeated, as further versions
-of the same subject, so it is not drowned; repeats stay with their subject, so the subject-level split
+of the same subject, so it is not drowned (validation subjects are copied once); repeats stay with their subject, so the subject-level split
 never puts a copy of a validation or test case into training. Subjects that a source's own split holds
 out for testing are left out of the combined folder entirely, so they stay unseen.
 
@@ -95,7 +95,8 @@ def combine(sources: Sequence[Source], output: Path, val_fraction: float = 0.1, 
                 if record.subject not in keep:
                     continue
                 image, label = folder.read_case(record)
-                for _ in range(source.repeat):
+                # Repeats weight training; a validation subject counts once, as it would alone.
+                for _ in range(source.repeat if record.subject in set(train) else 1):
                     add_case(staging, image, label, prefix + record.subject, review_status=record.review_status,
                              label_scheme=record.label_scheme, source=f"{source.folder.name}/{record.case_id}",
                              description="combined: " + ", ".join(str(s.folder) for s in sources))
