@@ -14,7 +14,7 @@ reported and a cancel request is honoured between batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -72,12 +72,32 @@ class SegmentationResult:
     geometry: Geometry
     volumes: dict
     label_names: dict[str, int]
+    # How it was computed: device, precision (and why: the CPU feature it was chosen for), backend.
+    inference: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for a status bar or log: volumes, then device and precision, e.g. ``"right 91.2 mL, left
+        60.3 mL, total 151.5 mL (cpu, fp32: no AVX512-BF16 or AMX)"``."""
+        from .measure import format_volumes
+
+        text = format_volumes(self.volumes)
+        return f"{text} ({describe_inference(self.inference)})" if self.inference else text
 
     def labels_image(self) -> sitk.Image:
         return array_to_image(self.labels, self.geometry)
 
     def probabilities_image(self) -> sitk.Image | None:
         return None if self.probabilities is None else array_to_image(self.probabilities, self.geometry)
+
+
+def describe_inference(inference: dict) -> str:
+    """``"cpu, bf16 (chosen for AVX512-BF16)"`` from a result's or a segmenter's ``inference`` dict."""
+    text = f"{inference.get('device', '?')}, {inference.get('precision', '?')}"
+    if inference.get("precision_reason"):
+        text += f" ({inference['precision_reason']})"
+    if inference.get("backend", "torch") != "torch":
+        text += f", {inference['backend']}"
+    return text
 
 
 class Segmenter:
@@ -95,7 +115,11 @@ class Segmenter:
         self.folder = folder
         self.network = network.to(device).eval()
         inp = config.input
-        self.precision = acceleration.resolve_precision(precision, device)
+        self.precision, self.precision_reason = acceleration.describe_precision(precision, device)
+        if inp.spatial_dims == 3:  # 3D models run their own mixed precision (``_autocast``), not ``precision``
+            self.precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else \
+                ("fp16" if device.type == "cuda" else "fp32")
+            self.precision_reason = "3D model: mixed precision on GPUs, fp32 on the CPU"
         self.channels_last = (acceleration.uses_channels_last(device, inp.spatial_dims)
                               if channels_last is None else bool(channels_last and inp.spatial_dims == 2))
         if self.channels_last:
@@ -104,6 +128,12 @@ class Segmenter:
             batch_size = acceleration.default_batch_size(self.network, inp.in_plane_size, inp.channels, device,
                                                          self.precision, self.channels_last)
         self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+
+    @property
+    def inference(self) -> dict:
+        """Device, precision (and why), backend: stored with every result and printed by the CLI."""
+        return {"device": str(self.device), "precision": self.precision,
+                "precision_reason": self.precision_reason, "backend": "torch"}
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
@@ -161,7 +191,7 @@ class Segmenter:
         names = dict(self.config.output.labels) if split else {self.config.output.network_label: 1}
         return SegmentationResult(labels=labels, probabilities=probabilities, geometry=geometry,
                                   volumes=measure_volumes(canonical_labels, canonical_geometry, split=split),
-                                  label_names=names)
+                                  label_names=names, inference=self.inference)
 
     def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
         array, geometry = image_to_array(image)
