@@ -98,7 +98,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.device.strip().lower() in ("auto", "cpu"):
         configure_cpu_threads()
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision)
+                               precision=args.precision, cache=True)
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {describe_inference(segmenter.inference)}"
           f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)", flush=True)

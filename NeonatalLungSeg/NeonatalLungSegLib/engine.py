@@ -23,11 +23,10 @@ import SimpleITK as sitk
 import torch
 
 from . import acceleration
-from .errors import DeviceError, ModelFolderError
+from .errors import DeviceError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
 from .measure import measure_volumes
-from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config
-from .network import build_network
+from .model_folder import ModelConfig, read_config
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
 from .slice_inference import predict_slices
@@ -128,6 +127,7 @@ class Segmenter:
             batch_size = acceleration.default_batch_size(self.network, inp.in_plane_size, inp.channels, device,
                                                          self.precision, self.channels_last)
         self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+        self.network_origin = "given"  # load(): "built", or from the trace cache: "cache", "built, cached"
 
     @property
     def inference(self) -> dict:
@@ -137,20 +137,22 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
-             precision: str = "auto", channels_last: bool | None = None) -> Segmenter:
+             precision: str = "auto", channels_last: bool | None = None, cache: bool = False) -> Segmenter:
+        """``cache=True`` (the CLI): on the CPU, load a traced copy of an smp network from the user's cache
+        (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
+        (``network_cache.py``)."""
+        from .network_cache import build_checked, load_network
+
         folder = Path(folder)
         config = read_config(folder)
-        try:
-            network = build_network(config)
-        except ModelFolderError as exc:
-            raise ModelFolderError(f"{folder / CONFIG_NAME}: {exc}") from None
-        state = load_state_dict(folder, config)
-        try:
-            network.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
-        return cls(config, network, resolve_device(device), batch_size, folder, precision, channels_last)
+        resolved = resolve_device(device)
+        if cache and resolved.type == "cpu":
+            network, origin = load_network(folder, config)
+        else:
+            network, origin = build_checked(folder, config), "built"
+        segmenter = cls(config, network, resolved, batch_size, folder, precision, channels_last)
+        segmenter.network_origin = origin
+        return segmenter
 
     def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
