@@ -101,7 +101,10 @@ def run_segment(args: argparse.Namespace) -> int:
                                precision=args.precision, cache=True)
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {describe_inference(segmenter.inference)}"
-          f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)", flush=True)
+          f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)"
+          + ("\n  (first use of this model: its network was traced into the cache folder, so later runs start "
+             "faster; NEONATAL_LUNG_SEG_CACHE=off disables it)" if segmenter.network_origin == "built, cached" else ""),
+          flush=True)
     for case in cases:
         started = time.perf_counter()
         image = read_volume(case.source, check=False)  # the engine checks the values, once

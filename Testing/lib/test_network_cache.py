@@ -123,7 +123,8 @@ def test_segment_from_the_cache_imports_neither_smp_nor_torchvision_nor_timm(cac
     for run in ("first", "second"):
         done = subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], capture_output=True, text=True,
                               env=env, check=True)
-        answers.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        answers.append({**json.loads(done.stdout.strip().splitlines()[-1]), "stdout": done.stdout})
     assert answers[0]["code"] == answers[1]["code"] == 0
+    assert "traced into the cache" in answers[0]["stdout"] and "traced" not in answers[1]["stdout"]
     assert "segmentation_models_pytorch" in answers[0]["heavy"]  # the first run builds the network
     assert answers[1]["heavy"] == []
