@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-from NeonatalLungSegLib.acceleration import cpu_model
+from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision
 
 # Dense tensor-core peaks (FLOP/s) for bf16/fp16 with fp32 accumulation, from the vendors' data sheets.
 GPU_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
@@ -39,7 +39,10 @@ def machine_info() -> dict:
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
             "physical_cores": caps.get("num_physical_cores", os.cpu_count()), "cpu_ghz": cpu_ghz(),
-            "amx_fp16": bool(caps.get("amx_fp16")), "amx_bf16": bool(caps.get("amx_bf16")),
+            "amx_fp16": cpu_features().amx_fp16, "amx_bf16": cpu_features().amx_bf16,
+            "avx512_bf16": cpu_features().avx512_bf16, "avx512f": cpu_features().avx512f,
+            "avx2": cpu_features().avx2, "fma": cpu_features().fma,
+            "cpu_features": cpu_features().describe(), "cpu_precision": "%s (%s)" % cpu_precision(),
             "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -53,8 +56,8 @@ def machine_info() -> dict:
 
 
 def machine_line(info: dict) -> str:
-    text = (f"{info['cpu']}, {info['physical_cores']} physical / {info['logical_cores']} logical cores"
-            f"{', AMX-FP16' if info.get('amx_fp16') else ''}, {info.get('ram_gib', '?')} GiB RAM")
+    text = (f"{info['cpu']} ({info.get('cpu_features', '?')}), {info['physical_cores']} physical / "
+            f"{info['logical_cores']} logical cores, {info.get('ram_gib', '?')} GiB RAM")
     text += f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
     return text + f"; torch {info['torch']}"
 
@@ -72,4 +75,8 @@ def peak_flops(info: dict, device: str, precision: str) -> tuple[float | None, s
     cores, ghz = info["physical_cores"], info["cpu_ghz"]
     if precision in ("fp16", "bf16") and info.get(f"amx_{precision}"):
         return cores * ghz * 1e9 * 1024, f"estimate: {cores} cores x {ghz:.2f} GHz x 1024 FLOP/cycle (AMX)"
-    return cores * ghz * 1e9 * 64, f"estimate: {cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle (AVX-512, 2 FMA)"
+    if precision == "bf16" and info.get("avx512_bf16"):
+        return cores * ghz * 1e9 * 128, f"estimate: {cores} cores x {ghz:.2f} GHz x 128 FLOP/cycle (AVX512-BF16)"
+    if info.get("avx512f", True):
+        return cores * ghz * 1e9 * 64, f"estimate: {cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle (AVX-512, 2 FMA)"
+    return cores * ghz * 1e9 * 32, f"estimate: {cores} cores x {ghz:.2f} GHz x 32 FLOP/cycle (AVX2, 2 FMA)"

@@ -64,7 +64,8 @@ def configurations(device: str, ablation: bool) -> list[dict]:
                     {**previous, "name": "+channels_last", "channels_last": True, "check_twice": False,
                      "what": "previous + channels_last + values checked once"},
                     {**previous, "name": "+fp16", "channels_last": True, "check_twice": False,
-                     "precision": "auto", "what": "+channels_last + auto precision (fp16 on AMX-FP16 / GPU)"}]
+                     "precision": "auto", "what": "+channels_last + auto precision (per CPU: fp16 with AMX-FP16, "
+                                                  "bf16 with AVX512-BF16 / AMX-BF16, else fp32; fp16 on GPUs)"}]
     return configs + [default]
 
 
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     info["device"] = device
     line = machine_line(info)
-    print(f"machine: {line}\ndevice: {device}; load average at start {os.getloadavg()}", flush=True)
+    print(f"machine: {line}\ndevice: {device}; precision auto picks {info['cpu_precision'] if device == 'cpu' else 'per GPU'}; "
+          f"load average at start {os.getloadavg()}", flush=True)
     names = args.volumes or (["256x256x96"] + (["256x256x128"] if device == "cuda" else [])
                              + ([] if args.no_large else ["512x512x300"]))
     results = {"machine": info, "machine_line": line, "device": device,
@@ -256,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                          else "")
                       + (f", forward {report['forward']['ms_per_slice']:.1f} ms/slice" if "forward" in report
                          else "")
-                      + f", Dice vs naive {report['dice_vs_naive']['lungs']:.5f}; {line}; load {report['load']}",
+                      + f", Dice vs naive {report['dice_vs_naive']['lungs']:.5f}; {report['precision']} "
+                        f"({report.get('precision_reason', '')}), backend {report.get('backend', 'torch')}; {line}; "
+                        f"load {report['load']}",
                       flush=True)
                 results["volumes"][name] = per_volume
                 args.out.mkdir(parents=True, exist_ok=True)
@@ -274,14 +278,17 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(results: dict) -> str:
     line, device = results["machine_line"], results["device"]
     model = results["model"]
-    out = [f"# Benchmark ({device})", "", f"Machine: {line}.", f"Command: `.venv/bin/python {results['command'].strip()}`"
+    out = [f"# Benchmark ({device})", "", f"Machine: {line}.",
+           f"CPU instruction-set features: {results['machine'].get('cpu_features', '?')}; precision `auto` picks "
+           f"there: {results['machine'].get('cpu_precision', '?')}; backend: torch eager (ONNX Runtime and OpenVINO "
+           "measured by benchmarks/backends.py, not adopted).", f"Command: `.venv/bin/python {results['command'].strip()}`"
            f" ({results['started']}).", "",
            "End to end = read + preprocess + infer + post-process + write, in a warm process (model loaded), "
            "median over repeats. Load: 1-min load average before the run, and the share of the CPUs other "
            "processes used while it ran (**under load** when above 10 %).", "",
            "| volume | configuration | end to end s | speed-up vs naive | infer s | post s | read+write s | "
            "forward ms/slice | slices/s | forward FLOP/s (% of peak) | peak RSS GiB | peak GPU GiB | "
-           "Dice vs naive (R / L) | batch, precision, layout, threads | load |",
+           "Dice vs naive (R / L) | batch, precision, backend, layout, threads | load |",
            "|" + "---|" * 15]
     for name, per_volume in results["volumes"].items():
         naive_total = per_volume["naive"]["median"]["total_s"]
@@ -301,7 +308,8 @@ def markdown(results: dict) -> str:
                 f"| {name} | {config_name} | {m['total_s']:.2f} | {naive_total / m['total_s']:.2f}x | "
                 f"{m['preprocess_infer_s']:.2f} | {m['postprocess_s']:.2f} | {m['read_s'] + m['write_s']:.2f} | "
                 f"{forward} | {r['peak_rss_bytes'] / 2**30:.2f} | {gpu} | {d['right']:.5f} / {d['left']:.5f} | "
-                f"{r['batch_size']}, {r['precision']}, {'NHWC' if r['channels_last'] else 'NCHW'}, "
+                f"{r['batch_size']}, {r['precision']}, {r.get('backend', 'torch')}, "
+                f"{'NHWC' if r['channels_last'] else 'NCHW'}, "
                 f"{r['threads']} thr (OMP wait {r['omp_wait_policy']}) | {loaded}load1 {load['load1_before']}, "
                 f"others {100 * load['others_cpu_share']:.0f} % |")
     sources = sorted({r["forward"]["peak_source"] for per_volume in results["volumes"].values()

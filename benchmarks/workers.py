@@ -76,6 +76,7 @@ def worker(spec: dict) -> None:
     # Commands on stdin, one JSON answer per line on stdout: the parent interleaves the configurations'
     # runs (round robin), so that every configuration meets the same load on a shared machine.
     reply({"load_s": load_s, "batch_size": segmenter.batch_size, "precision": segmenter.precision,
+           "precision_reason": segmenter.precision_reason, "backend": segmenter.inference["backend"],
            "channels_last": segmenter.channels_last, "threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)")})
     for command in sys.stdin:

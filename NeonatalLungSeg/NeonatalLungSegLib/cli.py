@@ -63,8 +63,8 @@ def _progress_bar(name: str) -> tuple[Callable[[float], None], Callable[[], None
 
 def run_segment(args: argparse.Namespace) -> int:
     from .confidence import segment_with_confidence
-    from .acceleration import configure_cpu_threads
-    from .engine import Segmenter
+    from .acceleration import configure_cpu_threads, cpu_line
+    from .engine import Segmenter, describe_inference
     from .geometry import image_to_array
     from .measure import format_volumes
     from .postprocess import PostprocessOptions
@@ -87,10 +87,13 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.device.strip().lower() in ("auto", "cpu"):
         configure_cpu_threads()
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision)
+                               precision=args.precision, cache=True)
     options = None if args.no_postprocess else PostprocessOptions()
-    print(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
-          f"{len(cases)} case(s)", flush=True)
+    print(f"model {segmenter.config.name} {segmenter.config.version} on {describe_inference(segmenter.inference)}"
+          f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)"
+          + ("\n  (first use of this model: its network was traced into the cache folder, so later runs start "
+             "faster; NEONATAL_LUNG_SEG_CACHE=off disables it)" if segmenter.network_origin == "built, cached" else ""),
+          flush=True)
     for case in cases:
         started = time.perf_counter()
         image = read_volume(case.source, check=False)  # the engine checks the values, once
@@ -109,7 +112,8 @@ def run_segment(args: argparse.Namespace) -> int:
         paths = paths_of[case.name]
         report = {"case": case.name, "model": {"name": segmenter.config.name,
                                                "version": segmenter.config.version},
-                  "labels": result.label_names, "postprocessed": options is not None, **result.volumes}
+                  "labels": result.label_names, "postprocessed": options is not None,
+                  "inference": result.inference, **result.volumes}
         with AtomicOutputs(overwrite=args.overwrite) as outputs:
             outputs.write_image(result.labels_image(), paths["labels"])
             if args.probabilities:
@@ -227,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=None,
                      help="slices per batch (default 8 on CPU; on a GPU, what half its free memory holds)")
     seg.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs, else fp32), fp32, fp16 or bf16")
+                     help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs, bf16 on AVX512-BF16 / AMX-BF16 "
+                          "CPUs, else fp32), fp32, fp16 or bf16")
     seg.add_argument("--probabilities", action="store_true", help="also write the lung probability map")
     seg.add_argument("--no-postprocess", action="store_true",
                      help="raw thresholded network output as one 'lung' label (no cleaning, no L/R split)")

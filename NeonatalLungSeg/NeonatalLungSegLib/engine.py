@@ -14,7 +14,7 @@ reported and a cancel request is honoured between batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,11 +23,10 @@ import SimpleITK as sitk
 import torch
 
 from . import acceleration
-from .errors import DeviceError, ModelFolderError
+from .errors import DeviceError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
 from .measure import measure_volumes
-from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config
-from .network import build_network
+from .model_folder import ModelConfig, read_config
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
 from .slice_inference import predict_slices
@@ -72,12 +71,32 @@ class SegmentationResult:
     geometry: Geometry
     volumes: dict
     label_names: dict[str, int]
+    # How it was computed: device, precision (and why: the CPU feature it was chosen for), backend.
+    inference: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for a status bar or log: volumes, then device and precision, e.g. ``"right 91.2 mL, left
+        60.3 mL, total 151.5 mL (cpu, fp32: no AVX512-BF16 or AMX)"``."""
+        from .measure import format_volumes
+
+        text = format_volumes(self.volumes)
+        return f"{text} ({describe_inference(self.inference)})" if self.inference else text
 
     def labels_image(self) -> sitk.Image:
         return array_to_image(self.labels, self.geometry)
 
     def probabilities_image(self) -> sitk.Image | None:
         return None if self.probabilities is None else array_to_image(self.probabilities, self.geometry)
+
+
+def describe_inference(inference: dict) -> str:
+    """``"cpu, bf16 (chosen for AVX512-BF16)"`` from a result's or a segmenter's ``inference`` dict."""
+    text = f"{inference.get('device', '?')}, {inference.get('precision', '?')}"
+    if inference.get("precision_reason"):
+        text += f" ({inference['precision_reason']})"
+    if inference.get("backend", "torch") != "torch":
+        text += f", {inference['backend']}"
+    return text
 
 
 class Segmenter:
@@ -95,7 +114,11 @@ class Segmenter:
         self.folder = folder
         self.network = network.to(device).eval()
         inp = config.input
-        self.precision = acceleration.resolve_precision(precision, device)
+        self.precision, self.precision_reason = acceleration.describe_precision(precision, device)
+        if inp.spatial_dims == 3:  # 3D models run their own mixed precision (``_autocast``), not ``precision``
+            self.precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else \
+                ("fp16" if device.type == "cuda" else "fp32")
+            self.precision_reason = "3D model: mixed precision on GPUs, fp32 on the CPU"
         self.channels_last = (acceleration.uses_channels_last(device, inp.spatial_dims)
                               if channels_last is None else bool(channels_last and inp.spatial_dims == 2))
         if self.channels_last:
@@ -104,23 +127,32 @@ class Segmenter:
             batch_size = acceleration.default_batch_size(self.network, inp.in_plane_size, inp.channels, device,
                                                          self.precision, self.channels_last)
         self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+        self.network_origin = "given"  # load(): "built", or from the trace cache: "cache", "built, cached"
+
+    @property
+    def inference(self) -> dict:
+        """Device, precision (and why), backend: stored with every result and printed by the CLI."""
+        return {"device": str(self.device), "precision": self.precision,
+                "precision_reason": self.precision_reason, "backend": "torch"}
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
-             precision: str = "auto", channels_last: bool | None = None) -> Segmenter:
+             precision: str = "auto", channels_last: bool | None = None, cache: bool = False) -> Segmenter:
+        """``cache=True`` (the CLI): on the CPU, load a traced copy of an smp network from the user's cache
+        (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
+        (``network_cache.py``)."""
+        from .network_cache import build_checked, load_network
+
         folder = Path(folder)
         config = read_config(folder)
-        try:
-            network = build_network(config)
-        except ModelFolderError as exc:
-            raise ModelFolderError(f"{folder / CONFIG_NAME}: {exc}") from None
-        state = load_state_dict(folder, config)
-        try:
-            network.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
-        return cls(config, network, resolve_device(device), batch_size, folder, precision, channels_last)
+        resolved = resolve_device(device)
+        if cache and resolved.type == "cpu":
+            network, origin = load_network(folder, config)
+        else:
+            network, origin = build_checked(folder, config), "built"
+        segmenter = cls(config, network, resolved, batch_size, folder, precision, channels_last)
+        segmenter.network_origin = origin
+        return segmenter
 
     def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
@@ -161,7 +193,7 @@ class Segmenter:
         names = dict(self.config.output.labels) if split else {self.config.output.network_label: 1}
         return SegmentationResult(labels=labels, probabilities=probabilities, geometry=geometry,
                                   volumes=measure_volumes(canonical_labels, canonical_geometry, split=split),
-                                  label_names=names)
+                                  label_names=names, inference=self.inference)
 
     def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
         array, geometry = image_to_array(image)

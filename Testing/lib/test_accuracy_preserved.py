@@ -1,4 +1,4 @@
-"""The optimised default path (fp16 where the hardware is fast at it, channels_last, batches) gives the same
+"""The optimised default path (fp16 / bf16 where the CPU is fast at it, channels_last, batches) gives the same
 labels as the naive fp32 path (one slice at a time, fp32, contiguous layout): Dice >= 0.999 per lung on
 the benchmark volumes, with the bundled model. See NeonatalLungSegLib/acceleration.py and BENCHMARKS.md."""
 
@@ -50,7 +50,7 @@ def _volume(name: str) -> tuple[np.ndarray, object]:
 def test_default_path_keeps_dice_within_0_001_of_fp32(naive: Segmenter, name: str, device: str) -> None:
     array, geometry = _volume(name)
     reference = naive.segment_array(array, geometry).labels
-    fast = Segmenter.load(BUNDLED_MODEL, device=device)
+    fast = Segmenter.load(BUNDLED_MODEL, device=device, cache=True)  # what `segment` loads (traced, on the CPU)
     assert fast.channels_last and fast.batch_size > 1
     labels = fast.segment_array(array, geometry).labels
     assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
@@ -59,11 +59,39 @@ def test_default_path_keeps_dice_within_0_001_of_fp32(naive: Segmenter, name: st
     assert dice(labels > 0, reference > 0) >= 1 - TOLERANCE
 
 
+# Each half precision that ``auto`` can pick on a CPU, and the features under which it picks it.
+CPU_HALF_PRECISIONS = {"fp16": ("amx_fp16",), "bf16": ("avx512_bf16", "amx_bf16")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [False, True], ids=["built", "traced"])
+@pytest.mark.parametrize("name", ["bundled-sample", "synthetic-256x256x96"])
+@pytest.mark.parametrize("precision", sorted(CPU_HALF_PRECISIONS))
+def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision: str, cache: bool) -> None:
+    """The guard of each per-CPU choice: runs where this CPU has the feature ``auto`` picks ``precision`` for
+    (fp16 with AMX-FP16, bf16 with AVX512-BF16 or AMX-BF16), skips elsewhere (emulated half precision is
+    slow and says nothing about the real kernels). Both the network built from config and the traced copy
+    `segment` loads from its cache (``network_cache.py``) are checked."""
+    from NeonatalLungSegLib.acceleration import cpu_features, cpu_line
+
+    features = cpu_features()
+    if not any(getattr(features, flag) for flag in CPU_HALF_PRECISIONS[precision]):
+        pytest.skip(f"{precision} is only chosen with {' or '.join(CPU_HALF_PRECISIONS[precision])}; "
+                    f"this CPU: {cpu_line()}")
+    array, geometry = _volume(name)
+    reference = Segmenter.load(BUNDLED_MODEL, device="cpu", precision="fp32").segment_array(array, geometry).labels
+    half = Segmenter.load(BUNDLED_MODEL, device="cpu", precision=precision, cache=cache)
+    labels = half.segment_array(array, geometry).labels
+    assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
+    for value in (1, 2):
+        assert dice(labels == value, reference == value) >= 1 - TOLERANCE, (name, precision, value)
+
+
 def test_precision_choices() -> None:
-    from NeonatalLungSegLib.acceleration import cpu_has_fast_fp16, resolve_precision
+    from NeonatalLungSegLib.acceleration import cpu_precision, resolve_precision
 
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == ("fp16" if cpu_has_fast_fp16() else "fp32")
+    assert resolve_precision("auto", cpu) == cpu_precision()[0]
     assert resolve_precision("FP32", cpu) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu)
