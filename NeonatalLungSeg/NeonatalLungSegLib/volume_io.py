@@ -80,12 +80,17 @@ def case_name(path: Path) -> str:
     """A safe file-name stem for a case: its file name without the volume suffix, or its folder name.
 
     Sanitised because it becomes part of output paths: only letters, digits, '.', '_' and '-' survive,
-    so a crafted name cannot climb out of the output folder.
+    so a crafted name cannot climb out of the output folder. A name with non-ASCII letters also gets a
+    short hash of the original, so "患者" and "病人" do not both become "case".
     """
     path = Path(path)
     suffix = volume_suffix(path)
     stem = path.name[: -len(suffix)] if suffix else path.name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+    if not stem.isascii():
+        import hashlib
+
+        safe = f"{safe[:55] or 'case'}-{hashlib.sha256(stem.encode('utf-8')).hexdigest()[:8]}"
     return safe or "case"
 
 
