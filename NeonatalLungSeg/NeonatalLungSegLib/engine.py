@@ -26,8 +26,8 @@ from . import acceleration
 from .errors import DeviceError, ModelFolderError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
 from .measure import measure_volumes
-from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config
-from .network import build_network
+from .model_folder import CONFIG_NAME, ModelConfig, load_state_dict, read_config, verify_weights
+from .network import build_network, check_against_weights
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
 from .slice_inference import predict_slices
@@ -111,6 +111,7 @@ class Segmenter:
         folder = Path(folder)
         config = read_config(folder)
         try:
+            check_against_weights(config, verify_weights(folder, config))  # before allocating anything
             network = build_network(config)
         except ModelFolderError as exc:
             raise ModelFolderError(f"{folder / CONFIG_NAME}: {exc}") from None

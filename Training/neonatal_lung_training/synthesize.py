@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--randomized-fraction", type=float, default=0.3,
                         help="with --mix: share of cases with randomized contrast, the rest UTE (default 0.3)")
     args = parser.parse_args(argv)
+    if args.cases < 1:
+        print(f"error: --cases must be >= 1, got {args.cases}", file=sys.stderr)
+        return 2
     return exit_status(lambda: _write_mix(args) if args.mix else _write_cases(args),
                        also=(FileExistsError, ValueError))
 
