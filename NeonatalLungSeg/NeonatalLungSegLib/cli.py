@@ -67,8 +67,12 @@ def input_files(cases: Sequence[Case]) -> set[Path]:
     return {f.resolve() for f in files}
 
 
+DICOM_SEG = "dicom-seg"
+
+
 def output_paths(out_dir: Path, name: str, fmt: str) -> dict[str, Path]:
-    return {"labels": out_dir / f"{name}_lungs.{fmt}", "volumes": out_dir / f"{name}_volumes.json",
+    suffix = "dcm" if fmt == DICOM_SEG else fmt
+    return {"labels": out_dir / f"{name}_lungs.{suffix}", "volumes": out_dir / f"{name}_volumes.json",
             "probabilities": out_dir / f"{name}_lung_probability.{fmt}",
             "confidence": out_dir / f"{name}_confidence.json"}
 
@@ -95,6 +99,18 @@ def run_segment(args: argparse.Namespace) -> int:
     cases = collect_cases(args.inputs)
     for case in cases:
         probe_volume(case.source)
+    if args.format == DICOM_SEG:
+        files = [c.source for c in cases if not c.source.is_dir()]
+        if files:
+            raise InputError(f"{files[0]}: --format dicom-seg needs DICOM series inputs (a DICOM SEG references "
+                             "its source images); use nii.gz, nrrd or mha for volume files")
+        inside = [c.source for c in cases if c.source.resolve() == Path(args.output).resolve()]
+        if inside:
+            raise InputError(f"{inside[0]}: write the DICOM SEG outside the series folder (it would join the "
+                             "series and make the folder unreadable as one series)")
+        if args.probabilities:
+            raise InputError("--probabilities cannot be written as DICOM SEG; leave it out or choose another "
+                             "--format")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: output exists and is not a folder")
@@ -138,7 +154,14 @@ def run_segment(args: argparse.Namespace) -> int:
                                                "version": segmenter.config.version},
                   "labels": result.label_names, "postprocessed": options is not None, **result.volumes}
         with AtomicOutputs(overwrite=args.overwrite, protected=protected) as outputs:
-            outputs.write_image(result.labels_image(), paths["labels"])
+            if args.format == DICOM_SEG:
+                from .dicom_seg import write_dicom_seg
+
+                write_dicom_seg(outputs.path_for(paths["labels"]), result.labels, dicom_series_files(case.source),
+                                result.label_names, model_name=segmenter.config.name,
+                                model_version=segmenter.config.version)
+            else:
+                outputs.write_image(result.labels_image(), paths["labels"])
             if args.probabilities:
                 outputs.write_image(result.probabilities_image(), paths["probabilities"])
             if args.confidence:
@@ -260,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probabilities", action="store_true", help="also write the lung probability map")
     seg.add_argument("--no-postprocess", action="store_true",
                      help="raw thresholded network output as one 'lung' label (no cleaning, no L/R split)")
-    seg.add_argument("--format", choices=OUTPUT_FORMATS, default="nii.gz", help="output file format")
+    seg.add_argument("--format", choices=(*OUTPUT_FORMATS, DICOM_SEG), default="nii.gz",
+                     help="output file format; dicom-seg (DICOM series inputs only) writes NAME_lungs.dcm, a DICOM "
+                          "Segmentation referencing the source series")
     seg.add_argument("--confidence", action="store_true",
                      help="also write NAME_confidence.json: case confidence (estimated Dice, entropy) and the "
                           "axial slices most worth checking")
