@@ -161,3 +161,19 @@ def test_memory_budget_refuses_a_volume_too_big_for_it(tmp_path: Path, monkeypat
     monkeypatch.setenv("NEONATAL_LUNG_SEG_MAX_VOXELS", "1000")
     with pytest.raises(InputError, match="voxels"):
         read_volume(write_volume(tmp_path / "fine.nii.gz"))
+
+
+# 5. One line ------------------------------------------------------------------------------------------
+
+def test_itk_multi_line_warnings_are_folded_into_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from NeonatalLungSegLib.input_checks import FoldedItkWarnings
+
+    image = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32))
+    image.SetDirection((1, 0.3, 0, 0, 1, 0, 0, 0, 1))
+    capfd.readouterr()
+    with FoldedItkWarnings("x.nii") as folded:
+        sitk.WriteImage(image, str(tmp_path / "x.nii"))  # ITK's NIfTI writer warns over three lines
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert folded.warnings and len(lines) == 1, err
+    assert lines[0].startswith("warning: x.nii: ") and "orthogonal" in lines[0] and "0x" not in lines[0]
