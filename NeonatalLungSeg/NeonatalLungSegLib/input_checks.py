@@ -61,7 +61,8 @@ def _maybe_compressed(path: Path) -> bool:
     if name.endswith(".gz"):
         return True
     if name.endswith((".nrrd", ".mha")):
-        head = path.open("rb").read(4096).decode("latin-1").lower()
+        with path.open("rb") as handle:
+            head = handle.read(4096).decode("latin-1").lower()
         raw = ("encoding: raw" in head) if name.endswith(".nrrd") else ("compresseddata = true" not in head)
         return not raw
     return name.endswith((".nhdr", ".mhd"))  # detached data: its size is not checked here

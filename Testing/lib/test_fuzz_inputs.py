@@ -177,3 +177,31 @@ def test_itk_multi_line_warnings_are_folded_into_one_line(tmp_path: Path, capfd:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert folded.warnings and len(lines) == 1, err
     assert lines[0].startswith("warning: x.nii: ") and "orthogonal" in lines[0] and "0x" not in lines[0]
+
+
+# 8. Random damage: whatever the bytes, one InputError or a correct read, never another exception -------
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nii", "v.nrrd", "v.mha"])
+def test_random_byte_damage_never_escapes_as_another_exception(tmp_path: Path, name: str) -> None:
+    source = write_volume(tmp_path / name)
+    pristine = source.read_bytes()
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    outcomes = {"read": 0, "refused": 0}
+    for trial in range(25):
+        data = bytearray(pristine)
+        if trial % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]  # cut anywhere, header included
+        else:
+            for at in rng.integers(0, min(len(data), 600), size=int(rng.integers(1, 6))):  # mostly the header
+                data[int(at)] = int(rng.integers(0, 256))
+        damaged = tmp_path / f"d{trial}-{name}"
+        damaged.write_bytes(bytes(data))
+        try:
+            image = read_volume(damaged)
+        except InputError as error:
+            assert "\n" not in str(error) and str(damaged) in str(error)
+            outcomes["refused"] += 1
+        else:
+            assert image.GetDimension() == 3
+            outcomes["read"] += 1
+    assert outcomes["refused"] >= 8  # every cut is refused, whatever else happens
