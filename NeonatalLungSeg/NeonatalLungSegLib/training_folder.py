@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .input_checks import check_nifti
 from .training_folder_checks import (check_free_text, check_sidecar_size, records_from_sidecars,
                                      without_metadata)
 from .volume_io import VOLUME_SUFFIXES, verify_image_file
@@ -129,6 +130,8 @@ class TrainingFolder:
         for path in (image_path, label_path):
             if not path.is_file():
                 raise InputError(f"{path}: listed in {MANIFEST_NAME} but missing")
+            if path.name.lower().endswith((".nii", ".nii.gz")):
+                check_nifti(path)  # ITK reads a truncated NIfTI as whole: training would learn garbage
         image = sitk.Cast(sitk.ReadImage(str(image_path)), sitk.sitkFloat32)
         label = sitk.ReadImage(str(label_path))
         if (label.GetSize() != image.GetSize()

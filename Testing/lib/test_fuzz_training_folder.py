@@ -147,3 +147,13 @@ def test_plain_names_are_unchanged() -> None:
 def test_unicode_file_names_give_distinct_case_names() -> None:
     assert case_name(Path("患者.nii.gz")) != case_name(Path("病人.nii.gz"))
     assert case_name(Path("baby 01.nrrd")) == "baby_01"
+
+
+def test_truncated_image_in_a_training_folder_is_refused_when_read(tmp_path: Path) -> None:
+    root = tmp_path / "tf"
+    record = add_case(root, *pair(0, shape=(6, 40, 48)), "a")
+    path = root / record.image
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    folder = read_training_folder(root)
+    with pytest.raises(InputError, match="truncated"):
+        folder.read_case(folder.cases[0])
