@@ -57,7 +57,7 @@ def test_dicom_series_with_a_bad_slice_is_refused_naming_the_gap(tmp_path: Path,
     else:
         victim.write_bytes(os.urandom(victim.stat().st_size))
     code, _, err = run(segment(tmp_path, [series]), capsys)
-    assert_one_error_line(code, err, "series", "gap")
+    assert_one_error_line(code, err, "series is not evenly spaced", "gap")
     assert "15" in err and "25" in err  # the positions either side of the hole (slice 4 sits at 20 mm)
     assert nothing_written(tmp_path)
 
@@ -73,7 +73,7 @@ def test_dicom_series_with_duplicate_position_is_refused(tmp_path: Path, capsys:
     writer.SetFileName(str(series / "slice099.dcm"))
     writer.Execute(image)
     code, _, err = run(segment(tmp_path, [series]), capsys)
-    assert_one_error_line(code, err, "series")
+    assert_one_error_line(code, err, "same position")
     assert nothing_written(tmp_path)
 
 
@@ -130,7 +130,7 @@ def test_all_nan_is_not_called_constant(tmp_path: Path) -> None:
 def test_float64_beyond_float32_range_says_so(tmp_path: Path) -> None:
     array = np.random.default_rng(0).normal(200, 50, (8, 40, 32))
     array[1, 1, 1] = 1e300
-    with pytest.raises(InputError, match="float32"):
+    with pytest.raises(InputError, match="beyond the float32 range"):
         read_volume(write_volume(tmp_path / "big.nrrd", array))
 
 
@@ -142,8 +142,7 @@ def test_header_claiming_a_billion_voxels_is_refused_before_allocating(tmp_path:
     source = nifti_claiming(tmp_path / name, (1000, 1000, 1000))
     started = time.perf_counter()
     code, _, err = run(segment(tmp_path, [source]), capsys)
-    assert_one_error_line(code, err, name)
-    assert "1000" in err
+    assert_one_error_line(code, err, name, "1000x1000x1000")
     assert time.perf_counter() - started < 5
     assert nothing_written(tmp_path)
 

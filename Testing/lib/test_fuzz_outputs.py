@@ -67,7 +67,7 @@ def test_read_only_output_folder_is_one_line(tmp_path: Path, tiny_model_folder: 
         code, _, err = run(seg_args([source], out, tiny_model_folder), capsys)
     finally:
         out.chmod(0o700)
-    assert_one_error_line(code, err, str(out))
+    assert_one_error_line(code, err, "ro", "cannot write")
 
 
 def test_output_under_a_file_is_one_line(tmp_path: Path, tiny_model_folder: Path,
