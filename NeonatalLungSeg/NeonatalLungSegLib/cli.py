@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 
 from .acceleration import PRECISIONS, configure_process
 from .errors import InputError, NeonatalLungSegError, exit_status
-from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, dicom_series_files, probe_volume,
-                        volume_suffix)
+from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, check_output_folder, clean_stale_temporaries,
+                        dicom_series_files, is_scan_file, probe_volume, volume_suffix)
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,12 @@ def collect_cases(inputs: Sequence[Path]) -> list[Case]:
     for path in map(Path, inputs):
         if path.is_dir() and volume_suffix(path) is None:
             files = sorted(p for p in path.iterdir() if p.is_file() and volume_suffix(p))
-            if files:
-                cases += [Case(p, case_name(p)) for p in files]
+            scans = [p for p in files if is_scan_file(p)]  # not our own outputs, not hidden temporaries
+            if scans:
+                cases += [Case(p, case_name(p)) for p in scans]
                 continue
+            if files:
+                raise InputError(f"{path}: holds only this tool's outputs or temporary files, no scans")
             dicom_series_files(path)  # a folder with no volume files must hold a DICOM series; raises a clear error when it holds no series either
         cases.append(Case(path, case_name(path)))
     seen: dict[str, Path] = {}
@@ -45,8 +48,20 @@ def collect_cases(inputs: Sequence[Path]) -> list[Case]:
     return cases
 
 
+def input_files(cases: Sequence[Case]) -> set[Path]:
+    """Every file a run reads (volume files and DICOM slices): outputs must never land on one."""
+    files: set[Path] = set()
+    for case in cases:
+        files |= set(map(Path, dicom_series_files(case.source))) if case.source.is_dir() else {case.source}
+    return {f.resolve() for f in files}
+
+
+DICOM_SEG = "dicom-seg"
+
+
 def output_paths(out_dir: Path, name: str, fmt: str) -> dict[str, Path]:
-    return {"labels": out_dir / f"{name}_lungs.{fmt}", "volumes": out_dir / f"{name}_volumes.json",
+    suffix = "dcm" if fmt == DICOM_SEG else fmt
+    return {"labels": out_dir / f"{name}_lungs.{suffix}", "volumes": out_dir / f"{name}_volumes.json",
             "probabilities": out_dir / f"{name}_lung_probability.{fmt}",
             "confidence": out_dir / f"{name}_confidence.json"}
 
@@ -73,10 +88,24 @@ def run_segment(args: argparse.Namespace) -> int:
     cases = collect_cases(args.inputs)
     for case in cases:
         probe_volume(case.source)
+    if args.format == DICOM_SEG:
+        files = [c.source for c in cases if not c.source.is_dir()]
+        if files:
+            raise InputError(f"{files[0]}: --format dicom-seg needs DICOM series inputs (a DICOM SEG references "
+                             "its source images); use nii.gz, nrrd or mha for volume files")
+        inside = [c.source for c in cases if c.source.resolve() == Path(args.output).resolve()]
+        if inside:
+            raise InputError(f"{inside[0]}: write the DICOM SEG outside the series folder (it would join the "
+                             "series and make the folder unreadable as one series)")
+        if args.probabilities:
+            raise InputError("--probabilities cannot be written as DICOM SEG; leave it out or choose another "
+                             "--format")
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: output exists and is not a folder")
-    checker = AtomicOutputs(overwrite=args.overwrite)
+    check_output_folder(out_dir)
+    protected = input_files(cases)
+    checker = AtomicOutputs(overwrite=args.overwrite, protected=protected)
     paths_of = {case.name: output_paths(out_dir, case.name, args.format) for case in cases}
     args.confidence = args.confidence or args.flip
     keys = ("labels", "volumes") + (("probabilities",) if args.probabilities else ()) + \
@@ -84,6 +113,9 @@ def run_segment(args: argparse.Namespace) -> int:
     for paths in paths_of.values():
         for key in keys:
             checker.check(paths[key])
+    for case in cases:  # every input read and checked before anything is written (the README's promise)
+        read_volume(case.source, check=True)
+    clean_stale_temporaries(out_dir)
     if args.device.strip().lower() in ("auto", "cpu"):
         configure_cpu_threads()
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
@@ -114,8 +146,15 @@ def run_segment(args: argparse.Namespace) -> int:
                                                "version": segmenter.config.version},
                   "labels": result.label_names, "postprocessed": options is not None,
                   "inference": result.inference, **result.volumes}
-        with AtomicOutputs(overwrite=args.overwrite) as outputs:
-            outputs.write_image(result.labels_image(), paths["labels"])
+        with AtomicOutputs(overwrite=args.overwrite, protected=protected) as outputs:
+            if args.format == DICOM_SEG:
+                from .dicom_seg import write_dicom_seg
+
+                write_dicom_seg(outputs.path_for(paths["labels"]), result.labels, dicom_series_files(case.source),
+                                result.label_names, model_name=segmenter.config.name,
+                                model_version=segmenter.config.version)
+            else:
+                outputs.write_image(result.labels_image(), paths["labels"])
             if args.probabilities:
                 outputs.write_image(result.probabilities_image(), paths["probabilities"])
             if args.confidence:
@@ -158,7 +197,9 @@ def run_rank(args: argparse.Namespace) -> int:
     if duplicates:
         raise InputError(f"case names occur twice: {', '.join(duplicates[:5])}; rank one folder at a time")
     if args.out is not None:
-        AtomicOutputs(overwrite=args.overwrite).check(args.out)
+        check_output_folder(Path(args.out).parent)
+        AtomicOutputs(overwrite=args.overwrite, protected={Path(s) for _, s in cases if Path(s).is_file()}
+                      ).check(args.out)
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size)
     echo = (lambda text: print(text, file=sys.stderr, flush=True)) if args.out is None else print
     echo(f"model {segmenter.config.name} {segmenter.config.version} on {segmenter.device}; "
@@ -169,7 +210,7 @@ def run_rank(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     with AtomicOutputs(overwrite=args.overwrite) as outputs:
-        outputs.path_for(args.out).write_text(text, encoding="utf-8")
+        outputs.write_text(text, args.out)
     top = ", ".join(f"{r.case} ({r.confidence:.3f})" for r in ranked[:5])
     print(f"wrote {args.out}; correct first: {top}")
     return 0
@@ -236,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--probabilities", action="store_true", help="also write the lung probability map")
     seg.add_argument("--no-postprocess", action="store_true",
                      help="raw thresholded network output as one 'lung' label (no cleaning, no L/R split)")
-    seg.add_argument("--format", choices=OUTPUT_FORMATS, default="nii.gz", help="output file format")
+    seg.add_argument("--format", choices=(*OUTPUT_FORMATS, DICOM_SEG), default="nii.gz",
+                     help="output file format; dicom-seg (DICOM series inputs only) writes NAME_lungs.dcm, a DICOM "
+                          "Segmentation referencing the source series")
     seg.add_argument("--confidence", action="store_true",
                      help="also write NAME_confidence.json: case confidence (estimated Dice, entropy) and the "
                           "axial slices most worth checking")

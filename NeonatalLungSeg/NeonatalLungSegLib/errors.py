@@ -30,6 +30,11 @@ class OutputExistsError(NeonatalLungSegError):
     """An output file is already there and overwriting was not asked for."""
 
 
+class OutputError(NeonatalLungSegError):
+    """An output cannot be written (unwritable or full disk, a file where a folder should be, an input of the
+    same run, or a written file that does not read back as written)."""
+
+
 class Cancelled(NeonatalLungSegError):
     """The caller asked to stop; nothing was written."""
 
@@ -45,6 +50,10 @@ def exit_status(run: Callable[[], object], *, also: tuple[type[Exception], ...] 
         status = run()
     except (NeonatalLungSegError, *also) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (disk full, permission, a file in the way), never a traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ModelFolderError
 from .geometry import check_orientation_code
+from .model_schema import schema_problems
 
 CONFIG_NAME = "model.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -113,6 +114,9 @@ class ModelConfig:
         if data.get("format_version") != FORMAT_VERSION:
             raise fail(f"unsupported format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
         body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        problems = schema_problems(body)  # types and ranges first: nothing below may raise on odd JSON
+        if problems:
+            raise fail(problems[0])
         try:
             net = NetworkConfig(**body.pop("network"))
             inp = dict(body.pop("input"))

@@ -8,6 +8,8 @@ come only from the model folder.
 from __future__ import annotations
 
 import inspect
+import math
+from pathlib import Path
 
 import torch
 
@@ -44,3 +46,36 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         except (TypeError, ValueError) as exc:
             raise ModelFolderError(f"cannot build MONAI {net.architecture!r} with {args}: {exc}") from None
     raise ModelFolderError(f"unknown network library {net.library!r}: use 'smp' or 'monai'")
+
+
+def check_against_weights(config: ModelConfig, weights: Path) -> None:
+    """Compare the configured network with the weights' header before allocating either.
+
+    The network is built on PyTorch's "meta" device (shapes only, no memory), so a config describing a
+    gigabyte network, or one that does not match its weights, is refused in milliseconds with the detail
+    that says what differs: parameter counts, the first shape mismatch, missing and unexpected keys.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in build_network(config).state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            have = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFolderError(f"{weights}: not a valid safetensors file ({exc})") from None
+    missing = sorted(set(wanted) - set(have))
+    unexpected = sorted(set(have) - set(wanted))
+    shapes = [k for k in wanted if k in have and wanted[k] != have[k]]
+    if not (missing or unexpected or shapes):
+        return
+    count = lambda shapes_of: sum(math.prod(s) for s in shapes_of.values())  # noqa: E731
+    parts = [f"the config describes {count(wanted):,} parameters, the weights hold {count(have):,}"]
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), first {shapes[0]}: weights {list(have[shapes[0]])}, "
+                     f"network {list(wanted[shapes[0]])}")
+    if missing:
+        parts.append(f"{len(missing)} key(s) missing from the weights, e.g. {', '.join(missing[:2])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:2])}")
+    raise ModelFolderError(f"weights do not fit the configured network ({'; '.join(parts)})")

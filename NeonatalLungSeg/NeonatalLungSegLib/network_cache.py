@@ -67,9 +67,11 @@ def cache_path(directory: Path, config: ModelConfig) -> Path:
 def build_checked(folder: Path, config: ModelConfig) -> torch.nn.Module:
     """The network built from config with the folder's checked weights (the path without a cache)."""
     from .errors import ModelFolderError
-    from .network import build_network
+    from .model_folder import verify_weights
+    from .network import build_network, check_against_weights
 
     try:
+        check_against_weights(config, verify_weights(folder, config))  # before allocating anything
         network = build_network(config)
     except ModelFolderError as exc:
         raise ModelFolderError(f"{Path(folder) / 'model.json'}: {exc}") from None

@@ -162,8 +162,10 @@ def entry_for(folder: Path | str, origin: str = "given") -> ModelEntry:
     folder = Path(folder)
     try:
         config = read_config(folder)
-    except ModelFolderError as error:
-        return ModelEntry(folder=folder, origin=origin, problem=str(error))
+    except (ModelFolderError, OSError, ValueError, TypeError, AttributeError) as error:
+        # one bad folder (edited, half-copied, foreign) must never stop the others from being listed
+        return ModelEntry(folder=folder, origin=origin, problem=str(error).splitlines()[0] if str(error) else
+                          type(error).__name__)
     training, validation = config.training or {}, config.validation or {}
     parent = training.get("parent") if isinstance(training.get("parent"), dict) else None
     parent_text = (f"{parent.get('name', config.name)} {parent.get('version', '')}".strip() if parent

@@ -36,7 +36,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .volume_io import VOLUME_SUFFIXES
+from .input_checks import check_nifti
+from .training_folder_checks import (check_free_text, check_sidecar_size, records_from_sidecars,
+                                     without_metadata)
+from .volume_io import VOLUME_SUFFIXES, verify_image_file
 
 FORMAT_NAME = "neonatal-lung-training-folder"
 FORMAT_VERSION = 1
@@ -51,9 +54,18 @@ _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def safe_name(text: str, fallback: str = "case") -> str:
-    """A name that can become part of a path: letters, digits, '_' and '-' only, at most 64 characters."""
-    cleaned = _SAFE.sub("_", str(text)).strip("_-")[:64]
-    return cleaned or fallback
+    """A name that can become part of a path: letters, digits, '_' and '-' only, at most 64 characters.
+
+    When cleaning loses information that told names apart (non-ASCII letters, or a name cut to length), a
+    short hash of the original is appended, so "Müller" and "Mäller" (or two long names sharing 64
+    characters) stay two subjects instead of silently merging into one.
+    """
+    text = str(text)
+    cleaned = _SAFE.sub("_", text).strip("_-")
+    if text and (not text.isascii() or len(cleaned) > 64):
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+        return f"{cleaned[:55].strip('_-') or fallback}-{digest}"
+    return cleaned[:64] or fallback
 
 
 @dataclass(frozen=True)
@@ -73,10 +85,17 @@ class CaseRecord:
 
     @staticmethod
     def from_dict(data: dict[str, Any], where: str) -> CaseRecord:
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: malformed case entry (an object is needed, got {type(data).__name__})")
         try:
             record = CaseRecord(**{k: data[k] for k in CaseRecord.__dataclass_fields__ if k in data})
         except TypeError as error:
             raise InputError(f"{where}: malformed case entry ({error})") from None
+        for name, value in asdict(record).items():
+            wanted = int if name == "version" else str
+            if not isinstance(value, wanted) or isinstance(value, bool):
+                raise InputError(f"{where}: case {data.get('case_id')!r}: {name} must be "
+                                 f"{'a whole number' if wanted is int else 'text'}, got {value!r}")
         for name in (record.image, record.label, record.sidecar):
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 raise InputError(f"{where}: case {record.case_id!r} points outside the folder ({name})")
@@ -111,6 +130,8 @@ class TrainingFolder:
         for path in (image_path, label_path):
             if not path.is_file():
                 raise InputError(f"{path}: listed in {MANIFEST_NAME} but missing")
+            if path.name.lower().endswith((".nii", ".nii.gz")):
+                check_nifti(path)  # ITK reads a truncated NIfTI as whole: training would learn garbage
         image = sitk.Cast(sitk.ReadImage(str(image_path)), sitk.sitkFloat32)
         label = sitk.ReadImage(str(label_path))
         if (label.GetSize() != image.GetSize()
@@ -181,6 +202,10 @@ def read_training_folder(root: Path | str) -> TrainingFolder:
         cases = [CaseRecord.from_dict(c, str(manifest)) for c in data["cases"]]
         digest = hashlib.sha256(raw).hexdigest()
         description = str(data.get("description", ""))
+    elif any((root / "cases").glob("*.json")):  # manifest lost: the sidecars still index every case
+        cases = [CaseRecord.from_dict(e, str(root / "cases")) for e in records_from_sidecars(root)]
+        description = "rebuilt from cases/*.json (manifest missing)"
+        digest = hashlib.sha256(json.dumps([asdict(c) for c in cases], sort_keys=True).encode()).hexdigest()
     elif (root / "images").is_dir() and (root / "labels").is_dir():
         cases, description = _pairs_without_manifest(root), "images/ + labels/ pairs (no manifest)"
         digest = hashlib.sha256(json.dumps([asdict(c) for c in cases], sort_keys=True).encode()).hexdigest()
@@ -264,14 +289,19 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
     """Append one case as the next version of ``subject``; returns its manifest entry.
 
     ``subject`` must already be free of patient identifiers (the module passes a hash of the volume); it is
-    sanitised again here because it becomes a file name. ``metadata`` goes into the sidecar as is.
+    sanitised again here because it becomes a file name. ``metadata`` goes into the sidecar after
+    :func:`check_free_text`; the image and label are written without their metadata dictionaries. A lost
+    manifest is rebuilt from the sidecars first (never restarted, which would orphan earlier cases).
     """
     if review_status not in REVIEW_STATUSES:
         raise ValueError(f"review_status must be one of {', '.join(REVIEW_STATUSES)}, got {review_status!r}")
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
     _check_pair(image, label, label_scheme)
-    label = sitk.Cast(label, sitk.sitkUInt8)
+    check_free_text(metadata or {}, "metadata")
+    check_free_text(source, "source")
+    image = without_metadata(image)
+    label = without_metadata(sitk.Cast(label, sitk.sitkUInt8))
     label.CopyInformation(image)
     root = Path(root)
     subject = safe_name(subject, "subject")
@@ -279,10 +309,10 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
         (root / sub).mkdir(parents=True, exist_ok=True)
     with _locked(root):
         manifest_path = root / MANIFEST_NAME
-        data = _load_manifest(manifest_path) if manifest_path.exists() else _empty_manifest(description)
-        used = {c.get("case_id") for c in data["cases"]}
-        version = 1 + max((int(c.get("version", 0)) for c in data["cases"] if c.get("subject") == subject),
-                          default=0)
+        data = _load_manifest(manifest_path) if manifest_path.exists() else _rebuilt_manifest(root, description)
+        known = [CaseRecord.from_dict(c, str(manifest_path)) for c in data["cases"]]
+        used = {c.case_id for c in known}
+        version = 1 + max((c.version for c in known if c.subject == subject), default=0)
         case_id = f"{subject}_v{version:03d}"
         while case_id in used or any((root / d / f"{case_id}{s}").exists()
                                      for d in ("images", "labels") for s in VOLUME_SUFFIXES):
@@ -295,13 +325,13 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         sidecar = {**(metadata or {}), **asdict(record), "labels": LABEL_SCHEMES[label_scheme],
                    "size": list(image.GetSize()), "spacing_mm": list(image.GetSpacing())}
+        sidecar_text = check_sidecar_size(sidecar)
         written: list[Path] = []
         try:
             for final, write in (
-                    (root / record.image, lambda p: sitk.WriteImage(image, str(p), useCompression=True)),
-                    (root / record.label, lambda p: sitk.WriteImage(label, str(p), useCompression=True)),
-                    (root / record.sidecar, lambda p: p.write_text(json.dumps(sidecar, indent=2) + "\n",
-                                                                   encoding="utf-8"))):
+                    (root / record.image, lambda p: _write_verified(image, p)),
+                    (root / record.label, lambda p: _write_verified(label, p)),
+                    (root / record.sidecar, lambda p: p.write_text(sidecar_text, encoding="utf-8"))):
                 _write_new(final, write)
                 written.append(final)
             data["cases"].append(asdict(record))
@@ -313,6 +343,24 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
                 path.unlink(missing_ok=True)
             raise
     return record
+
+
+def _write_verified(image: sitk.Image, path: Path) -> None:
+    """Write and read back voxel for voxel: ITK's writers can short-write without raising."""
+    sitk.WriteImage(image, str(path), useCompression=True)
+    verify_image_file(path, image)
+
+
+def _rebuilt_manifest(root: Path, description: str) -> dict[str, Any]:
+    """The manifest to start from when there is none: rebuilt from the sidecars, or empty for a new folder;
+    refused for a folder holding images but no index (adding to it would orphan them)."""
+    entries = records_from_sidecars(root)
+    if not entries and any(p for d in ("images", "labels") for p in (root / d).glob("*") if _stem(p)):
+        raise InputError(f"{root}: holds images or labels but no {MANIFEST_NAME} and no sidecars; add cases to "
+                         "a new folder instead of orphaning these")
+    data = _empty_manifest(description)
+    data["cases"] = entries
+    return data
 
 
 @contextlib.contextmanager

@@ -127,18 +127,49 @@ def config_field_names() -> set[str]:
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON config; unknown keys are an error (a typo must not silently use a default)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
-        import yaml
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the config ({error.strerror or error})") from None
+    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a valid config file ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # yaml.YAMLError, without importing yaml for JSON configs
+        raise ValueError(f"{path}: not a valid config file ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping of field names to values")
     unknown = set(data) - config_field_names()
     if unknown:
         raise ValueError(f"{path}: unknown config field(s) {', '.join(sorted(unknown))}")
+    defaults = TrainConfig()
+    for key, value in data.items():  # a string where a number belongs must not end in a traceback
+        default = getattr(defaults, key)
+        if not _same_kind(value, default):
+            raise ValueError(f"{path}: config field {key} must be like {default!r}, got {value!r}")
     return data
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a config value has the type its default has (None defaults accept anything)."""
+    if default is None or value is None and default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if dataclasses.is_dataclass(default):
+        return isinstance(value, dict)
+    return True
 
 
 def environment() -> dict[str, Any]:

@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="with --domain-random: generate in this many processes (default 1)")
     args = parser.parse_args(argv)
+    if args.cases < 1:
+        print(f"error: --cases must be >= 1, got {args.cases}", file=sys.stderr)
+        return 2
     if args.domain_random:
         return exit_status(lambda: _write_domain_random(args), also=(FileExistsError, ValueError))
     return exit_status(lambda: _write_mix(args) if args.mix else _write_cases(args),

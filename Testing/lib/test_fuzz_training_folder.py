@@ -1,0 +1,159 @@
+"""Fuzz suite, training folder: a lost manifest, wrong types, identifying metadata and odd subject names must
+never lose a case, leak a patient's name or merge two subjects."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from NeonatalLungSegLib import training_folder
+from NeonatalLungSegLib.errors import InputError, NeonatalLungSegError
+from NeonatalLungSegLib.training_folder import MANIFEST_NAME, add_case, read_training_folder, safe_name
+from NeonatalLungSegLib.volume_io import case_name
+
+
+def pair(seed: int = 0, shape: tuple[int, int, int] = (6, 10, 12)) -> tuple[sitk.Image, sitk.Image]:
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.normal(size=shape).astype(np.float32))
+    image.SetSpacing((0.7, 0.8, 1.5))
+    labels = np.zeros(shape, np.uint8)
+    labels[1:4, 2:6, 1:5] = 1
+    labels[1:4, 2:6, 7:11] = 2
+    label = sitk.GetImageFromArray(labels)
+    label.CopyInformation(image)
+    return image, label
+
+
+# 1. Loss ----------------------------------------------------------------------------------------------
+
+def test_lost_manifest_is_rebuilt_from_sidecars_not_orphaned(tmp_path: Path) -> None:
+    root = tmp_path / "tf"
+    first = [add_case(root, *pair(i), f"subject{i}") for i in range(3)]
+    (root / MANIFEST_NAME).unlink()
+    add_case(root, *pair(9), "subject9")
+    ids = {c.case_id for c in read_training_folder(root).cases}
+    assert {r.case_id for r in first} <= ids and "subject9_v001" in ids
+    again = add_case(root, *pair(1), "subject1")  # versions continue from the rebuilt history
+    assert again.version == 2
+
+
+def test_lost_manifest_is_read_from_sidecars(tmp_path: Path) -> None:
+    root = tmp_path / "tf"
+    add_case(root, *pair(0), "a", review_status="unreviewed")
+    (root / MANIFEST_NAME).unlink()
+    folder = read_training_folder(root)
+    assert [(c.case_id, c.review_status) for c in folder.cases] == [("a_v001", "unreviewed")]
+
+
+def test_unreadable_sidecar_without_manifest_is_refused_not_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "tf"
+    add_case(root, *pair(0), "a")
+    add_case(root, *pair(1), "b")
+    (root / MANIFEST_NAME).unlink()
+    (root / "cases" / "a_v001.json").write_text("{ not json")
+    with pytest.raises(InputError, match="a_v001.json"):
+        add_case(root, *pair(2), "c")
+    assert not (root / MANIFEST_NAME).exists()
+
+
+def test_written_image_is_verified_before_it_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sitk.WriteImage
+
+    def short_write(image: sitk.Image, path: str, *args: object, **kwargs: object) -> None:
+        real(image, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+
+    monkeypatch.setattr(training_folder.sitk, "WriteImage", short_write)
+    with pytest.raises(NeonatalLungSegError, match="verif"):
+        add_case(tmp_path / "tf", *pair(0), "a")
+    assert not any((tmp_path / "tf" / "images").iterdir())
+
+
+# 5. Wrong types in a manifest -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", [1, "case", None, {"case_id": 5, "subject": "a", "version": 1, "image": "i",
+                                                     "label": "l", "sidecar": "s"},
+                                   {"case_id": "a", "subject": "a", "version": "one", "image": "i", "label": "l",
+                                    "sidecar": "s"},
+                                   {"case_id": "a", "subject": "a", "version": True, "image": "i", "label": "l",
+                                    "sidecar": "s"},
+                                   {"case_id": "a", "subject": ["a"], "version": 1, "image": "i", "label": "l",
+                                    "sidecar": "s"}])
+def test_wrong_types_in_a_manifest_are_one_input_error(tmp_path: Path, entry: object) -> None:
+    root = tmp_path / "tf"
+    add_case(root, *pair(0), "a")
+    data = json.loads((root / MANIFEST_NAME).read_text())
+    data["cases"].append(entry)
+    (root / MANIFEST_NAME).write_text(json.dumps(data))
+    for action in (lambda: read_training_folder(root), lambda: add_case(root, *pair(1), "a")):
+        with pytest.raises(InputError, match=MANIFEST_NAME) as caught:
+            action()
+        assert "\n" not in str(caught.value)
+
+
+# 2. Privacy -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("image_format", ["nii.gz", "nrrd"])
+def test_add_case_strips_the_image_metadata(tmp_path: Path, image_format: str) -> None:
+    image, label = pair(0)
+    for key, value in (("0010|0010", "Doe^Jane"), ("PatientName", "Doe^Jane"), ("ITK_FileNotes", "Doe^Jane"),
+                       ("descrip", "Doe^Jane")):
+        image.SetMetaData(key, value)
+        label.SetMetaData(key, value)
+    record = add_case(tmp_path / "tf", image, label, "a", image_format=image_format)
+    for name in (record.image, record.label, record.sidecar):
+        raw = (tmp_path / "tf" / name).read_bytes()
+        text = gzip.decompress(raw) if name.endswith(".gz") else raw
+        assert b"Doe" not in text, name
+    back = sitk.ReadImage(str(tmp_path / "tf" / record.image))
+    assert "PatientName" not in back.GetMetaDataKeys() and "0010|0010" not in back.GetMetaDataKeys()
+
+
+@pytest.mark.parametrize("metadata", [{"PatientName": "Doe^Jane"}, {"extra": {"0010|0020": "PID-1"}},
+                                      {"patient_birth_date": "20260101"}, {"notes": "x" * 5000},
+                                      {"notes": "line\x00break"}, {"thing": object()}, {3: "not a str key"}])
+def test_free_text_sidecar_fields_are_checked(tmp_path: Path, metadata: dict) -> None:
+    with pytest.raises(ValueError):
+        add_case(tmp_path / "tf", *pair(0), "a", metadata=metadata)
+    assert not (tmp_path / "tf" / MANIFEST_NAME).exists()
+
+
+def test_free_text_source_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        add_case(tmp_path / "tf", *pair(0), "a", source="s" * 5000)
+
+
+# 6. Names ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first, second", [("患者", "病人"), ("x" * 70 + "1", "x" * 70 + "2"),
+                                           ("Müller", "Mäller"), ("ÅÅ", "ÄÄ")])
+def test_lossy_subject_names_do_not_merge_subjects(tmp_path: Path, first: str, second: str) -> None:
+    assert safe_name(first) != safe_name(second)
+    assert len(safe_name(first)) <= 64 and safe_name(first) == safe_name(first)
+    a = add_case(tmp_path / "tf", *pair(0), first)
+    b = add_case(tmp_path / "tf", *pair(1), second)
+    assert a.subject != b.subject and b.version == 1
+
+
+def test_plain_names_are_unchanged() -> None:
+    assert safe_name("case_01") == "case_01" and safe_name("a b/c") == "a_b_c" and safe_name("") == "case"
+
+
+def test_unicode_file_names_give_distinct_case_names() -> None:
+    assert case_name(Path("患者.nii.gz")) != case_name(Path("病人.nii.gz"))
+    assert case_name(Path("baby 01.nrrd")) == "baby_01"
+
+
+def test_truncated_image_in_a_training_folder_is_refused_when_read(tmp_path: Path) -> None:
+    root = tmp_path / "tf"
+    record = add_case(root, *pair(0, shape=(6, 40, 48)), "a")
+    path = root / record.image
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    folder = read_training_folder(root)
+    with pytest.raises(InputError, match="truncated"):
+        folder.read_case(folder.cases[0])
