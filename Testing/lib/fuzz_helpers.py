@@ -39,34 +39,31 @@ def truncate(path: Path, keep: float = 0.6) -> Path:
     return path
 
 
-def nifti_claiming(path: Path, size: tuple[int, int, int]) -> Path:
-    """A valid small NIfTI whose header then claims ``size`` voxels (the data stays a few kB)."""
+def _patched_nifti(path: Path, patches: list[tuple[int, bytes]]) -> Path:
+    """A valid small NIfTI written by ITK, then with header bytes replaced (gzipped again for .nii.gz)."""
     plain = path.with_name(path.name.replace(".nii.gz", ".nii")) if path.name.endswith(".gz") else path
     write_volume(plain)
     raw = bytearray(plain.read_bytes())
-    raw[42:48] = struct.pack("<3h", *size)
+    for offset, value in patches:
+        raw[offset:offset + len(value)] = value
     if path.name.endswith(".gz"):
         path.write_bytes(gzip.compress(bytes(raw)))
         plain.unlink()
     else:
         path.write_bytes(bytes(raw))
     return path
+
+
+def nifti_claiming(path: Path, size: tuple[int, int, int]) -> Path:
+    """A valid small NIfTI whose header then claims ``size`` voxels (the data stays a few kB)."""
+    return _patched_nifti(path, [(42, struct.pack("<3h", *size))])
 
 
 def sheared_nifti(path: Path) -> Path:
     """A NIfTI whose sform (the only orientation given) shears x into y, as other tools can write it;
     ITK's own writer coerces a sheared direction before writing, so the header is patched by hand."""
-    plain = path.with_name(path.name.replace(".nii.gz", ".nii")) if path.name.endswith(".gz") else path
-    write_volume(plain)
-    raw = bytearray(plain.read_bytes())
-    raw[252:256] = struct.pack("<2h", 0, 1)  # qform_code 0, sform_code 1
-    raw[280:328] = struct.pack("<12f", 0.9, 0.24, 0, 1, 0, 0.8, 0, 2, 0, 0, 2.0, 3)
-    if path.name.endswith(".gz"):
-        path.write_bytes(gzip.compress(bytes(raw)))
-        plain.unlink()
-    else:
-        path.write_bytes(bytes(raw))
-    return path
+    return _patched_nifti(path, [(252, struct.pack("<2h", 0, 1)),  # qform_code 0, sform_code 1
+                                 (280, struct.pack("<12f", 0.9, 0.24, 0, 1, 0, 0.8, 0, 2, 0, 0, 2.0, 3))])
 
 
 def write_dicom_series(folder: Path, slices: int = 8, spacing_z: float = 5.0, seed: int = 0,

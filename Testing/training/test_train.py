@@ -230,3 +230,24 @@ def test_a_2d_parent_widened_to_25d_starts_out_computing_the_same(tiny_model_fol
     batch = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(widened(batch), original(batch[:, 1:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_model_card_shows_external_real_data_figures_apart(tiny_model_folder, tmp_path: Path) -> None:
+    """Figures on data the model never trained on (validation.external) get their own table, not mixed in
+    with the held-out metrics."""
+    import dataclasses
+    import shutil
+
+    from NeonatalLungSegLib.model_folder import CONFIG_NAME, read_config
+    from neonatal_lung_training.model_card import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_folder, folder)
+    config = read_config(folder)
+    config = dataclasses.replace(config, validation={"data": "synthetic", "dice_lungs": 0.9,
+                                                     "external": {"real adult proton MRI": "Dice 0.91"}})
+    (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    card = write_model_card(folder).read_text(encoding="utf-8")
+    external = card.split("## External evaluation")[1]
+    assert "| real adult proton MRI | Dice 0.91 |" in external
+    assert "external" not in card.split("## External evaluation")[0].split("## Evaluation")[1]

@@ -24,6 +24,11 @@ def write_model_card(folder: Path) -> Path:
     if "split_subjects" in training:  # hundreds of IDs: the card points to them instead of listing them
         training["split_subjects"] = "listed in model.json (training.split_subjects)"
     tested_on = validation.pop("data", "unknown")
+    external = validation.pop("external", None)  # {data set: figures} scored after training, never trained on
+    external_text = ""
+    if isinstance(external, dict) and external:
+        external_text = ("\n## External evaluation (data never used in training)\n\n| data | figures |\n|---|---|\n"
+                         + _rows(external) + "\n")
     net = config.network
     inp = config.input
     if inp.spatial_dims == 3:
@@ -40,7 +45,8 @@ def write_model_card(folder: Path) -> Path:
 
 **{config.clinical_use}** This model has never been trained or tested on real neonatal MRI, because no
 public neonatal lung MRI with lung masks could be reached by this project. Its figures describe only the
-data named under "Training data" and "Evaluation" below.
+data named under "Training data" and "Evaluation" below; figures on real adult scans say whether it finds
+lungs on real scanner images at all, not how it does on newborns.
 
 ## What it is
 - Network: {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())};
@@ -68,7 +74,7 @@ labels; per-lung figures only where the reference labels tell right from left.
 | metric | value |
 |---|---|
 {_rows(validation)}
-
+{external_text}
 ## Limits
 - Trained on synthetic MRI and/or public CT only. Real UTE / gradient-echo neonatal MRI differs in noise, artefacts
   (motion, streaks), coil shading and pathology (BPD: dense atelectasis, cysts) in ways the generator only
