@@ -95,7 +95,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
 
     heldout = read_training_folder(work / "heldout")
     volume = resources.loadVolumeFile(work / "heldout" / heldout.cases[0].image, corrector.scene)
-    corrector.parameterNode.modelFolder = model
+    corrector.parameterNode.modelFolder = str(model)
     corrector.parameterNode.inputVolume = volume
     outputs = corrector.logic.segment(corrector.parameterNode)
     assert outputs.model["version"] == config.version and outputs.confidence is not None

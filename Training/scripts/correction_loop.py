@@ -54,7 +54,7 @@ class SlicerCorrector:
         # Its own parameter node, so the module's singleton (and anything using it) is left alone.
         node = self.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "NeonatalLungSeg correction loop")
         self.parameterNode = self.module.NeonatalLungSegParameterNode(node)
-        self.parameterNode.modelFolder = Path(model)
+        self.parameterNode.modelFolder = str(model)
         self.parameterNode.device = {"cpu": "CPU"}.get(device, "auto")
         self.parameterNode.reviewSliceCount = 0
         self.parameterNode.showProbabilities = False
