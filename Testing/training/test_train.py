@@ -233,7 +233,7 @@ def test_a_2d_parent_widened_to_25d_starts_out_computing_the_same(tiny_model_fol
 
 
 def test_model_card_shows_external_real_data_figures_apart(tiny_model_folder, tmp_path: Path) -> None:
-    """Figures on data the model never trained on (validation.external) get their own table, not mixed in
+    """Figures on cases the model never trained on (validation.external) get their own table, not mixed in
     with the held-out metrics."""
     import dataclasses
     import shutil

@@ -81,22 +81,23 @@ def combine(sources: Sequence[Source], output: Path, val_fraction: float = 0.1, 
             prefix = f"s{number}-"
             subjects = folder.subjects()
             if own is not None:
-                held_out = set(own.get("test", []))
-                val = [s for s in subjects if s in set(own.get("val", []))]
-                train = [s for s in subjects if s not in held_out and s not in set(val)]
+                held_out, own_val = set(own.get("test", [])), set(own.get("val", []))
+                val = [s for s in subjects if s in own_val]
+                train = [s for s in subjects if s not in held_out and s not in own_val]
             else:
                 shuffled = sorted(subjects)
                 random.Random(seed + number).shuffle(shuffled)
                 cut = int(round(val_fraction * len(shuffled)))
                 val, train = sorted(shuffled[:cut]), sorted(shuffled[cut:])
-            keep = set(train) | set(val)
+            training_subjects = set(train)
+            keep = training_subjects | set(val)
             copied = 0
             for record in folder.cases:
                 if record.subject not in keep:
                     continue
                 image, label = folder.read_case(record)
                 # Repeats weight training; a validation subject counts once, as it would alone.
-                for _ in range(source.repeat if record.subject in set(train) else 1):
+                for _ in range(source.repeat if record.subject in training_subjects else 1):
                     add_case(staging, image, label, prefix + record.subject, review_status=record.review_status,
                              label_scheme=record.label_scheme, source=f"{source.folder.name}/{record.case_id}",
                              description="combined: " + ", ".join(str(s.folder) for s in sources))

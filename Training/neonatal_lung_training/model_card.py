@@ -27,7 +27,7 @@ def write_model_card(folder: Path) -> Path:
     external = validation.pop("external", None)  # {data set: figures} scored after training, never trained on
     external_text = ""
     if isinstance(external, dict) and external:
-        external_text = ("\n## External evaluation (data never used in training)\n\n| data | figures |\n|---|---|\n"
+        external_text = ("\n## External evaluation (cases never used in training)\n\n| data | figures |\n|---|---|\n"
                          + _rows(external) + "\n")
     net = config.network
     inp = config.input
