@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from NeonatalLungSegLib.engine import Segmenter
     from NeonatalLungSegLib.model_folder import read_config
-    from NeonatalLungSegLib.network_cache import build_checked
+    from NeonatalLungSegLib.network import build_checked
 
     threads = acceleration.configure_cpu_threads()
     config = read_config(MODEL)

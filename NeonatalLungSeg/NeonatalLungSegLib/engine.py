@@ -141,7 +141,8 @@ class Segmenter:
         """``cache=True`` (the CLI): on the CPU, load a traced copy of an smp network from the user's cache
         (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
         (``network_cache.py``)."""
-        from .network_cache import build_checked, load_network
+        from .network import build_checked
+        from .network_cache import load_network
 
         folder = Path(folder)
         config = read_config(folder)

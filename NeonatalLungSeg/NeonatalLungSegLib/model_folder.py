@@ -226,10 +226,15 @@ def verify_weights(folder: Path, config: ModelConfig) -> Path:
 
 def load_state_dict(folder: Path, config: ModelConfig) -> dict[str, Any]:
     """Checked weights as float32 CPU tensors (safetensors only: nothing is unpickled)."""
+    return read_verified_weights(verify_weights(folder, config))
+
+
+def read_verified_weights(path: Path) -> dict[str, Any]:
+    """Weights of a file ``verify_weights`` already checked, as float32 CPU tensors (hashing 65 MB once
+    per load is enough)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = verify_weights(folder, config)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

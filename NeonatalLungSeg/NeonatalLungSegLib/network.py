@@ -79,3 +79,25 @@ def check_against_weights(config: ModelConfig, weights: Path) -> None:
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:2])}")
     raise ModelFolderError(f"weights do not fit the configured network ({'; '.join(parts)})")
+
+
+def build_checked(folder: Path, config: ModelConfig, weights: Path | None = None) -> torch.nn.Module:
+    """The network built from config with the folder's checked weights, in eval mode on the CPU.
+
+    The weights' SHA-256 is checked once (``weights``: a path ``verify_weights`` already checked) and the
+    configured shapes are compared with the file's header before anything is allocated.
+    """
+    from .model_folder import read_verified_weights, verify_weights
+
+    try:
+        weights = weights or verify_weights(folder, config)
+        check_against_weights(config, weights)
+        network = build_network(config)
+    except ModelFolderError as exc:
+        raise ModelFolderError(f"{Path(folder) / 'model.json'}: {exc}") from None
+    try:
+        network.load_state_dict(read_verified_weights(weights), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
+    return network.eval()

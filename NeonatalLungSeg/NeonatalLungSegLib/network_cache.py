@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from .model_folder import ModelConfig, load_state_dict, verify_weights
+from .model_folder import ModelConfig, verify_weights
+from .network import build_checked
 
 CACHE_ENV = "NEONATAL_LUNG_SEG_CACHE"
 _OFF = ("", "0", "off", "no", "false", "none")
@@ -64,32 +65,12 @@ def cache_path(directory: Path, config: ModelConfig) -> Path:
     return directory / f"{name}-{config.weights_sha256}-{extra}.pt"
 
 
-def build_checked(folder: Path, config: ModelConfig) -> torch.nn.Module:
-    """The network built from config with the folder's checked weights (the path without a cache)."""
-    from .errors import ModelFolderError
-    from .model_folder import verify_weights
-    from .network import build_network, check_against_weights
-
-    try:
-        check_against_weights(config, verify_weights(folder, config))  # before allocating anything
-        network = build_network(config)
-    except ModelFolderError as exc:
-        raise ModelFolderError(f"{Path(folder) / 'model.json'}: {exc}") from None
-    state = load_state_dict(folder, config)
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelFolderError(f"{folder}: weights do not fit the configured network ({first})") from None
-    return network.eval()
-
-
 def load_network(folder: Path, config: ModelConfig, use_cache: bool = True) -> tuple[torch.nn.Module, str]:
     """(network in eval mode on the CPU, where it came from: ``"cache"``, ``"built, cached"`` or ``"built"``)."""
     directory = cache_dir() if use_cache and config.network.library == "smp" else None
     if directory is None:
         return build_checked(folder, config), "built"
-    verify_weights(folder, config)  # the folder's weights are the ones the cached trace was made from
+    weights = verify_weights(folder, config)  # the folder's weights are the ones the cached trace was made from
     path = cache_path(directory, config)
     if path.is_file():
         try:
@@ -99,7 +80,7 @@ def load_network(folder: Path, config: ModelConfig, use_cache: bool = True) -> t
         except Exception as exc:  # noqa: BLE001 - a damaged or foreign cache file is rebuilt, never fatal
             warnings.warn(f"{path}: unreadable cached network ({exc}); rebuilding it", RuntimeWarning)
             path.unlink(missing_ok=True)
-    network = build_checked(folder, config)
+    network = build_checked(folder, config, weights)
     try:
         store(network, config, path)
     except Exception as exc:  # noqa: BLE001 - caching is an optimisation; the built network is used
