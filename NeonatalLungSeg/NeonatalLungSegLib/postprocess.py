@@ -8,7 +8,7 @@ That split is only tried when the mask does not already hold two separate lungs 
 
 On real scans the network also cuts one lung into pieces (a dark band, a fissure): the two lungs are
 therefore the largest piece and the largest piece *beside it* (left-right), never two pieces of one
-lung; other pieces within a voxel or two of a lung, on its side of the midline, rejoin it. Hole filling
+lung; other pieces within two voxels of the lung on their side (the nearer in x) rejoin it. Hole filling
 fills cavities enclosed in 3D, but an in-slice hole only when it is small against the lung: in the lowest
 axial slices the lung wraps around the diaphragm dome, which is liver, not lung.
 
@@ -125,12 +125,10 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
     for piece, side in zip(lungs, sides):
         labels[piece.box][piece.mask] = side
     lung_x = np.array([_centroid_x(piece, geometry, offset) for piece in lungs])
-    midline = float(lung_x.mean()) if len(lungs) == 2 else None
     for piece in rest:  # largest first, so a chain of pieces rejoins link by link
         x = _centroid_x(piece, geometry, offset)
         side = sides[int(np.argmin(np.abs(lung_x - x)))] if len(lungs) else RIGHT_LUNG
-        on_its_side = midline is None or (x < midline) == (side == _side_at_smaller_x(sides, lung_x))
-        if (on_its_side and _touches_within_gap(piece, labels, side)) or not options.keep_largest_components:
+        if _touches_within_gap(piece, labels, side) or not options.keep_largest_components:
             region = labels[piece.box]
             region[piece.mask & (region == 0)] = side
     if options.fill_holes:
@@ -207,11 +205,6 @@ def _pick_lungs(pieces: list[_Piece], geometry: Geometry, offset: np.ndarray) ->
         if abs(delta[0]) >= _MIN_LEFT_RIGHT_COSINE * np.linalg.norm(delta):
             return [first, piece]
     return [first]
-
-
-def _side_at_smaller_x(sides: list[int], lung_x: np.ndarray) -> int:
-    """The label of the lung at smaller physical x (the patient's right in LPS)."""
-    return sides[int(np.argmin(lung_x))]
 
 
 def _touches_within_gap(piece: _Piece, labels: np.ndarray, side: int) -> bool:
