@@ -1,5 +1,5 @@
 """The design the module had before issue 13, kept only to show in a test why it was replaced: the engine on
-a Python thread of the GUI process (``NeonatalLungSegLib.jobs.BackgroundJob``), with the job interface the
+a Python thread of the GUI process (``thread_job.BackgroundJob``), with the job interface the
 module's timer polls (``poll``, ``progress``, ``status``, ``done``, ``cancel``, ``result``, ``wait``)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ThreadRunner:
     def start(self, request) -> ThreadJob:
         from NeonatalLungSegLib.confidence import segment_with_confidence
         from NeonatalLungSegLib.engine import Segmenter  # torch imported on the GUI thread, as before
-        from NeonatalLungSegLib.jobs import BackgroundJob
+        from thread_job import BackgroundJob
 
         def work(progress, cancel):
             key = (str(request.modelFolder), request.device)

@@ -1,9 +1,8 @@
-"""Run long work on a worker thread with progress and a cancel that really stops it.
+"""The module's former runner: long work on a worker thread with progress and a cancel that really stops it.
 
-Not used by the Slicer module any more: inside Slicer the main thread holds the GIL while Qt idles, so a
-Python thread starves there; the module runs the engine in a worker process (``worker.py``). This stays for
-scripts in an ordinary Python, and for Testing/slicer/test_gil_host.py, which shows the thread design
-failing in a GIL-holding host. The text below describes it as it was designed.
+Kept only under Testing/ as the counter-example of Testing/slicer/test_gil_host.py: inside Slicer the main
+thread holds the GIL while Qt idles, so a Python thread starves there, and the module now runs the engine in
+a worker process (``NeonatalLungSegLib/worker.py``). The text below describes it as it was designed.
 
 The Slicer module must not freeze while a volume is segmented (a blocking run is the most complained-about
 issue of comparable tools), yet MRML nodes may only be touched from the GUI thread. So the heavy part (the
@@ -17,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Generic, TypeVar
 
-from .errors import Cancelled
+from NeonatalLungSegLib.errors import Cancelled
 
 T = TypeVar("T")
 ProgressCallback = Callable[[float], None]

@@ -1,4 +1,4 @@
-"""NeonatalLungSegLib.jobs: work off the calling thread, progress, a cancel that stops at the next check."""
+"""thread_job (the former runner, kept as the GIL test's counter-example): work off the calling thread, progress, a cancel that stops at the next check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from NeonatalLungSegLib.errors import Cancelled
-from NeonatalLungSegLib.jobs import BackgroundJob
+from thread_job import BackgroundJob
 
 
 def test_result_and_progress_come_back():
