@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import torch
 
 from . import acceleration
-from .errors import DeviceError
+from .errors import DeviceError, ModelFolderError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
 from .measure import measure_volumes
 from .model_folder import ModelConfig, read_config
@@ -146,6 +146,9 @@ class Segmenter:
 
         folder = Path(folder)
         config = read_config(folder)
+        if config.input.guidance:
+            raise ModelFolderError(f"{folder}: a click-refinement model (input.guidance), not a segmentation "
+                                   "model; use it with 'refine'")
         resolved = resolve_device(device)
         if cache and resolved.type == "cpu":
             network, origin = load_network(folder, config)

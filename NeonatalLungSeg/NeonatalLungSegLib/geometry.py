@@ -127,6 +127,16 @@ class Reorientation:
         flip_axes = [2 - c for c in range(3) if self.flips[c]]
         return np.flip(out, axis=flip_axes) if flip_axes else out
 
+    def index_to_canonical(self, kji: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The canonical (k, j, i) voxel of a source (k, j, i) voxel: the map :meth:`to_canonical` applies
+        to whole arrays, for one point (a click)."""
+        ijk = tuple(reversed(kji))
+        out = []
+        for c in range(3):
+            value = ijk[self.axes[c]]
+            out.append(self.source.size[self.axes[c]] - 1 - value if self.flips[c] else value)
+        return (out[2], out[1], out[0])
+
     def from_canonical(self, array: np.ndarray) -> np.ndarray:
         """Canonical (k, j, i) array -> source (k, j, i) array; exact inverse of :meth:`to_canonical`."""
         flip_axes = [2 - c for c in range(3) if self.flips[c]]

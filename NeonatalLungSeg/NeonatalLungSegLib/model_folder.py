@@ -26,6 +26,7 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_NAME = "neonatal-lung-seg-model"
 FORMAT_VERSION = 1
 IN_PLANE_POLICIES = ("fixed_size", "keep_aspect")  # see preprocess.py
+GUIDANCE_CHANNELS = ("mask", "positive_clicks", "negative_clicks")  # click-refinement models (refine.py)
 INTENSITY_METHODS = ("percentile_minmax", "zscore")
 SPATIAL_DIMS = (2, 3)
 PATCH_SLICES_MULTIPLE = 16  # four 2x downsamplings along the slice axis, as in_plane_size allows five
@@ -69,6 +70,16 @@ class InputConfig:
     spatial_dims: int = 2             # 2 = slice-wise (2D / 2.5D), 3 = volumetric (sliding windows)
     patch_slices: int = 32            # 3D only: window depth along slice_axis
     window_overlap: float = 0.5       # 3D only: fraction of a window shared with the next one
+    # Click-refinement models only (``refine.py``): extra input channels after the image slices, in this
+    # order, e.g. ("mask", "positive_clicks", "negative_clicks"); empty for a segmentation model.
+    guidance: tuple[str, ...] = ()
+    click_sigma: float = 2.5          # Gaussian width of a click, in network pixels
+    click_depth_mm: float = 6.0       # a click's height falls as a Gaussian of this width (mm) across slices
+
+    @property
+    def network_channels(self) -> int:
+        """Input channels of the network itself: the image slices, then the guidance maps."""
+        return self.channels + len(self.guidance)
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input"]["in_plane_size"] = list(self.input.in_plane_size)
+        data["input"]["guidance"] = list(self.input.guidance)
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
 
     @staticmethod
@@ -121,6 +133,7 @@ class ModelConfig:
             net = NetworkConfig(**body.pop("network"))
             inp = dict(body.pop("input"))
             inp["in_plane_size"] = tuple(int(v) for v in inp.get("in_plane_size", (128, 128)))
+            inp["guidance"] = tuple(inp.get("guidance", ()))
             inp = InputConfig(**inp)
             out = OutputConfig(**body.pop("output"))
             config = ModelConfig(network=net, input=inp, output=out, **body)
@@ -152,6 +165,15 @@ class ModelConfig:
         if not 0 <= inp.lower_percentile < inp.upper_percentile <= 100:
             found.append("input percentiles must satisfy 0 <= lower < upper <= 100")
         found += self._spatial_problems()
+        if any(g not in GUIDANCE_CHANNELS for g in inp.guidance) or len(set(inp.guidance)) != len(inp.guidance):
+            found.append(f"input.guidance must list distinct channels of {GUIDANCE_CHANNELS}, "
+                         f"got {list(inp.guidance)}")
+        if inp.guidance and inp.spatial_dims != 2:
+            found.append("input.guidance (a click-refinement model) needs input.spatial_dims 2")
+        if not 0.5 <= inp.click_sigma <= 32:
+            found.append(f"input.click_sigma must lie in 0.5..32 network pixels, got {inp.click_sigma}")
+        if not 0.5 <= inp.click_depth_mm <= 100:
+            found.append(f"input.click_depth_mm must lie in 0.5..100 mm, got {inp.click_depth_mm}")
         if self.output.activation != "sigmoid":
             found.append(f"output.activation must be 'sigmoid', got {self.output.activation!r}")
         if not 0 < self.output.threshold < 1:

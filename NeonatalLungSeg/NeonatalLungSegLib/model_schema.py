@@ -36,7 +36,8 @@ _TOP = {"name": str, "version": str, "parent_version": (str, type(None)), "descr
 _NETWORK = {"library": str, "architecture": str, "args": dict}
 _INPUT = {"channels": int, "canonical_orientation": str, "slice_axis": int, "in_plane_policy": str,
           "in_plane_size": list, "intensity_method": str, "lower_percentile": float, "upper_percentile": float,
-          "spatial_dims": int, "patch_slices": int, "window_overlap": float}
+          "spatial_dims": int, "patch_slices": int, "window_overlap": float, "guidance": list,
+          "click_sigma": float, "click_depth_mm": float}
 _OUTPUT = {"activation": str, "threshold": float, "network_label": str, "labels": dict}
 _WORDS = {str: "text", dict: "an object", list: "a list", int: "a whole number", float: "a number",
           (str, type(None)): "text or null"}
@@ -96,6 +97,8 @@ def schema_problems(body: dict[str, Any]) -> list[str]:
         found.append(f"input.in_plane_size must be two whole numbers up to {MAX_IN_PLANE}, got {_short(size)}")
     if "patch_slices" in inp and not 1 <= inp["patch_slices"] <= MAX_PATCH_SLICES:
         found.append(f"input.patch_slices must lie in 1..{MAX_PATCH_SLICES}, got {inp['patch_slices']}")
+    if not all(isinstance(g, str) for g in inp.get("guidance", [])) or len(inp.get("guidance", [])) > 3:
+        found.append(f"input.guidance must be a list of at most 3 channel names, got {_short(inp['guidance'])}")
     labels = out.get("labels", {})
     if not all(isinstance(k, str) and _is_int(v) for k, v in labels.items()):
         found.append(f"output.labels must map names to whole numbers, got {_short(labels)}")

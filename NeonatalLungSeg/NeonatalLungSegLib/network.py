@@ -28,8 +28,8 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         import segmentation_models_pytorch as smp
 
         try:
-            return smp.create_model(net.architecture, encoder_weights=None, in_channels=config.input.channels,
-                                    classes=1, activation=None, **args)
+            return smp.create_model(net.architecture, encoder_weights=None,
+                                    in_channels=config.input.network_channels, classes=1, activation=None, **args)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"cannot build smp {net.architecture!r} with {args}: {exc}") from None
     if net.library == "monai":
@@ -42,7 +42,7 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
             # 2D or 3D comes from input.spatial_dims (model_folder checks a stated value agrees with it).
             args.setdefault("spatial_dims", config.input.spatial_dims)
         try:
-            return factory(in_channels=config.input.channels, out_channels=1, **args)
+            return factory(in_channels=config.input.network_channels, out_channels=1, **args)
         except (TypeError, ValueError) as exc:
             raise ModelFolderError(f"cannot build MONAI {net.architecture!r} with {args}: {exc}") from None
     raise ModelFolderError(f"unknown network library {net.library!r}: use 'smp' or 'monai'")

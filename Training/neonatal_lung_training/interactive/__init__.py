@@ -1,0 +1,1 @@
+"""Click-guided refinement: simulated clicks, training of the refinement network, NoC evaluation."""

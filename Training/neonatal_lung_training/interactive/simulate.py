@@ -1,0 +1,121 @@
+"""The standard click simulation: a click at the centre of the largest error, positive on missed lung,
+negative on false lung; used both to train the refinement network (2D, on slices) and to score it (3D,
+NoC@90 / NoC@95 on whole volumes).
+
+"Centre" is the error voxel farthest from the error's border (the maximum of its distance transform), as in
+the interactive-segmentation literature, so a simulated click sits where a user would put it: in the middle
+of what is wrong, not on its edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class SimulatedClick:
+    position: tuple[int, ...]   # voxel (2D: row, col; 3D: k, j, i)
+    positive: bool
+    label: int = 1              # the lung the error belongs to (3D, labelled masks)
+    size: int = 0               # voxels in the error region it was placed on
+
+
+def _centre(region: np.ndarray, sampling: tuple[float, ...] | None) -> tuple[int, ...]:
+    """The voxel of ``region`` farthest from its border (padded, so the volume's edge counts as border)."""
+    padded = np.pad(region, 1)
+    distance = ndimage.distance_transform_edt(padded, sampling=sampling)[tuple(slice(1, -1) for _ in region.shape)]
+    return tuple(int(v) for v in np.unravel_index(np.argmax(distance), region.shape))
+
+
+def next_click(target: np.ndarray, current: np.ndarray, labels: tuple[int, ...] = (1,),
+               sampling: tuple[float, ...] | None = None) -> SimulatedClick | None:
+    """The click on the largest error region of ``current`` against ``target`` (None when they agree).
+
+    For each lung value: missed voxels (target is it, current is not) give positive clicks, false voxels
+    (current is it, target is not) negative ones; regions are 6- (3D) / 4- (2D) connected components.
+    ``sampling`` (mm per axis) makes "largest" a volume and "centre" a physical distance.
+    """
+    best: tuple[int, np.ndarray, bool, int] | None = None
+    voxel = float(np.prod(sampling)) if sampling else 1.0
+    for value in labels:
+        for positive, error in ((True, (target == value) & (current != value)),
+                                (False, (current == value) & (target != value))):
+            if not error.any():
+                continue
+            components, count = ndimage.label(error)
+            sizes = np.bincount(components.ravel())[1:]
+            largest = int(np.argmax(sizes))
+            if best is None or sizes[largest] * voxel > best[0]:
+                best = (int(sizes[largest] * voxel), components == largest + 1, positive, value)
+    if best is None:
+        return None
+    size, region, positive, value = best
+    return SimulatedClick(_centre(region, sampling), positive, value, int(region.sum()))
+
+
+def perturbed_mask(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible wrong 2D lung mask: the target eroded or dilated, with a blob cut away or one added,
+    and sometimes shifted, the kinds of error a segmentation network makes on a new scanner."""
+    mask = target.astype(bool)
+    size = np.array(mask.shape)
+    step = int(rng.integers(1, 5))
+    if rng.random() < 0.5:
+        mask = ndimage.binary_erosion(mask, iterations=step) if rng.random() < 0.5 else \
+            ndimage.binary_dilation(mask, iterations=step)
+    rows, cols = np.ogrid[:size[0], :size[1]]
+    for _ in range(int(rng.integers(0, 3))):
+        radius = rng.uniform(4, 16)
+        if rng.random() < 0.5 and target.any():  # cut a blob out of the lung
+            centre = np.argwhere(target)[rng.integers(int(target.sum()))]
+            mask &= (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 > radius ** 2
+        else:  # false lung next to it or anywhere
+            centre = rng.uniform(0.15, 0.85, 2) * size
+            mask |= (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2
+    if rng.random() < 0.2:
+        mask = np.roll(mask, tuple(int(v) for v in rng.integers(-4, 5, 2)), axis=(0, 1))
+    return mask
+
+
+@dataclass(frozen=True)
+class ClickPlan:
+    """Clicks for one training slice: where (network pixels), which sign, how strong."""
+
+    points: list[tuple[float, float]]
+    positive: list[bool]
+    amplitudes: list[float]
+
+
+def training_clicks(target: np.ndarray, current: np.ndarray, rng: np.random.Generator,
+                    max_clicks: int = 4) -> tuple[np.ndarray, ClickPlan]:
+    """The iterative protocol on one slice: clicks 1..n-1 are placed and their error fixed (as a good
+    refinement would), click n is placed on what remains; returns the mask the network sees and the clicks.
+
+    Some clicks are weakened and moved a few pixels: that is how a click on a neighbouring slice appears
+    on this one (its height falls with distance), so the network learns to follow an error across slices.
+    """
+    current = current.astype(bool).copy()
+    target = target.astype(bool)
+    count = int(rng.integers(0, max_clicks + 1))
+    points, signs, amplitudes = [], [], []
+    for n in range(count):
+        click = next_click(target.astype(np.uint8), current.astype(np.uint8))
+        if click is None:
+            break
+        row, col = click.position
+        amplitude = 1.0
+        if rng.random() < 0.35:
+            amplitude = float(rng.uniform(0.1, 0.9))
+            row, col = row + rng.normal(0, 2.0), col + rng.normal(0, 2.0)
+        points.append((float(row), float(col)))
+        signs.append(click.positive)
+        amplitudes.append(amplitude)
+        if n < count - 1:  # an earlier click: its error has been corrected already
+            error = (target != current)
+            components, _ = ndimage.label(error)
+            picked = components[click.position]
+            if picked:
+                current[components == picked] = target[components == picked]
+    return current, ClickPlan(points, signs, amplitudes)
