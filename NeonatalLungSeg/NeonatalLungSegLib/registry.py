@@ -28,6 +28,8 @@ REGISTRY_ENV = "NEONATAL_LUNG_SEG_REGISTRY"
 SEARCH_ENV = "NEONATAL_LUNG_SEG_MODEL_PATH"
 REGISTRY_FORMAT = "neonatal-lung-seg-model-registry"
 BUNDLED_MODEL_NAME = "neonatal-lung-unet-r50"
+BUNDLED_REFINE_MODEL_NAME = "neonatal-lung-refine-r50"  # the click-refinement model (refine.py)
+KINDS = ("segmentation", "refine")
 _LIB = Path(__file__).resolve().parent
 ORIGINS = ("bundled", "given", "remembered", "environment")
 
@@ -43,6 +45,14 @@ def bundled_model_folder() -> Path:
         if (root / BUNDLED_MODEL_NAME / CONFIG_NAME).is_file():
             return root / BUNDLED_MODEL_NAME
     return bundled_roots()[0] / BUNDLED_MODEL_NAME
+
+
+def bundled_refine_model_folder() -> Path:
+    """The bundled click-refinement model's folder (the installed layout when no root holds it)."""
+    for root in bundled_roots():
+        if (root / BUNDLED_REFINE_MODEL_NAME / CONFIG_NAME).is_file():
+            return root / BUNDLED_REFINE_MODEL_NAME
+    return bundled_roots()[0] / BUNDLED_REFINE_MODEL_NAME
 
 
 def default_model_folder() -> Path:
@@ -117,6 +127,7 @@ class ModelEntry:
     validation_dice_left: float | None = None
     validation_data: str = ""
     problem: str | None = None
+    kind: str = "segmentation"           # or "refine": a click-refinement model (input.guidance)
 
     @property
     def usable(self) -> bool:
@@ -147,7 +158,7 @@ class ModelEntry:
                 "training_slices": self.training_slices, "validation_dice": self.validation_dice,
                 "validation_dice_right": self.validation_dice_right,
                 "validation_dice_left": self.validation_dice_left, "validation_data": self.validation_data,
-                "problem": self.problem}
+                "problem": self.problem, "kind": self.kind}
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -178,7 +189,8 @@ def entry_for(folder: Path | str, origin: str = "given") -> ModelEntry:
                       training_cases=_number(training.get("training_cases"), int),
                       training_slices=_number(training.get("training_slices"), int),
                       validation_dice=whole, validation_dice_right=right, validation_dice_left=left,
-                      validation_data=str(validation.get("data", "")))
+                      validation_data=str(validation.get("data", "")),
+                      kind="refine" if config.input.guidance else "segmentation")
 
 
 def model_folders_under(path: Path) -> list[Path]:
@@ -196,8 +208,11 @@ def _environment_paths() -> list[Path]:
 
 
 def find_models(paths: Iterable[Path | str] = (), *, bundled: bool = True, remembered: bool = True,
-                environment: bool = True) -> list[ModelEntry]:
+                environment: bool = True, kind: str | None = "segmentation") -> list[ModelEntry]:
     """Every model folder found, each once: bundled (the default model first), given, remembered, environment.
+
+    ``kind`` keeps segmentation models (the default: what Segment and `models` choose from) or click-refinement
+    models ("refine"); None keeps both. Unusable folders are always listed.
 
     A given path that is neither a model folder nor holds any is listed as an unusable entry, so a typo is
     reported rather than ignored.
@@ -222,6 +237,7 @@ def find_models(paths: Iterable[Path | str] = (), *, bundled: bool = True, remem
                 continue
             seen.add(key)
             entries.append(entry_for(folder, origin))
+    entries = [e for e in entries if kind is None or not e.usable or e.kind == kind]
     bundled_entries = sorted((e for e in entries if e.origin == "bundled"),
                              key=lambda e: (e.name != BUNDLED_MODEL_NAME, e.name, e.version))
     return bundled_entries + [e for e in entries if e.origin != "bundled"]

@@ -89,9 +89,10 @@ def refine_config_for(parent: ModelConfig, config: RefineTrainConfig) -> ModelCo
     """The child model.json: the parent's network and preprocessing, plus the guidance channels."""
     inp = dataclasses.replace(parent.input, guidance=GUIDANCE, click_sigma=config.click_sigma,
                               click_depth_mm=config.click_depth_mm)
-    return dataclasses.replace(parent, name=config.name, version=config.version,
-                               parent_version=f"{parent.name} {parent.version}", description=config.description,
-                               input=inp, training={}, validation={}, weights_sha256="")
+    return dataclasses.replace(parent, name=config.name, version=config.version, parent_version=parent.version,
+                               description=config.description, input=inp,
+                               training={"parent": {"name": parent.name, "version": parent.version}},
+                               validation={}, weights_sha256="")
 
 
 def widen_for_guidance(state: dict[str, torch.Tensor], child: ModelConfig) -> dict[str, torch.Tensor]:
@@ -247,7 +248,7 @@ def _validate(network: torch.nn.Module, images: torch.Tensor, guidance: torch.Te
 def _finish(config: RefineTrainConfig, child: ModelConfig, network: torch.nn.Module, best_path: Path,
             epochs: int, train_cases: list, val_cases: list, train_slices: int) -> Path:
     best = checkpoint.load(best_path)
-    training = {"data": config.data_description, "parent_model": child.parent_version,
+    training = {**child.training, "data": config.data_description,
                 "training_cases": len(train_cases), "validation_cases": len(val_cases),
                 "training_slices": train_slices, "epochs_run": epochs, "best_epoch": best["epoch"],
                 "recipe": (f"simulated clicks (<= {config.max_clicks} per slice, iterative protocol) on an empty "
