@@ -243,6 +243,8 @@ TRAINING_COMMANDS = {
     "prepare-ct": ("neonatal_lung_training.prepare_ct", "convert the public CT lung slices to a training folder"),
     "evaluate": ("neonatal_lung_training.evaluate",
                  "evaluate model folders on a labelled folder: metrics CSV/JSON, plots, Markdown report"),
+    "evaluate-clicks": ("neonatal_lung_training.interactive.noc",
+                        "score click refinement with simulated clicks: NoC@90 / NoC@95, Dice per click"),
 }
 
 
@@ -314,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--forget", type=Path, action="append", metavar="DIR", help="stop remembering DIR")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=run_models)
+    from .cli_refine import add_parser as add_refine_parser
+
+    add_refine_parser(sub)
     for command, (_, summary) in TRAINING_COMMANDS.items():
         sub.add_parser(command, help=f"{summary} (see `{command} --help`)", add_help=False)
     return parser

@@ -24,24 +24,28 @@ class SimulatedClick:
 
 
 def _centre(region: np.ndarray, sampling: tuple[float, ...] | None) -> tuple[int, ...]:
-    """The voxel of ``region`` farthest from its border (padded, so the volume's edge counts as border)."""
-    padded = np.pad(region, 1)
+    """The voxel of ``region`` farthest from its border (padded, so the volume's edge counts as border);
+    computed on the region's bounding box, so a small error in a large volume costs little."""
+    box = ndimage.find_objects(region.astype(np.uint8))[0]
+    padded = np.pad(region[box], 1)
     distance = ndimage.distance_transform_edt(padded, sampling=sampling)[tuple(slice(1, -1) for _ in region.shape)]
-    return tuple(int(v) for v in np.unravel_index(np.argmax(distance), region.shape))
+    local = np.unravel_index(np.argmax(distance), distance.shape)
+    return tuple(int(v + b.start) for v, b in zip(local, box))
 
 
 def next_click(target: np.ndarray, current: np.ndarray, labels: tuple[int, ...] = (1,),
                sampling: tuple[float, ...] | None = None) -> SimulatedClick | None:
     """The click on the largest error region of ``current`` against ``target`` (None when they agree).
 
-    For each lung value: missed voxels (target is it, current is not) give positive clicks, false voxels
-    (current is it, target is not) negative ones; regions are 6- (3D) / 4- (2D) connected components.
+    For each lung value: missed voxels (target is it, current has no lung there) give positive clicks, false
+    voxels (current is it, target is not) negative ones, so a lung labelled as the other one is first
+    removed from the wrong lung (a positive click never relabels the other lung); regions are 6- (3D) / 4- (2D) connected components.
     ``sampling`` (mm per axis) makes "largest" a volume and "centre" a physical distance.
     """
     best: tuple[int, np.ndarray, bool, int] | None = None
     voxel = float(np.prod(sampling)) if sampling else 1.0
     for value in labels:
-        for positive, error in ((True, (target == value) & (current != value)),
+        for positive, error in ((True, (target == value) & (current == 0)),
                                 (False, (current == value) & (target != value))):
             if not error.any():
                 continue
@@ -112,10 +116,13 @@ def training_clicks(target: np.ndarray, current: np.ndarray, rng: np.random.Gene
         points.append((float(row), float(col)))
         signs.append(click.positive)
         amplitudes.append(amplitude)
-        if n < count - 1:  # an earlier click: its error has been corrected already
-            error = (target != current)
-            components, _ = ndimage.label(error)
-            picked = components[click.position]
-            if picked:
-                current[components == picked] = target[components == picked]
+        if n == count - 1:
+            break
+        # an earlier click: its error has been corrected already, unless that would leave no error at all
+        # for the next click (then this click is the last one and its error stays)
+        components, _ = ndimage.label(target != current)
+        picked = components[click.position]
+        if not picked or ((components > 0) & (components != picked)).sum() == 0:
+            break
+        current[components == picked] = target[components == picked]
     return current, ClickPlan(points, signs, amplitudes)

@@ -1,0 +1,227 @@
+"""Score click refinement the way the field does: simulated clicks, NoC@90 / NoC@95, Dice after n clicks.
+
+    neonatal-lung-seg evaluate-clicks --data runs/proton-eval --start empty --start model -o OUT
+
+For each labelled volume and each starting mask (``empty``, or ``model``: the segmentation model's own
+output), clicks are simulated one at a time (``simulate.next_click``: the centre of the largest 3D error
+region, positive on missed lung, negative on false lung, for the lung the error belongs to) and applied
+with ``RefineSession.apply``, each to the result of the clicks before, up to ``--max-clicks`` (20, the
+usual limit). NoC@X is the number of clicks after which Dice of both lungs first reaches X (``--max-clicks``
+when it never does, the usual convention; the report says how often that happened).
+
+Writes OUT/noc.json (every Dice and every click's seconds), OUT/noc.csv (one row per case and start),
+OUT/dice-per-click.png and OUT/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from NeonatalLungSegLib.clicks import Click
+from NeonatalLungSegLib.errors import InputError, exit_status
+from NeonatalLungSegLib.geometry import image_to_array
+from NeonatalLungSegLib.measure import dice
+from NeonatalLungSegLib.volume_io import read_volume
+
+from .simulate import next_click
+
+STARTS = ("empty", "model")
+TARGETS = (0.90, 0.95)
+REPORT_AFTER = (1, 3, 5, 10)
+
+
+def volume_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
+    """(name, image, labels) for every images/NAME.* with a labels/NAME.* beside it."""
+    images = sorted(p for p in (Path(folder) / "images").glob("*.nii*"))
+    pairs = []
+    for image in images:
+        label = Path(folder) / "labels" / image.name
+        if label.exists():
+            pairs.append((image.name.split(".nii")[0], image, label))
+    if not pairs:
+        raise InputError(f"{folder}: no images/NAME.nii.gz with a labels/NAME.nii.gz")
+    return pairs
+
+
+def noc(curve: list[float], target: float, limit: int) -> int:
+    """Clicks until Dice first reaches ``target`` (0 when the start already does; ``limit`` when never)."""
+    for clicks, value in enumerate(curve):
+        if value >= target:
+            return clicks
+    return limit
+
+
+def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks: int,
+                  sampling: tuple[float, float, float]) -> dict:
+    """Dice (both lungs, and each lung) before any click and after each, and seconds per click."""
+    labels = start.astype(np.uint8)
+    curve = [dice(labels > 0, reference > 0)]
+    right = [dice(labels == 1, reference == 1)]
+    left = [dice(labels == 2, reference == 2)]
+    seconds, kinds = [], []
+    for _ in range(max_clicks):
+        click = next_click(reference, labels, labels=(1, 2), sampling=sampling)
+        if click is None:
+            break
+        lung = "right_lung" if click.label == 1 else "left_lung"
+        labels, outcome = session.apply(labels, Click(tuple(click.position), click.positive, lung))
+        seconds.append(outcome.seconds)
+        kinds.append(("+" if click.positive else "-") + ("R" if click.label == 1 else "L")
+                     + ("*" if outcome.fallback else ""))
+        curve.append(dice(labels > 0, reference > 0))
+        right.append(dice(labels == 1, reference == 1))
+        left.append(dice(labels == 2, reference == 2))
+    while len(curve) < max_clicks + 1:  # a perfect mask stays perfect
+        curve.append(curve[-1])
+        right.append(right[-1])
+        left.append(left[-1])
+    return {"dice": curve, "dice_right": right, "dice_left": left, "seconds": seconds, "clicks": kinds,
+            "labels": labels}
+
+
+def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts: list[str], max_clicks: int,
+             device: str, out: Path) -> dict:
+    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.refine import Refiner
+
+    refiner = Refiner.load(refine_model, device=device)
+    segmenter = Segmenter.load(segment_model, device=device) if "model" in starts else None
+    results = []
+    for name, image_path, label_path in volume_pairs(data):
+        array, geometry = image_to_array(read_volume(image_path, check=True))
+        array = array.astype(np.float32, copy=False)
+        reference, _ = image_to_array(read_volume(label_path, check=True))
+        reference = reference.astype(np.uint8)
+        sampling = tuple(float(s) for s in geometry.spacing[::-1])
+        for start in starts:
+            initial = np.zeros_like(reference) if start == "empty" else segmenter.segment_array(array, geometry).labels
+            started = time.perf_counter()
+            case = simulate_case(refiner.session(array, geometry, str(image_path)), reference, initial, max_clicks,
+                                 sampling)
+            case.pop("labels")
+            row = {"case": name, "start": start, **case, "shape": list(reference.shape),
+                   "minutes": round((time.perf_counter() - started) / 60, 2)}
+            for target in TARGETS:
+                row[f"noc{round(target * 100)}"] = noc(case["dice"], target, max_clicks)
+            results.append(row)
+            print(f"{name} from {start}: Dice {case['dice'][0]:.3f} -> {case['dice'][-1]:.3f}; NoC@90 "
+                  f"{row['noc90']}, NoC@95 {row['noc95']}; median {statistics.median(case['seconds'] or [0]):.2f} s "
+                  f"per click", flush=True)
+    summary = {"refine_model": _identity(refiner.config),
+               "segment_model": _identity(segmenter.config) if segmenter else None,
+               "max_clicks": max_clicks, "device": str(refiner.device), "cpu": _cpu(), "cases": results}
+    _write(out, summary)
+    return summary
+
+
+def _identity(config) -> dict:
+    return {"name": config.name, "version": config.version}
+
+
+def _cpu() -> str:
+    from NeonatalLungSegLib.acceleration import cpu_line
+
+    return cpu_line()
+
+
+def _write(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "noc.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    with open(out / "noc.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "start", "dice_start", *[f"dice_after_{n}" for n in REPORT_AFTER], "noc90",
+                         "noc95", "median_seconds_per_click"])
+        for row in summary["cases"]:
+            writer.writerow([row["case"], row["start"], f"{row['dice'][0]:.4f}",
+                             *[f"{row['dice'][min(n, len(row['dice']) - 1)]:.4f}" for n in REPORT_AFTER],
+                             row["noc90"], row["noc95"], f"{statistics.median(row['seconds'] or [0]):.3f}"])
+    _plot(out / "dice-per-click.png", summary)
+    (out / "report.md").write_text(markdown(summary), encoding="utf-8")
+
+
+def _plot(path: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, start in zip(axes, STARTS):
+        rows = [r for r in summary["cases"] if r["start"] == start]
+        for row in rows:
+            axis.plot(range(len(row["dice"])), row["dice"], marker=".", label=row["case"])
+        for target in TARGETS:
+            axis.axhline(target, color="grey", linestyle=":", linewidth=1)
+        axis.set_title(f"from {'an empty mask' if start == 'empty' else 'the model output'}")
+        axis.set_xlabel("clicks")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+        if rows:
+            axis.legend(fontsize=7)
+    axes[0].set_ylabel("Dice, both lungs")
+    figure.suptitle(f"{summary['refine_model']['name']} {summary['refine_model']['version']}: Dice after each "
+                    "simulated click")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"Refinement model {summary['refine_model']['name']} {summary['refine_model']['version']}"
+             + (f", starting masks from {summary['segment_model']['name']} {summary['segment_model']['version']}"
+                if summary["segment_model"] else "") + f"; device {summary['device']} ({summary['cpu']}); at most "
+             f"{summary['max_clicks']} clicks.", "",
+             "| case | start | Dice at start | " + " | ".join(f"after {n}" for n in REPORT_AFTER)
+             + " | NoC@90 | NoC@95 | median s/click |", "|---" * (6 + len(REPORT_AFTER)) + "|"]
+    for row in summary["cases"]:
+        after = " | ".join(f"{row['dice'][min(n, len(row['dice']) - 1)]:.3f}" for n in REPORT_AFTER)
+        lines.append(f"| {row['case']} | {row['start']} | {row['dice'][0]:.3f} | {after} | {row['noc90']} | "
+                     f"{row['noc95']} | {statistics.median(row['seconds'] or [0]):.2f} |")
+    lines.append("")
+    for start in STARTS:
+        rows = [r for r in summary["cases"] if r["start"] == start]
+        if not rows:
+            continue
+        limit = summary["max_clicks"]
+        lines.append(f"- from {start}: mean NoC@90 {np.mean([r['noc90'] for r in rows]):.1f}, mean NoC@95 "
+                     f"{np.mean([r['noc95'] for r in rows]):.1f} ({sum(r['noc95'] >= limit for r in rows)} of "
+                     f"{len(rows)} volumes never reached 0.95 and count as {limit}); median seconds per click "
+                     f"{statistics.median([s for r in rows for s in r['seconds']] or [0]):.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="neonatal-lung-seg evaluate-clicks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with images/NAME.nii.gz and labels/NAME.nii.gz")
+    parser.add_argument("--refine-model", type=Path, default=None, help="default: the bundled refinement model")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="segmentation model giving the 'model' start (default: the bundled model)")
+    parser.add_argument("--start", choices=STARTS, action="append", default=None,
+                        help="starting mask; repeatable (default: both)")
+    parser.add_argument("--max-clicks", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from NeonatalLungSegLib.registry import bundled_refine_model_folder, default_model_folder
+
+        if args.max_clicks < 1:
+            raise InputError(f"--max-clicks must be >= 1, got {args.max_clicks}")
+        evaluate(args.data, args.refine_model or bundled_refine_model_folder(), args.model or default_model_folder(),
+                 args.start or list(STARTS), args.max_clicks, args.device, args.out)
+        print(f"wrote {args.out}/report.md")
+
+    return exit_status(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
