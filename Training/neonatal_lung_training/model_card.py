@@ -41,6 +41,8 @@ def write_model_card(folder: Path) -> Path:
                                           if inp.channels > 1 else "")
         context_limit = "- Slice-wise 2D network: no 3D context beyond post-processing" + (
             " and the neighbouring slices given as channels." if inp.channels > 1 else ".")
+    guidance = (f" plus {', '.join(inp.guidance)} (a click-refinement model: it corrects a mask where clicks "
+                f"say, see docs/click-refinement.md)" if inp.guidance else "")
     text = f"""# Model card: {config.name} {config.version}
 
 **{config.clinical_use}** This model has never been trained or tested on real neonatal MRI, because no
@@ -50,7 +52,7 @@ lungs on real scanner images at all, not how it does on newborns.
 
 ## What it is
 - Network: {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())};
-  one sigmoid "lung" output; {config.input.channels} input channel(s); parent version: {config.parent_version or 'none'}.
+  one sigmoid "lung" output; {config.input.channels} input channel(s){guidance}; parent version: {config.parent_version or 'none'}.
 - Input: the volume is reoriented to {config.input.canonical_orientation} and cut into slices across axis
   {config.input.slice_axis}; intensities are scaled by {config.input.intensity_method}
   ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
