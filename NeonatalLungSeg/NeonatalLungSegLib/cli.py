@@ -113,8 +113,13 @@ def run_segment(args: argparse.Namespace) -> int:
     for paths in paths_of.values():
         for key in keys:
             checker.check(paths[key])
-    for case in cases:  # every input read and checked before anything is written (the README's promise)
-        read_volume(case.source, check=True)
+    # Every input read and checked before anything is written (the README's promise); a single input is
+    # kept, so it is decompressed twice in all (probe, read), not five times.
+    kept = {}
+    for case in cases:
+        checked = read_volume(case.source, check=True, probe=False)
+        if len(cases) == 1:
+            kept[case.name] = checked
     clean_stale_temporaries(out_dir)
     if args.device.strip().lower() in ("auto", "cpu"):
         configure_cpu_threads()
@@ -128,7 +133,7 @@ def run_segment(args: argparse.Namespace) -> int:
           flush=True)
     for case in cases:
         started = time.perf_counter()
-        image = read_volume(case.source, check=False)  # the engine checks the values, once
+        image = kept.pop(case.name, None) or read_volume(case.source, check=False, probe=False)
         update, close = _progress_bar(case.name)
         try:
             if args.confidence:

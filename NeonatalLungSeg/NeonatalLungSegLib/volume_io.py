@@ -150,14 +150,16 @@ def probe_volume(path: Path) -> None:
     check_direction(path, reader.GetDirection())
 
 
-def read_volume(path: Path, check: bool = True) -> sitk.Image:
+def read_volume(path: Path, check: bool = True, probe: bool = True) -> sitk.Image:
     """Read a 3D scalar volume from a file or a DICOM series folder, as float32, checking its values.
 
     ``check=False`` leaves the value check to the engine (``Segmenter.segment_array`` always makes it), so
-    the CLI scans the voxels once, not twice.
+    the CLI scans the voxels once, not twice. ``probe=False`` skips ``probe_volume`` for a path the caller
+    has just probed (a compressed NIfTI is decompressed by each probe and each read).
     """
     path = Path(path)
-    probe_volume(path)
+    if probe:
+        probe_volume(path)
     try:
         with FoldedItkWarnings(path):
             if path.is_dir():

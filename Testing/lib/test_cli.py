@@ -145,3 +145,22 @@ def test_console_script_entry_point_runs(tmp_path: Path, tiny_model_folder: Path
                                     "PATH": "/usr/bin:/bin"})
     assert completed.returncode == 0, completed.stderr
     assert (tmp_path / "o" / "s_lungs.nii.gz").is_file()
+
+
+def test_a_single_compressed_input_is_decompressed_twice_not_five_times(tmp_path: Path, tiny_model_folder: Path,
+                                                                         capsys, monkeypatch) -> None:
+    """The probe streams a .nii.gz once and ITK reads it once; the run before this fix read it five times."""
+    import gzip
+
+    source = write_volume(tmp_path / "one.nii.gz")
+    opened = []
+    real_open = gzip.open
+    monkeypatch.setattr(gzip, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    reads = []
+    real_read = sitk.ReadImage
+    monkeypatch.setattr(sitk, "ReadImage", lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))
+    code, _, _ = run(["segment", str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_model_folder),
+                      "--device", "cpu"], capsys)
+    assert code == 0
+    assert len([p for p in reads if str(p) == str(source)]) == 1
+    assert len([p for p in opened if str(p) == str(source)]) == 1  # the probe's own stream
