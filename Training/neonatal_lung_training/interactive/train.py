@@ -149,7 +149,12 @@ def _sample(cases: list, limit: int, seed: int) -> list:
     return [cases[i] for i in sorted(picked)]
 
 
-def train(config: RefineTrainConfig) -> Path:
+def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
+    """Train (resuming a run folder's last checkpoint), then write the model folder from the best one.
+
+    ``finish_only``: write the model folder from the run's best checkpoint now, without loading slices or
+    training further (a run stopped early for time); the slice count comes from the run's data.json.
+    """
     output = Path(config.output)
     if output.exists():
         raise FileExistsError(f"{output}: already exists; models are versioned, choose a new folder")
@@ -163,6 +168,11 @@ def train(config: RefineTrainConfig) -> Path:
     val_cases = _sample(cases_of(cases, split["val"]), config.max_val_cases, config.seed + 1)
     parent_config = read_config(Path(config.parent_model))
     child = refine_config_for(parent_config, config)
+    best_path = run / "checkpoints" / checkpoint.BEST
+    if finish_only:
+        data = json.loads((run / "data.json").read_text(encoding="utf-8"))
+        state = checkpoint.load(run / "checkpoints" / checkpoint.LAST)
+        return _finish(config, child, best_path, state["epoch"], train_cases, val_cases, data["train_slices"])
     started = time.perf_counter()
     train_set = load_slices(folder, train_cases, child.input, config.keep_empty_fraction, config.seed)
     val_set = load_slices(folder, val_cases, child.input, config.keep_empty_fraction, config.seed + 1)
@@ -173,6 +183,8 @@ def train(config: RefineTrainConfig) -> Path:
     train_parent = parent_predictions(parent_net, train_set.images)
     val_parent = parent_predictions(parent_net, val_set.images)
     del parent_net
+    (run / "data.json").write_text(json.dumps({"train_cases": len(train_cases), "val_cases": len(val_cases),
+                                               "train_slices": len(train_set), "val_slices": len(val_set)}) + "\n")
     print(f"data: {len(train_cases)} training / {len(val_cases)} validation cases, {len(train_set)} / "
           f"{len(val_set)} slices, parent predictions done in {(time.perf_counter() - started) / 60:.1f} min",
           flush=True)
@@ -184,7 +196,7 @@ def train(config: RefineTrainConfig) -> Path:
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    last, best_path = run / "checkpoints" / checkpoint.LAST, run / "checkpoints" / checkpoint.BEST
+    last = run / "checkpoints" / checkpoint.LAST
     first, best, stale, spent = 1, -1.0, 0, 0.0
     if last.exists():
         state = checkpoint.load(last)
@@ -231,7 +243,7 @@ def train(config: RefineTrainConfig) -> Path:
         print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val Dice (with clicks) {dice:.4f}  "
               f"{spent_now / 60:.1f} min{'  *' if improved else ''}", flush=True)
         spent, loop_started = spent_now, time.perf_counter()
-    return _finish(config, child, network, best_path, epoch, train_cases, val_cases, len(train_set))
+    return _finish(config, child, best_path, epoch, train_cases, val_cases, len(train_set))
 
 
 def _validate(network: torch.nn.Module, images: torch.Tensor, guidance: torch.Tensor,
@@ -245,8 +257,8 @@ def _validate(network: torch.nn.Module, images: torch.Tensor, guidance: torch.Te
     return float(overlap.dice)
 
 
-def _finish(config: RefineTrainConfig, child: ModelConfig, network: torch.nn.Module, best_path: Path,
-            epochs: int, train_cases: list, val_cases: list, train_slices: int) -> Path:
+def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epochs: int, train_cases: list,
+            val_cases: list, train_slices: int) -> Path:
     best = checkpoint.load(best_path)
     training = {**child.training, "data": config.data_description,
                 "training_cases": len(train_cases), "validation_cases": len(val_cases),
@@ -268,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neonatal_lung_training.interactive.train",
                                      description="Train the click-refinement network from a segmentation model.")
     parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--finish-now", action="store_true",
+                        help="write the model folder from the run's best checkpoint without training further")
     args = parser.parse_args(argv)
 
     def body() -> None:
-        print(f"wrote {train(RefineTrainConfig.read(args.config))}")
+        print(f"wrote {train(RefineTrainConfig.read(args.config), finish_only=args.finish_now)}")
 
     return exit_status(body, also=(FileExistsError, ValueError),
                        interrupted="interrupted: rerun the same command to resume from the last checkpoint")

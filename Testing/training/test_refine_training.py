@@ -1,0 +1,80 @@
+"""Training the click-refinement network (interactive/train.py) on toy volumes, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from NeonatalLungSegLib.model_folder import read_config, write_model_folder
+from NeonatalLungSegLib.network import build_network
+from NeonatalLungSegLib.refine import Refiner
+from neonatal_lung_training.interactive.train import (GUIDANCE, RefineTrainConfig, guidance_batch, main,
+                                                      refine_config_for, widen_for_guidance)
+from training_fixtures import toy_training_folder
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = tiny_config(in_plane_policy="keep_aspect")
+    folder = tmp_path_factory.mktemp("parent") / "seg"
+    write_model_folder(folder, config, build_network(config).state_dict(), "float32")
+    return folder
+
+
+def test_widened_network_starts_as_its_parent_whatever_the_guidance(parent):
+    from NeonatalLungSegLib.model_folder import load_state_dict
+
+    parent_config = read_config(parent)
+    child = refine_config_for(parent_config, RefineTrainConfig())
+    assert child.input.guidance == GUIDANCE and child.training["parent"]["version"] == parent_config.version
+    state = load_state_dict(parent, parent_config)
+    parent_net, child_net = build_network(parent_config).eval(), build_network(child).eval()
+    parent_net.load_state_dict(state)
+    child_net.load_state_dict(widen_for_guidance(state, child))
+    image = torch.rand(2, 1, 64, 64)
+    guidance = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(child_net(torch.cat([image, guidance], 1)), parent_net(image))
+
+
+def test_guidance_batch_has_a_mask_and_click_maps_in_range():
+    target = np.zeros((6, 64, 64), np.float32)
+    target[:, 10:50, 10:30] = 1
+    config = RefineTrainConfig(empty_fraction=0.5, parent_fraction=0.0, max_clicks=3)
+    maps = guidance_batch(target, np.zeros_like(target), config, np.random.default_rng(0))
+    assert maps.shape == (6, 3, 64, 64) and maps.min() >= 0 and maps.max() <= 1
+    assert maps[:, 1:].max() > 0.5          # some clicks were drawn
+
+
+def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
+    data = toy_training_folder(tmp_path / "toy", subjects=6)
+    subjects = sorted({p.name.split("_v")[0] for p in (data / "images").iterdir()})
+    (tmp_path / "split.json").write_text(json.dumps({"train": subjects[:4], "val": subjects[4:], "test": []}))
+    config = {"data": str(data), "split_file": str(tmp_path / "split.json"), "parent_model": str(parent),
+              "output": str(tmp_path / "refine"), "run_dir": str(tmp_path / "run"), "batch_size": 4,
+              "steps_per_epoch": 2, "epochs": 2, "data_description": "toy ellipsoids; no real MRI",
+              "augment": {"enabled": False}}
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
+    assert main(["--config", str(tmp_path / "c.yaml")]) == 0
+    refiner = Refiner.load(tmp_path / "refine", device="cpu")
+    assert refiner.config.training["best_epoch"] in (1, 2)
+    assert (tmp_path / "refine" / "MODEL_CARD.md").read_text().count("positive_clicks") == 1
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
+    # a run stopped for time: the folder is written from the best checkpoint without training further
+    config["output"] = str(tmp_path / "refine-again")
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
+    assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now"]) == 0
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
+    assert read_config(tmp_path / "refine-again").weights_sha256 == read_config(tmp_path / "refine").weights_sha256
+
+
+def test_unknown_config_field_is_refused(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("data: x\nlearning_rat: 0.1\n")
+    assert main(["--config", str(tmp_path / "c.yaml")]) != 0
+    assert "learning_rat" in capsys.readouterr().err
