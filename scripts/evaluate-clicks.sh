@@ -11,18 +11,11 @@ if [ $# -lt 1 ]; then echo "usage: $0 OUT_DIR [REFINE_MODEL_DIR] [MAX_CLICKS]" >
 out=$1
 model=${2:-Resources/Models/neonatal-lung-refine-r50}
 clicks=${3:-20}
-data=$(cd .. && pwd)/shared/data
 bin=.venv/bin/neonatal-lung-seg
 
-if [ -d "$data/adult-proton-lung-mri" ]; then
-  mkdir -p runs/proton-eval/images runs/proton-eval/labels
-  for case in proton-0006 proton-0012; do
-    ln -sfn "$data/adult-proton-lung-mri/$case.nii.gz" "runs/proton-eval/images/$case.nii.gz"
-    ln -sfn "$data/adult-proton-lung-mri/${case}_lungs.nii.gz" "runs/proton-eval/labels/$case.nii.gz"
-  done
+source scripts/link-proton-eval.sh
+if link_proton_eval; then
   $bin evaluate-clicks --data runs/proton-eval --refine-model "$model" --max-clicks "$clicks" -o "$out/proton-mri"
-else
-  echo "skipped the proton MRI: $data/adult-proton-lung-mri is absent" >&2
 fi
 
 # Four volumes of the held-out anatomy family's test set (bundled-model-1.2.0.yaml): two atlas, two procedural.

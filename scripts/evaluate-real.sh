@@ -12,15 +12,9 @@ models=(); for m in "$@"; do models+=(--model "$m"); done
 data=$(cd .. && pwd)/shared/data
 bin=.venv/bin/neonatal-lung-seg
 
-if [ -d "$data/adult-proton-lung-mri" ]; then
-  mkdir -p runs/proton-eval/images runs/proton-eval/labels
-  for case in proton-0006 proton-0012; do
-    ln -sfn "$data/adult-proton-lung-mri/$case.nii.gz" "runs/proton-eval/images/$case.nii.gz"
-    ln -sfn "$data/adult-proton-lung-mri/${case}_lungs.nii.gz" "runs/proton-eval/labels/$case.nii.gz"
-  done
+source scripts/link-proton-eval.sh
+if link_proton_eval; then
   $bin evaluate "${models[@]}" --data runs/proton-eval --out "$out/proton-mri" --overwrite --worst 2
-else
-  echo "skipped the proton MRI: $data/adult-proton-lung-mri is absent" >&2
 fi
 
 if [ -d "$data/ct-lung-slices" ]; then
