@@ -75,6 +75,10 @@ def run_refine(args: argparse.Namespace) -> int:
     outputs.check(args.output)
     if args.report:
         outputs.check(args.report)
+    if args.device.strip().lower() in ("auto", "cpu"):
+        from .acceleration import configure_cpu_threads
+
+        configure_cpu_threads()
     refiner = Refiner.load(args.model or bundled_refine_model_folder(), device=args.device)
     session = refiner.session(array.astype(np.float32, copy=False), geometry, source=str(args.input))
     report = []

@@ -83,6 +83,9 @@ class Refiner:
         self.device = device
         self.network = network.to(device).eval()
         self.precision, self.precision_reason = acceleration.describe_precision(precision, device)
+        self.channels_last = acceleration.uses_channels_last(device, config.input.spatial_dims)
+        if self.channels_last:  # oneDNN's and cuDNN's fast convolutions want NHWC, as in Segmenter
+            self.network = self.network.to(memory_format=torch.channels_last)
         self.labels = dict(config.output.labels)
 
     @classmethod
@@ -110,6 +113,8 @@ class Refiner:
         return labels, outcomes
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), acceleration.autocast(self.device, self.precision):
             logits = self.network(batch)
         if self.precision != "fp32" and not bool(torch.isfinite(logits).all()):
