@@ -10,30 +10,14 @@ import io
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import tiny_config
 from NeonatalLungSegLib import worker_protocol as wp
 from NeonatalLungSegLib.clicks import Click
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import write_model_folder
-from NeonatalLungSegLib.network import build_network
 from NeonatalLungSegLib.refine import Refiner
 from NeonatalLungSegLib.worker import Worker
 from NeonatalLungSegLib.worker_client import WorkerClient
 from NeonatalLungSegLib.worker_refine import ClickResult, RefineReady
-
-GUIDANCE = ("mask", "positive_clicks", "negative_clicks")
-
-
-@pytest.fixture(scope="session")
-def tiny_refine_folder(tmp_path_factory):
-    """A click-refinement model folder with random weights, written through the real writer."""
-    config = tiny_config(guidance=GUIDANCE, in_plane_policy="keep_aspect")
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("refine-models") / "tiny-refine"
-    write_model_folder(folder, config, build_network(config).state_dict(), dtype="float32")
-    return folder
 
 
 def volume():
