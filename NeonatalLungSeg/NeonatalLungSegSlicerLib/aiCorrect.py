@@ -10,8 +10,9 @@ Why each step is done this way:
   lands on the same voxel as a click given to the CLI.
 - The labels sent with each click are exported from the segmentation *as it is now* (the reviewer may have
   painted since the last click), by segment name, on the input volume's grid.
-- Only the clicked lung's segment is written back (the engine never changes the other lung), so the result
-  stays an ordinary segmentation that the Segment Editor edits as before.
+- Only the clicked lung's segment is written back (the engine never changes the other lung), and only the
+  click's own change (voxels added or removed against the labels sent), so a stroke painted while the worker
+  was busy survives; the result stays an ordinary segmentation that the Segment Editor edits as before.
 - Each click that changes something is one undo step: ``saveStateForUndo`` (the Segment Editor's own, in
   Slicer ``qMRMLSegmentEditorWidget.saveStateForUndo``) is called right before the segment is written, as
   every Segment Editor effect does before it modifies a segment.
@@ -158,16 +159,25 @@ class EditCounter:
         segmentationNode.SetAttribute(EDITS_ATTRIBUTE, str(count + 1))
 
 
-def applyClickResult(segmentationNode, volumeNode, result, saveStateForUndo, edits=None):
-    """Write the clicked lung's new mask into its segment as one undo step; False when the click changed
-    nothing (no undo step then). The other lung's segment is not touched."""
+def applyClickResult(segmentationNode, volumeNode, result, saveStateForUndo, edits=None, sent=None):
+    """Write the click's change into the clicked lung's segment as one undo step; False when the click changed
+    nothing (no undo step then). The other lung's segment is not touched.
+
+    With ``sent`` (the labels the click was computed on) only the click's own change is applied to the
+    segment as it is now, so a stroke painted while the worker was busy is kept."""
     if result.lung is None or result.changed_voxels == 0:
         return False
     name = SEGMENT_OF_LUNG[result.lung]
     segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
     if not segmentId:
         raise ValueError(f"segmentation '{segmentationNode.GetName()}' has no segment named '{name}'")
-    mask = (result.labels == result.label_names[result.lung]).astype(np.uint8)
+    value = result.label_names[result.lung]
+    after = result.labels == value
+    if sent is not None:
+        before = sent == value
+        now = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) != 0
+        after = (now | (after & ~before)) & ~(before & ~after)
+    mask = after.astype(np.uint8)
     saveStateForUndo()
     with edits.moduleWrite() if edits is not None else _nothing():
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId, volumeNode)
@@ -200,7 +210,7 @@ class AICorrection:
         self.saveStateForUndo, self.edits = saveStateForUndo, edits
         self.geometry = mrmlNodes.volumeGeometry(volumeNode)
         self.session = self._sessionWorker = None
-        self._job = self._pending = None
+        self._job = self._pending = self._sent = None
         self.status = ""
 
     @property
@@ -225,8 +235,8 @@ class AICorrection:
         return True
 
     def _send(self, click):
-        labels = currentLabels(self.segmentationNode, self.volumeNode)
-        self._job = self.runner.submitClick(self.session, labels, self.geometry, click)
+        self._sent = currentLabels(self.segmentationNode, self.volumeNode)
+        self._job = self.runner.submitClick(self.session, self._sent, self.geometry, click)
         self.status = "Correcting..."
 
     def poll(self):
@@ -246,7 +256,8 @@ class AICorrection:
             self._send(click)
             return None
         countClick(self.segmentationNode, result.positive)
-        applyClickResult(self.segmentationNode, self.volumeNode, result, self.saveStateForUndo, self.edits)
+        applyClickResult(self.segmentationNode, self.volumeNode, result, self.saveStateForUndo, self.edits,
+                         sent=self._sent)
         self.status = result.message
         return result
 

@@ -12,6 +12,7 @@ import pytest
 import slicer_harness
 
 slicer = slicer_harness.slicer
+SEGMENT_NAMES = {"right_lung": "Right lung", "left_lung": "Left lung"}
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +112,26 @@ def test_segment_two_clicks_undo_and_export(module, tiny_model_folder, tiny_refi
         # Remove: a voxel of the lung just edited, with that lung active.
         target = tuple(int(v) for v in np.argwhere(edited)[len(np.argwhere(edited)) // 2])
         assert correction.click(rasOf(volume, target), False, first.lung)
+        # While the worker is busy the reviewer paints one voxel of that lung far from the click: kept.
+        stroke = (0, 0, 0) if labels0[0, 0, 0] == 0 else (9, 23, 31)
+        editor.paint(SEGMENT_NAMES[first.lung], tuple(slice(v, v + 1) for v in stroke))
+        undoSaves.clear()
         second = correction.wait(300)
         assert not second.positive and second.lung == first.lung and second.changed_voxels > 0
         assert second.session == first.session and second.load_count == 2  # prepared once, each model loaded once
         right2, left2 = masks(segmentation, volume)
-        assert np.array_equal(right2 if first.lung == "right_lung" else left2, second.labels == value)
-        assert len(undoSaves) == 2
-        assert aiCorrect.correctionRecord(segmentation)["manual_edits"] == 0  # module writes are not edits
+        expected = second.labels == value
+        expected[stroke] = True
+        assert np.array_equal(right2 if first.lung == "right_lung" else left2, expected)
+        assert len(undoSaves) == 1
+        assert aiCorrect.correctionRecord(segmentation)["manual_edits"] == 1  # the stroke; module writes are none
 
-        editor.undo()  # one undo step: back to the state after the first click
+        editor.undo()  # one undo step: back to the state before the last click (the stroke kept)
         rightU, leftU = masks(segmentation, volume)
-        assert np.array_equal(rightU, right1) and np.array_equal(leftU, left1)
+        edited1 = (right1 if first.lung == "right_lung" else left1).copy()
+        edited1[stroke] = True
+        assert np.array_equal(rightU if first.lung == "right_lung" else leftU, edited1)
+        assert np.array_equal(leftU if first.lung == "right_lung" else rightU, other)
         # A manual stroke after the undo: one Segment Editor operation (the undo itself is not an edit).
         empty = tuple(int(v) for v in np.argwhere(aiCorrect.currentLabels(segmentation, volume) == 0)[0])
         editor.paint(mrmlNodes.LEFT_LUNG, tuple(slice(v, v + 1) for v in empty))
@@ -129,7 +139,7 @@ def test_segment_two_clicks_undo_and_export(module, tiny_model_folder, tiny_refi
         result = logic.exportForTraining(segmentation, volume, tmp_path / "training", "Dr Click")
         record = result.sidecar["correction"]
         assert (record["ai_clicks"], record["ai_clicks_add"], record["ai_clicks_remove"]) == (2, 1, 1)
-        assert record["manual_edits"] == 1 and "SourceRepresentationModified" in record["manual_edits_counted"]
+        assert record["manual_edits"] == 2 and "SourceRepresentationModified" in record["manual_edits_counted"]
         assert 0.0 <= result.sidecar["changes_from_ai"]["dice"]["lungs"] <= 1.0
         rightE, leftE = masks(segmentation, volume)
         assert np.array_equal(result.label == 1, rightE) and np.array_equal(result.label == 2, leftE)
