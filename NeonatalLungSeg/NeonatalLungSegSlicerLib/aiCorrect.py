@@ -100,15 +100,16 @@ def countClick(segmentationNode, positive):
 
 
 class EditCounter:
-    """Counts the reviewer's own edits of segmentations (paint, erase, scissors, islands, undo, ...).
+    """Counts the reviewer's own edits of segmentations (paint, erase, scissors, islands, ...).
 
     Why events and a time window: a Segment Editor operation fires one to four SourceRepresentationModified
     events (measured on slicer-core: paint over another segment 2, erase 1, a labelmap import 4), so events
     are merged into one operation while they follow each other within ``EDIT_MERGE_SECONDS``; two strokes of
     a hand are further apart. The module's own writes (Segment's result, AI clicks) run inside
     ``moduleWrite()`` and are not counted. Undo and redo are not counted: Slicer's segmentation history
-    restores a state with SegmentModified events only (measured), and they make no new correction. The count is kept in a node attribute, so it is saved with the
-    scene; edits made while the module was not loaded (another Slicer session) are not seen.
+    restores a state with SegmentModified events only (measured), and they make no new correction. The count
+    is kept in a node attribute, so it is saved with the scene; edits made while the module was not loaded
+    (another Slicer session) are not seen.
     """
 
     def __init__(self, clock=time.monotonic):

@@ -202,7 +202,8 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, rev
     """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult.
 
     The sidecar records the model that made the AI mask, its confidence in it, the reviewer and what the
-    reviewer changed (plus ``extra`` sidecar fields, e.g. the correction record); ``reviewStatus`` "unreviewed" exports an AI mask nobody checked (kept out of
+    reviewer changed (plus ``extra`` sidecar fields, e.g. the correction record); ``reviewStatus``
+    "unreviewed" exports an AI mask nobody checked (kept out of
     ``train --reviewed-only``)."""
     from NeonatalLungSegLib.export import ExportVerificationError, export_case
 
