@@ -17,7 +17,8 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import compatibility, modelSelector, mrmlNodes, pathFields, pipeline, resources
+from NeonatalLungSegSlicerLib import (aiCorrectPanel, compatibility, modelSelector, mrmlNodes, pathFields, pipeline,
+                                      resources)
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -37,7 +38,9 @@ Segments the right and left lungs in chest MRI of newborns and measures their vo
 <ol><li>Pick the input volume (Sample Data > Neonatal lung MRI has a synthetic example) and click <b>Segment</b>;
 Python packages are installed on first use after you agree.</li>
 <li>Check the result, starting with the slices the model was least sure of (its confidence is shown);
-correct it with the Segment Editor below (paint, erase, scissors, islands, smoothing, undo);
+correct it with <b>AI correct</b> (click in a slice view to add to the selected lung, Shift+click to remove;
+the AI follows the error through the slices) or the Segment Editor below (paint, erase, scissors, islands,
+smoothing, undo: each AI click is one undo step);
 <b>Update volumes</b> re-measures.</li>
 <li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
 identifiers) are appended to the folder for retraining.</li></ol>
@@ -75,10 +78,13 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                    self._onModelChosen)
         self._models.populate()
         self._paths = [pathFields.PathFieldBinding(self.ui.modelFolderPathLineEdit, "modelFolder"),
-                       pathFields.PathFieldBinding(self.ui.trainingFolderPathLineEdit, "trainingFolder")]
+                       pathFields.PathFieldBinding(self.ui.trainingFolderPathLineEdit, "trainingFolder"),
+                       pathFields.PathFieldBinding(self.ui.refineModelFolderPathLineEdit, "refineModelFolder")]
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._pollJob)
+        self._aiCorrect = aiCorrectPanel.AICorrectPanel(self.ui, self.logic, lambda: self._parameterNode,
+                                                        self._ensureDependencies, self._updateButtons)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -103,6 +109,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Module reload or application exit: stop the poll timer, kill a running job, stop the worker."""
         if self._timer is not None:
             self._timer.stop()
+            self._aiCorrect.stop()
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -120,6 +127,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
+        self._aiCorrect.stop()  # the slice views belong to the next module now
         editor = self.ui.segmentEditorWidget
         editor.setActiveEffect(None)
         if self._unsupported:
@@ -136,6 +144,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self._job is not None:
             self._job.cancel()
+        self._aiCorrect.stop()
         self.setParameterNode(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
@@ -201,13 +210,15 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _updateButtons(self):
-        node, running = self._parameterNode, self._job is not None or self._installing
+        node, running = self._parameterNode, self._job is not None or self._installing or self._aiCorrect.busy
         self.ui.segmentButton.enabled = bool(node and node.inputVolume) and not running and not self._unsupported
         self.ui.cancelButton.enabled = self._job is not None
         hasResult = bool(node and node.outputSegmentation and node.inputVolume)
         self.ui.updateVolumesButton.enabled = hasResult and not running
         self.ui.show3DButton.enabled = hasResult
         self.ui.exportButton.enabled = hasResult and bool(node.reviewer.strip()) and not running
+        self.ui.aiCorrectButton.enabled = (hasResult and self._job is None and not self._installing
+                                           and not self._unsupported)
 
     def _setInstalling(self, installing):
         """Segment stays disabled while packages install (pip's output pumps the event loop)."""
@@ -216,12 +227,16 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Installing the required Python packages..."
         self._updateButtons()
 
+    def _ensureDependencies(self):
+        return self.logic.ensureDependencies(lambda text: slicer.util.confirmOkCancelDisplay(text),
+                                             busy=self._setInstalling)
+
     def onSegmentButton(self):
-        if self._installing or self._job is not None or self._unsupported:
+        if self._installing or self._job is not None or self._unsupported or self._aiCorrect.busy:
             return  # a click that arrived while installing or running
+        self._aiCorrect.stop()  # Segment replaces the segmentation AI correct was editing
         with slicer.util.tryWithErrorDisplay("Segmentation could not start.", waitCursor=True):
-            if not self.logic.ensureDependencies(lambda text: slicer.util.confirmOkCancelDisplay(text),
-                                                 busy=self._setInstalling):
+            if not self._ensureDependencies():
                 self.ui.statusLabel.text = "Not started: the required Python packages are not installed."
                 return
             self._job = self.logic.startSegmentation(self._parameterNode)
@@ -275,6 +290,10 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onParameterNodeModified()
 
     def onSegmentationChanged(self, segmentationNode):
+        correction = self._aiCorrect.correction
+        if correction is not None and correction.segmentationNode is not segmentationNode:
+            self._aiCorrect.stop()
+        self.logic.watchEdits(segmentationNode)
         editor = self.ui.segmentEditorWidget
         editor.setSegmentationNode(segmentationNode)
         volumeNode = segmentationNode.GetNodeReference(mrmlNodes.SOURCE_ROLE) if segmentationNode else None
@@ -311,8 +330,11 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings.setValue(SETTINGS_TRAINING_FOLDER, str(node.trainingFolder))
             changes = result.sidecar.get("changes_from_ai") or {}
             dice = changes.get("dice", {}).get("lungs")
+            record = result.sidecar.get("correction") or {}
+            effort = (f"; {record['ai_clicks']} AI clicks, {record['manual_edits']} manual edits" if record else "")
             self.ui.exportStatusLabel.text = (f"Exported {result.record.case_id} (verified voxel for voxel)"
-                                              + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else ""))
+                                              + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else "")
+                                              + effort)
 
 
 class NeonatalLungSegTest(ScriptedLoadableModuleTest):

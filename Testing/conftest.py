@@ -62,6 +62,21 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_refine_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A click-refinement model folder (input.guidance: mask and click maps) with random weights."""
+    import torch
+
+    from NeonatalLungSegLib.model_folder import write_model_folder
+    from NeonatalLungSegLib.network import build_network
+
+    torch.manual_seed(1)
+    config = tiny_config(guidance=("mask", "positive_clicks", "negative_clicks"), in_plane_policy="keep_aspect")
+    folder = tmp_path_factory.mktemp("refine-models") / "tiny-refine"
+    write_model_folder(folder, config, build_network(config).state_dict(), dtype="float32")
+    return folder
+
+
 BUNDLED_MODEL = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
 BUNDLED_SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 BUNDLED_SAMPLE_LABELS = REPO / "Resources" / "Sample" / "sample-neonatal-chest_reference-lungs.nii.gz"

@@ -28,6 +28,8 @@ import numpy as np
 from . import worker_protocol as wp
 
 DEFAULT_LOADER = "NeonatalLungSegLib.worker:load_segmenter"
+DEFAULT_REFINE_LOADER = "NeonatalLungSegLib.worker:load_refiner"
+MAX_REFINE_SESSIONS = 2  # prepared volumes kept (each holds the volume's network-ready slices)
 PROGRESS_STEP = 0.01     # report progress when it moved this much ...
 PROGRESS_SECONDS = 0.25  # ... or this long after the last report
 
@@ -60,6 +62,15 @@ def load_segmenter(folder: str, device: str) -> Any:
     return Segmenter.load(folder, device=engine_device(device))
 
 
+def load_refiner(folder: str, device: str) -> Any:
+    """The default click-refinement loader: the engine's Refiner (torch, so only ever called in the worker)."""
+    from . import acceleration
+    from .refine import Refiner
+
+    acceleration.configure_cpu_threads()
+    return Refiner.load(folder, device=engine_device(device))
+
+
 def resolve_loader(spec: str) -> Callable[[str, str], Any]:
     """'package.module:function' -> the function; tests name a fake segmenter's loader this way."""
     module_name, _, attribute = spec.partition(":")
@@ -83,7 +94,8 @@ class Worker:
 
     def __init__(self, events: TextIO) -> None:
         self.events = events
-        self.segmenters: dict[tuple[str, str, str], Any] = {}
+        self.segmenters: dict[tuple[str, str, str], Any] = {}  # segmenters and refiners, by loader
+        self.sessions: dict[str, Any] = {}  # refine session id -> refine.RefineSession, oldest first
         self.load_count = 0
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -103,15 +115,18 @@ class Worker:
                 continue
             if request["type"] == "shutdown":
                 break
-            if request["type"] != "segment":
+            handler = {"segment": self.handle, "refine_start": self.handle_refine_start,
+                       "refine": self.handle_refine}.get(request["type"])
+            if handler is None:
                 self.emit("error", id=request.get("id"), error_type="ProtocolError",
                           message=f"a worker does not accept '{request['type']}' messages")
                 continue
-            self.handle(request)
+            handler(request)
         self.emit("bye")
 
-    def segmenter(self, request: dict[str, Any]) -> Any:
-        loader = request.get("loader") or DEFAULT_LOADER
+    def segmenter(self, request: dict[str, Any], default_loader: str = DEFAULT_LOADER) -> Any:
+        """The loaded model for (loader, folder, device), loaded on first use; refiners are cached here too."""
+        loader = request.get("loader") or default_loader
         key = (loader, str(Path(request["model"]).resolve()), request["device"])
         if key not in self.segmenters:
             self.emit("loading", id=request["id"], model=request["model"])
@@ -152,9 +167,7 @@ class Worker:
             if result.probabilities is not None:
                 probabilities_path = output / "probabilities.npy"
                 np.save(probabilities_path, np.ascontiguousarray(result.probabilities, dtype=np.float32))
-            config = segmenter.config
-            model_info = {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
-                          "device": str(getattr(segmenter, "device", ""))}
+            model_info = self.model_info(segmenter)
             if options is not None:
                 model_info["postprocess"] = {"keep_largest_components": options.keep_largest_components,
                                              "fill_holes": options.fill_holes,
@@ -167,6 +180,61 @@ class Worker:
         except Exception as error:  # reported to the client; the worker stays up for the next request
             traceback.print_exc(file=sys.stderr)
             self.emit("error", id=request_id, error_type=type(error).__name__, message=describe_error(error))
+
+
+    def model_info(self, model: Any) -> dict[str, Any]:
+        config = model.config
+        return {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
+                "device": str(getattr(model, "device", ""))}
+
+    def handle_refine_start(self, request: dict[str, Any]) -> None:
+        """Load the refine model (once per folder and device) and prepare the volume once for its clicks."""
+        try:
+            start = time.perf_counter()
+            refiner = self.segmenter(request, DEFAULT_REFINE_LOADER)
+            geometry = wp.geometry_from_json(request["geometry"])
+            array = np.load(request["input"], allow_pickle=False)
+            session = refiner.session(array, geometry, source=request.get("source", "input volume"))
+            self.sessions.pop(request["session"], None)
+            self.sessions[request["session"]] = session
+            while len(self.sessions) > MAX_REFINE_SESSIONS:
+                self.sessions.pop(next(iter(self.sessions)))
+            self.emit("ready", id=request["id"], session=request["session"], model_info=self.model_info(refiner),
+                      label_names=dict(refiner.labels), load_count=self.load_count, pid=os.getpid(),
+                      seconds=round(time.perf_counter() - start, 3))
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            self.emit("error", id=request["id"], error_type=type(error).__name__, message=describe_error(error))
+
+    def handle_refine(self, request: dict[str, Any]) -> None:
+        """One click on a prepared session: the current labels in, the new labels out (``labels.npy``)."""
+        from dataclasses import asdict
+
+        from .clicks import click_from_dict
+        from .measure import measure_volumes
+
+        try:
+            start = time.perf_counter()
+            session = self.sessions.get(request["session"])
+            if session is None:
+                raise wp.ProtocolError(f"no refine session '{request['session']}' in this worker (it was never "
+                                       "started, or was dropped for a newer one): send refine_start first")
+            click = click_from_dict(request["click"], session.geometry)
+            labels = np.load(request["labels"], allow_pickle=False)
+            new_labels, outcome = session.apply(labels, click)
+            output = Path(request["output"])
+            output.mkdir(parents=True, exist_ok=True)
+            labels_path = output / "labels.npy"
+            np.save(labels_path, np.ascontiguousarray(new_labels, dtype=np.uint8))
+            refiner = session.refiner
+            self.emit("result", id=request["id"], session=request["session"], labels=str(labels_path),
+                      volumes=measure_volumes(new_labels, session.geometry, split=True),
+                      label_names=dict(refiner.labels), model_info=self.model_info(refiner),
+                      outcome=asdict(outcome), load_count=self.load_count, pid=os.getpid(),
+                      seconds=round(time.perf_counter() - start, 3))
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            self.emit("error", id=request["id"], error_type=type(error).__name__, message=describe_error(error))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -301,26 +301,54 @@ class WorkerClient:
                options: PostprocessOptions | None = PostprocessOptions(), flip: bool = False,
                loader: str | None = None, source: str = "input volume") -> WorkerJob:
         """Send one segmentation request; returns its job at once."""
-        if not self.usable:
-            raise wp.WorkerError("this worker was stopped; start a new one")
-        if self._job is not None and not self._job.done:
-            raise wp.WorkerError("the worker is busy with another segmentation")
+        self._check_free()
         self.start()
-        request_id = f"r{next(self._ids)}"
-        folder = self.session / request_id
-        folder.mkdir(parents=True, exist_ok=True)
+        request_id, folder = self._new_request()
         np.save(folder / "input.npy", np.ascontiguousarray(array))
         message = wp.make_message("segment", id=request_id, input=str(folder / "input.npy"),
                                   geometry=wp.geometry_to_json(geometry), model=str(model_folder), device=device,
                                   output=str(folder), options=wp.options_to_json(options), flip=bool(flip),
                                   source=source, **({"loader": loader} if loader else {}))
-        self._job = WorkerJob(self, request_id, geometry)
+        return self._submit(WorkerJob(self, request_id, geometry), message)
+
+    def start_refine(self, array: np.ndarray, geometry: Geometry, model_folder: Path | str, device: str = "auto",
+                     loader: str | None = None, source: str = "input volume") -> WorkerJob:
+        """Load a click-refinement model and prepare one volume in the worker; the job's result is a
+        ``worker_refine.RefineReady`` naming the session every later click refers to."""
+        from .worker_refine import start_message
+        return self._submit_built(start_message, array, geometry, model_folder, device, loader, source)
+
+    def submit_click(self, session: str, labels: np.ndarray, geometry: Geometry, click: Any) -> WorkerJob:
+        """One click (``clicks.Click``) on the current ``labels``; the job's result is a
+        ``worker_refine.ClickResult`` with the new labels and what the click did."""
+        from .worker_refine import click_message
+        return self._submit_built(click_message, session, labels, geometry, click)
+
+    def _check_free(self) -> None:
+        if not self.usable:
+            raise wp.WorkerError("this worker was stopped; start a new one")
+        if self._job is not None and not self._job.done:
+            raise wp.WorkerError("the worker is busy with another request")
+
+    def _new_request(self) -> tuple[str, Path]:
+        """A request id and its own folder in the session directory (input and output files)."""
+        request_id = f"r{next(self._ids)}"
+        (self.session / request_id).mkdir(parents=True, exist_ok=True)
+        return request_id, self.session / request_id
+
+    def _submit_built(self, build: Any, *args: Any) -> WorkerJob:
+        self._check_free()
+        self.start()
+        return self._submit(*build(self, *self._new_request(), *args))
+
+    def _submit(self, job: WorkerJob, message: dict[str, Any]) -> WorkerJob:
+        self._job = job
         try:
             self._send(message)
         except OSError:
             self.poll()  # the worker died before reading: the job gets the death message
-            self._job._fail(wp.WorkerError(self._death_message()))
-        return self._job
+            job._fail(wp.WorkerError(self._death_message()))
+        return job
 
     def poll(self) -> None:
         """Read new events; notice a dead worker. Never blocks."""

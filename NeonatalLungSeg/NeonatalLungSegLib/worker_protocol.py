@@ -5,10 +5,16 @@ Python thread of the Slicer process crawls (every torch call waits for the next 
 therefore runs in a separate process (``worker.py``) that the GUI polls from its timer. The two sides talk
 in JSON lines, one object per line, every object carrying ``protocol`` (the version) and ``type``:
 
-- requests, client -> worker, on the worker's stdin: ``segment``, ``shutdown``;
+- requests, client -> worker, on the worker's stdin: ``segment``, ``refine_start``, ``refine``, ``shutdown``;
 - events, worker -> client, appended to an events file (a file, not a pipe, so the GUI reads what is new
-  without ever blocking, on every platform): ``hello``, ``loading``, ``loaded``, ``progress``,
+  without ever blocking, on every platform): ``hello``, ``loading``, ``loaded``, ``progress``, ``ready``,
   ``result``, ``error``, ``bye``.
+
+Click refinement (the module's "AI correct") uses the same worker as Segment: ``refine_start`` loads the
+click-refinement model (kept like a segmenter) and prepares one volume once under a session id (answered by
+``ready``); each click is then one ``refine`` request carrying the current labels (a ``.npy`` path) and the
+click, answered by a ``result`` whose ``outcome`` holds what the click did. The types were added within
+version 1: an older worker answers them with an ``error`` event ("does not accept"), never silently.
 
 Voxels never go through JSON: the client writes the input to a ``.npy`` file, the worker writes labels and
 probabilities as ``.npy`` files next to it and names them in the ``result`` event.
@@ -28,18 +34,21 @@ from .geometry import Geometry
 from .postprocess import PostprocessOptions
 
 PROTOCOL_VERSION = 1
-REQUEST_TYPES = ("segment", "shutdown")
-EVENT_TYPES = ("hello", "loading", "loaded", "progress", "result", "error", "bye")
+REQUEST_TYPES = ("segment", "refine_start", "refine", "shutdown")
+EVENT_TYPES = ("hello", "loading", "loaded", "progress", "ready", "result", "error", "bye")
 
 # Fields every message of a type must carry (besides "protocol" and "type"), with their JSON types.
 _NUMBER = (int, float)
 REQUIRED_FIELDS: dict[str, dict[str, Any]] = {
     "segment": {"id": str, "input": str, "geometry": dict, "model": str, "device": str, "output": str},
+    "refine_start": {"id": str, "session": str, "input": str, "geometry": dict, "model": str, "device": str},
+    "refine": {"id": str, "session": str, "labels": str, "click": dict, "output": str},
     "shutdown": {},
     "hello": {"pid": int, "python": str},
     "loading": {"id": str, "model": str},
     "loaded": {"id": str, "model": str, "device": str, "load_count": int, "seconds": _NUMBER},
     "progress": {"id": str, "fraction": _NUMBER},
+    "ready": {"id": str, "session": str, "model_info": dict, "load_count": int, "pid": int, "seconds": _NUMBER},
     "result": {"id": str, "labels": str, "volumes": dict, "label_names": dict, "model_info": dict,
                "load_count": int, "pid": int, "seconds": _NUMBER},
     "error": {"error_type": str, "message": str},

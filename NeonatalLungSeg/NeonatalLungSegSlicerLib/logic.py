@@ -7,7 +7,7 @@ process; the Logic keeps that worker between runs (the model stays loaded) and s
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from NeonatalLungSegSlicerLib import dependencies, pipeline
+from NeonatalLungSegSlicerLib import aiCorrect, dependencies, pipeline
 from NeonatalLungSegSlicerLib.parameters import NeonatalLungSegParameterNode
 
 EDITOR_NODE_TAG = "NeonatalLungSeg"
@@ -23,6 +23,7 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
 
             runner = ProcessRunner()
         self.runner = runner
+        self.edits = aiCorrect.EditCounter()  # the reviewer's own edits, for the export's correction record
 
     def getParameterNode(self):
         return NeonatalLungSegParameterNode(super().getParameterNode())
@@ -50,7 +51,10 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
     def finishSegmentation(self, job, parameterNode=None):
         """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
         result = job.result()
-        outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, result.model, result.confidence)
+        with self.edits.moduleWrite():
+            outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, result.model, result.confidence)
+        aiCorrect.resetCorrectionRecord(outputs.segmentationNode)
+        self.edits.watch(outputs.segmentationNode)
         if parameterNode is not None:
             parameterNode.outputSegmentation = outputs.segmentationNode
             parameterNode.volumeTable = outputs.tableNode
@@ -64,8 +68,22 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
             job.cancel()
         return self.finishSegmentation(job, parameterNode)
 
+    def startAICorrection(self, segmentationNode, volumeNode, modelFolder, device="auto",
+                          saveStateForUndo=lambda: None):
+        """The click flow of AI correct on this segmentation (``aiCorrect.AICorrection``), in the same worker
+        process as Segment. ``saveStateForUndo`` is the Segment Editor's (one undo step per click)."""
+        self.edits.watch(segmentationNode)
+        return aiCorrect.AICorrection(self.runner, segmentationNode, volumeNode, modelFolder,
+                                      pipeline.engineDevice(device), saveStateForUndo, self.edits)
+
+    def watchEdits(self, segmentationNode):
+        """Count the reviewer's edits of a segmentation this module made (e.g. one from a loaded scene)."""
+        if segmentationNode is not None and aiCorrect.correctionRecord(segmentationNode) is not None:
+            self.edits.watch(segmentationNode)
+
     def close(self):
         """Stop the worker process and wait for it (module reload, application exit)."""
+        self.edits.unwatchAll()
         self.runner.close()
 
     def updateVolumeTable(self, segmentationNode, volumeNode):
@@ -75,7 +93,8 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
         if segmentationNode is None or volumeNode is None:
             raise ValueError("Select the segmentation to export and its input volume.")
         return pipeline.exportForTraining(slicer.mrmlScene, segmentationNode, volumeNode, trainingFolder, reviewer,
-                                          reviewStatus)
+                                          reviewStatus,
+                                          extra={"correction": aiCorrect.correctionRecord(segmentationNode)})
 
     def showIn3D(self, segmentationNode):
         """Build the closed surfaces once, on request (not on every result: they regenerate on every stroke)."""

@@ -1,5 +1,5 @@
 """Every user choice of the module, in a typed parameter node; the .ui binds widgets to these names
-(``SlicerParameterName``), so the scene saves the choices. The two folders are strings bound by
+(``SlicerParameterName``), so the scene saves the choices. The three folders are strings bound by
 ``pathFields`` (an empty field must stay empty, not become "."); "" means "not chosen"."""
 
 import pathlib
@@ -30,3 +30,4 @@ class NeonatalLungSegParameterNode:
     probabilityVolume: vtkMRMLScalarVolumeNode
     trainingFolder: str = str(DEFAULT_TRAINING_FOLDER)
     reviewer: str = ""
+    refineModelFolder: str = str(resources.defaultRefineModelFolder())

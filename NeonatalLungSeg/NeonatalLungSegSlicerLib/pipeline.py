@@ -198,11 +198,12 @@ def checkAgainstSegments(labels, masks, names, errorType, what):
                             "nothing was reported as exported.")
 
 
-def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, reviewStatus="reviewed"):
+def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, reviewStatus="reviewed", extra=None):
     """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult.
 
     The sidecar records the model that made the AI mask, its confidence in it, the reviewer and what the
-    reviewer changed; ``reviewStatus`` "unreviewed" exports an AI mask nobody checked (kept out of
+    reviewer changed (plus ``extra`` sidecar fields, e.g. the correction record); ``reviewStatus``
+    "unreviewed" exports an AI mask nobody checked (kept out of
     ``train --reviewed-only``)."""
     from NeonatalLungSegLib.export import ExportVerificationError, export_case
 
@@ -218,7 +219,7 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, rev
                          model=mrmlNodes.modelInfo(segmentationNode),
                          ai_labels=mrmlNodes.aiLabels(segmentationNode, volumeNode), label_scheme=scheme,
                          review_status=reviewStatus,
-                         extra={"ai_confidence": mrmlNodes.confidenceInfo(segmentationNode)})
+                         extra={"ai_confidence": mrmlNodes.confidenceInfo(segmentationNode), **(extra or {})})
     # What is on disk now, against the segments as they are now (not the arrays that were written).
     _, _, _, masksNow = currentLabels(segmentationNode, volumeNode)
     checkAgainstSegments(result.label, masksNow, names, ExportVerificationError, str(result.label_path))

@@ -22,12 +22,14 @@ def slicerPython():
 class ProcessRunner:
     """Starts segmentation requests on a persistent worker process; ``close()`` stops it.
 
-    ``loader`` and ``extraPaths`` exist for tests (a fake segmenter loaded inside the worker).
+    Click refinement ("AI correct") uses the same worker, so Segment and clicks never run two model processes.
+    ``loader``, ``refineLoader`` and ``extraPaths`` exist for tests (a fake segmenter loaded inside the worker).
     """
 
-    def __init__(self, python=None, loader=None, extraPaths=()):
+    def __init__(self, python=None, loader=None, extraPaths=(), refineLoader=None):
         self.python = python
         self.loader = loader
+        self.refineLoader = refineLoader
         self.extraPaths = list(extraPaths)
         self.client = None
         self.startedWorkers = 0
@@ -47,6 +49,24 @@ class ProcessRunner:
                                     source=request.volumeName)
         job.request = request
         return job
+
+    def startRefine(self, array, geometry, modelFolder, device="auto", source="input volume"):
+        """Prepare a click-refinement session for one volume in the same worker (loads the refine model once);
+        returns a job whose result names the session. A session lives as long as this worker: see
+        ``sessionValid``."""
+        client = self._client()
+        job = client.start_refine(array, geometry, modelFolder, device=device, loader=self.refineLoader,
+                                  source=source)
+        job.worker = client
+        return job
+
+    def submitClick(self, session, labels, geometry, click):
+        """One click on the current labels; returns a job whose result is a ``worker_refine.ClickResult``."""
+        return self._client().submit_click(session, labels, geometry, click)
+
+    def sessionValid(self, worker):
+        """A refine session made on ``worker`` can still be used (the worker was not cancelled or replaced)."""
+        return worker is not None and worker is self.client and worker.usable
 
     @property
     def workerPid(self):

@@ -30,6 +30,13 @@ def defaultModelFolder():
     return default_model_folder()
 
 
+def defaultRefineModelFolder():
+    """The click-refinement model AI correct starts with: the bundled one (it may not be installed yet)."""
+    from NeonatalLungSegLib.registry import bundled_refine_model_folder
+
+    return bundled_refine_model_folder()
+
+
 def samplePath():
     for root in dataRoots():
         path = root / "Sample" / SAMPLE_FILE

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import vtk
 
 import slicer
 
@@ -88,8 +89,46 @@ def checkPrerequisites(test):
         test.skipTest(f"NeonatalLungSeg self-test skipped: the user declined installing {missing}.")
 
 
-def run(test, logic):
-    """Run the whole scenario; ``test`` is a unittest.TestCase (ScriptedLoadableModuleTest in Slicer)."""
+def aiCorrectStep(test, logic, scene, segmentationNode, volumeNode, erase, aiRight, refineModelFolder):
+    """One AI correct click in the erased slab of the right lung (add), then the Segment Editor's undo.
+
+    Checks what holds for any refine model: the click edits the right lung only (the selected lung), adds
+    where there was no lung, is one undo step, and the undo restores the segmentation exactly."""
+    before = mrmlNodes.segmentArrays(segmentationNode, volumeNode, (mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG))
+    erased = np.zeros_like(aiRight)
+    erased[erase] = True
+    kji = np.argwhere(erased & aiRight)
+    k, j, i = (int(v) for v in kji[len(kji) // 2])
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    ras = (slicer.util.arrayFromVTKMatrix(matrix) @ np.array([i, j, k, 1.0]))[:3]
+    editor = segmentEditing.SegmentEditorSession(scene, segmentationNode, volumeNode)
+    try:
+        correction = logic.startAICorrection(segmentationNode, volumeNode, str(refineModelFolder), "auto",
+                                             saveStateForUndo=editor.logic.SaveStateForUndo)
+        test.assertTrue(correction.click(ras, True, "right_lung"))
+        result = correction.wait(600)
+        test.assertEqual((result.lung, result.positive), ("right_lung", True))
+        after = mrmlNodes.segmentArrays(segmentationNode, volumeNode, (mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG))
+        test.assertTrue(np.array_equal(after[mrmlNodes.LEFT_LUNG], before[mrmlNodes.LEFT_LUNG]))
+        added = after[mrmlNodes.RIGHT_LUNG] & ~before[mrmlNodes.RIGHT_LUNG]
+        test.assertEqual(int(added.sum()), result.changed_voxels)
+        test.assertTrue(result.changed_voxels > 0)
+        test.assertFalse((before[mrmlNodes.RIGHT_LUNG] & ~after[mrmlNodes.RIGHT_LUNG]).any())  # an add removes none
+        editor.undo()
+        undone = mrmlNodes.segmentArrays(segmentationNode, volumeNode, (mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG))
+        for name in undone:
+            test.assertTrue(np.array_equal(undone[name], before[name]), name)
+    finally:
+        editor.close()
+    return result
+
+
+def run(test, logic, refineModelFolder=None):
+    """Run the whole scenario; ``test`` is a unittest.TestCase (ScriptedLoadableModuleTest in Slicer).
+
+    The AI correct step runs when a click-refinement model is there (``refineModelFolder``, by default the
+    bundled one, which may not be installed yet)."""
     scene = slicer.mrmlScene
     test.delayDisplay("Loading the bundled sample")
     volumeNode = resources.loadSampleVolume(scene)
@@ -119,7 +158,7 @@ def run(test, logic):
     test.assertEqual(len(outputs.reviewSlices), 5)
 
     test.delayDisplay("Correcting with the Segment Editor logic: erase a slab, paint a box")
-    expectedRight, expectedLeft, _, _ = correctSegmentation(scene, segmentationNode, volumeNode)
+    expectedRight, expectedLeft, erase, _ = correctSegmentation(scene, segmentationNode, volumeNode)
     corrected = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
     test.assertTrue(np.array_equal(corrected[mrmlNodes.RIGHT_LUNG], expectedRight))
     test.assertTrue(np.array_equal(corrected[mrmlNodes.LEFT_LUNG], expectedLeft))
@@ -138,5 +177,13 @@ def run(test, logic):
     test.assertEqual(first.label_path.read_bytes(), firstBytes)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     test.assertEqual(len(manifest["cases"]), 2)
+    refineModelFolder = Path(refineModelFolder or resources.defaultRefineModelFolder())
+    click = None
+    if (refineModelFolder / "model.json").is_file():
+        test.delayDisplay("AI correct: one click in the erased slab, then undo")
+        click = aiCorrectStep(test, logic, scene, segmentationNode, volumeNode, erase, masks[names[0]],
+                              refineModelFolder)
+    else:
+        test.delayDisplay(f"AI correct step skipped: no click-refinement model at {refineModelFolder}")
     test.delayDisplay(f"Self-test passed; exported to {folder}")
-    return {"volume": volumeNode, "outputs": outputs, "folder": folder, "exports": (first, second)}
+    return {"volume": volumeNode, "outputs": outputs, "folder": folder, "exports": (first, second), "click": click}

@@ -80,12 +80,20 @@ class SlicerAppStandIn:
     def processEvents(self, *args) -> None:
         pass
 
+    def layoutManager(self):
+        """The slice views (``standins/sliceViews.py``), made on first use with real slice nodes."""
+        if getattr(self, "_layoutManager", None) is None:
+            import sliceViews
+
+            self._layoutManager = sliceViews.LayoutManagerStandIn(ENVIRONMENT["scene"])
+        return self._layoutManager
+
 
 def install_standins() -> None:
     """Make ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper`` importable."""
     if str(STANDINS) not in sys.path:
         sys.path.insert(0, str(STANDINS))
-    for name in ("qt", "ctk", "mrmlWidgets", "uiLoader"):
+    for name in ("qt", "ctk", "mrmlWidgets", "uiLoader", "sliceViews"):
         importlib.import_module(name)
     for name in ("ScriptedLoadableModule", "parameterNodeWrapper"):
         module = importlib.import_module(name)

@@ -284,7 +284,7 @@ def test_export_refuses_overlapping_lungs_and_writes_nothing(run, tmp_path):
     scene.RemoveNode(segmentation)
 
 
-def test_module_self_test_passes_on_real_mrml(module):
+def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder):
     """The self-test Slicer runs (NeonatalLungSegTest), here on slicer-core MRML with the stand-in base class."""
     test = module.NeonatalLungSegTest()
     # Not runTest(): its setUp clears the scene, which the other tests' nodes live in; run the body alone.
@@ -292,8 +292,9 @@ def test_module_self_test_passes_on_real_mrml(module):
 
     logic = module.NeonatalLungSegLogic()
     try:
-        outcome = selfTest.run(test, logic)
+        outcome = selfTest.run(test, logic, refineModelFolder=tiny_refine_folder)  # AI correct step included
     finally:
         logic.close()
     first, second = outcome["exports"]
     assert (first.record.version, second.record.version) == (1, 2)
+    assert outcome["click"] is not None and outcome["click"].lung == "right_lung"

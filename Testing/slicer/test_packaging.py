@@ -78,10 +78,12 @@ def test_every_slicer_parameter_name_is_a_parameter_node_field() -> None:
                 bound[prop.findtext("string")] = name
     assert set(bound) <= fields
     # Every choice the user makes has a widget; the outputs are shown by their own widgets or set by Logic.
-    # The two folders are bound by pathFields.PathFieldBinding (an empty field must not become ".").
-    assert fields - set(bound) == {"volumeTable", "probabilityVolume", "modelFolder", "trainingFolder"}
+    # The three folders are bound by pathFields.PathFieldBinding (an empty field must not become ".").
+    assert fields - set(bound) == {"volumeTable", "probabilityVolume", "modelFolder", "trainingFolder",
+                                   "refineModelFolder"}
     code = (MODULE / "NeonatalLungSeg.py").read_text(encoding="utf-8")
-    for widget, name in (("modelFolderPathLineEdit", "modelFolder"), ("trainingFolderPathLineEdit", "trainingFolder")):
+    for widget, name in (("modelFolderPathLineEdit", "modelFolder"), ("trainingFolderPathLineEdit", "trainingFolder"),
+                         ("refineModelFolderPathLineEdit", "refineModelFolder")):
         assert f'PathFieldBinding(self.ui.{widget}, "{name}")' in code
 
 

@@ -106,5 +106,25 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):  # noqa: N801
     def removeViewObservations(self) -> None:
         self.calls.append("removeViewObservations")
 
+    def saveStateForUndo(self) -> None:
+        """As the real widget: one state of the edited segmentation in its history (a REAL
+        ``vtkSegmentationHistory`` here, so ``undo()`` really restores the segments)."""
+        import slicer
+
+        self.calls.append("saveStateForUndo")
+        if self.segmentationNode is None:
+            return
+        segmentation = self.segmentationNode.GetSegmentation()
+        if getattr(self, "_history", None) is None or self._historySegmentation is not segmentation:
+            self._history = slicer.vtkSegmentationHistory()
+            self._history.SetSegmentation(segmentation)
+            self._historySegmentation = segmentation
+        self._history.SaveState()
+
+    def undo(self) -> None:
+        self.calls.append("undo")
+        if getattr(self, "_history", None) is not None:
+            self._history.RestorePreviousState()
+
     def updateWidgetFromMRML(self) -> None:
         self.calls.append("updateWidgetFromMRML")

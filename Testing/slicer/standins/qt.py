@@ -124,10 +124,23 @@ class QPushButton(QWidget):
         super().__init__(parent)
         self.text = ""
         self.checkable = False
-        self.checked = False
+        self._checked = False
+
+    @property
+    def checked(self) -> bool:
+        return self._checked
+
+    @checked.setter
+    def checked(self, value: bool) -> None:
+        """As Qt: ``toggled`` is emitted when the state changes, by a click or by the program."""
+        if bool(value) != self._checked:
+            self._checked = bool(value)
+            self.toggled.emit(self._checked)
 
     def click(self) -> None:
         if self.enabled:
+            if self.checkable:
+                self.checked = not self._checked
             self.clicked.emit()
 
 
