@@ -251,6 +251,12 @@ class RefineSession:
         if click.positive:
             midline = self.midline(canonical)
             allowed = (self.x_mm < midline) if lung == "right_lung" else (self.x_mm >= midline)
+            if not allowed[placed.row, placed.col]:  # e.g. the right lung chosen, the click on the left side
+                self.clicks.pop()
+                other = "left" if lung == "right_lung" else "right"
+                return out, ClickOutcome(lung, True, 0, 0, time.perf_counter() - started,
+                                         message=f"the click is on the {other} lung's side of the midline; "
+                                                 f"nothing was added to the {lung.replace('_', ' ')}")
         count = len(canonical)
         half = WINDOW_SLICES // 2
         low, high = max(0, placed.slice - half), min(count - 1, placed.slice + half)

@@ -97,8 +97,16 @@ def test_a_click_on_the_left_side_edits_the_left_lung_and_an_explicit_lung_wins(
     session = oracle_refiner().session(image, geometry_for(image.shape))
     out, outcome = session.apply(empty, Click((15, 30, 45), True))
     assert outcome.lung == "left_lung" and (out[truth == 2] == 2).all() and not (out == 1).any()
-    out, outcome = session.apply(empty, Click((15, 30, 45), True, lung="right_lung"))
-    assert outcome.lung == "right_lung"
+    out, outcome = session.apply(empty, Click((15, 30, 15), True, lung="left_lung"))
+    assert outcome.lung == "left_lung" and outcome.changed_voxels == 0  # an explicit lung is obeyed, not moved
+
+
+def test_a_positive_click_for_the_lung_across_the_midline_says_so_and_changes_nothing():
+    image, truth = two_lung_volume()
+    out, outcome = oracle_refiner().session(image, geometry_for(image.shape)).apply(
+        np.zeros_like(truth), Click((15, 30, 45), True, lung="right_lung"))
+    assert outcome.changed_voxels == 0 and "left lung's side of the midline" in outcome.message
+    assert not out.any()
 
 
 def test_negative_click_on_nothing_changes_nothing():
