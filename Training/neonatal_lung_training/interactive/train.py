@@ -160,7 +160,8 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
         raise FileExistsError(f"{output}: already exists; models are versioned, choose a new folder")
     run = Path(config.run_dir or f"{config.output}.run")
     run.mkdir(parents=True, exist_ok=True)
-    (run / "run_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
+    if not (run / "run_config.json").exists():  # the settings the run started with; a resume keeps them
+        (run / "run_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
     folder = read_training_folder(config.data)
     cases = select_cases(folder, False, False)
     split = read_split(Path(config.split_file), sorted({c.subject for c in cases}))
