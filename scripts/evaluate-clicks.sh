@@ -18,10 +18,10 @@ if link_proton_eval; then
   $bin evaluate-clicks --data runs/proton-eval --refine-model "$model" --max-clicks "$clicks" -o "$out/proton-mri"
 fi
 
-# Four volumes of the held-out anatomy family's test set (bundled-model-1.2.0.yaml): two atlas, two procedural.
+# Two volumes of the held-out anatomy family's test set (bundled-model-1.2.0.yaml): one atlas, one procedural.
 if [ ! -d runs/syn-heldout-clicks ]; then
   mkdir -p runs/syn-heldout-clicks/images runs/syn-heldout-clicks/labels
-  for case in s0-synthetic-900000_v001 s0-synthetic-900001_v001 s1-synthetic-900100_v001 s1-synthetic-900101_v001; do
+  for case in s0-synthetic-900000_v001 s1-synthetic-900100_v001; do
     test -f "runs/syn-heldout-test/images/$case.nii.gz" || { echo "runs/syn-heldout-test is missing: run scripts/evaluate-real.sh first" >&2; exit 2; }
     ln -sfn "$PWD/runs/syn-heldout-test/images/$case.nii.gz" "runs/syn-heldout-clicks/images/$case.nii.gz"
     ln -sfn "$PWD/runs/syn-heldout-test/labels/$case.nii.gz" "runs/syn-heldout-clicks/labels/$case.nii.gz"
