@@ -117,13 +117,12 @@ class QLabel(QWidget):
         self.wordWrap = False
 
 
-class QPushButton(QWidget):
-    SIGNALS = ("clicked", "toggled")
+class _Checkable(QWidget):
+    """A ``checked`` property that, as Qt, signals only when the state changes (by a click or the program)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.text = ""
-        self.checkable = False
         self._checked = False
 
     @property
@@ -132,10 +131,20 @@ class QPushButton(QWidget):
 
     @checked.setter
     def checked(self, value: bool) -> None:
-        """As Qt: ``toggled`` is emitted when the state changes, by a click or by the program."""
         if bool(value) != self._checked:
             self._checked = bool(value)
-            self.toggled.emit(self._checked)
+            self._changed(self._checked)
+
+    def _changed(self, checked: bool) -> None:
+        self.toggled.emit(checked)
+
+
+class QPushButton(_Checkable):
+    SIGNALS = ("clicked", "toggled")
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.checkable = False
 
     def click(self) -> None:
         if self.enabled:
@@ -144,24 +153,12 @@ class QPushButton(QWidget):
             self.clicked.emit()
 
 
-class QCheckBox(QWidget):
+class QCheckBox(_Checkable):
     SIGNALS = ("stateChanged", "toggled")
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.text = ""
-        self._checked = False
-
-    @property
-    def checked(self) -> bool:
-        return self._checked
-
-    @checked.setter
-    def checked(self, value: bool) -> None:
-        if bool(value) != self._checked:
-            self._checked = bool(value)
-            self.stateChanged.emit(2 if self._checked else 0)
-            self.toggled.emit(self._checked)
+    def _changed(self, checked: bool) -> None:
+        self.stateChanged.emit(2 if checked else 0)
+        self.toggled.emit(checked)
 
 
 class QSpinBox(QWidget):
