@@ -2,7 +2,7 @@
 
 A benchmark, not a test. The volume is a synthetic neonatal chest of the generator's default grid
 (96 slices of 256 x 256, 1.5 x 0.55 x 0.55 mm, seeded, so every machine times the same case). Clicks are
-simulated as the evaluation does (centre of the largest error; ``interactive/simulate.py``), starting from
+simulated by the evaluation's own loop (``interactive/noc.simulate_case``: centre of the largest error), starting from
 the bundled segmentation model's output and from an empty mask; the time of each ``RefineSession.apply``
 call is what a user waits for after a click (the volume is prepared once per session, as in Slicer's
 worker). Medians are reported, with the number of slices the network ran on.
@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +35,10 @@ def main() -> int:
     import torch
 
     from NeonatalLungSegLib.acceleration import configure_cpu_threads, cpu_line
-    from NeonatalLungSegLib.clicks import Click
     from NeonatalLungSegLib.engine import Segmenter
     from NeonatalLungSegLib.refine import Refiner
     from NeonatalLungSegLib.registry import bundled_refine_model_folder, default_model_folder
-    from neonatal_lung_training.interactive.simulate import next_click
+    from neonatal_lung_training.interactive.noc import simulate_case
     from neonatal_lung_training.synthetic import generate_case
 
     configure_cpu_threads()
@@ -50,17 +48,8 @@ def main() -> int:
     sampling = tuple(float(s) for s in geometry.spacing[::-1])
     figures = {}
     for name, start in (("from the model's output", start_model), ("from an empty mask", np.zeros_like(reference))):
-        session = refiner.session(image, geometry)
-        labels, seconds, slices = start, [], []
-        for _ in range(args.clicks):
-            click = next_click(reference, labels, labels=(1, 2), sampling=sampling)
-            if click is None:
-                break
-            began = time.perf_counter()
-            labels, outcome = session.apply(labels, Click(click.position, click.positive,
-                                                          "right_lung" if click.label == 1 else "left_lung"))
-            seconds.append(time.perf_counter() - began)
-            slices.append(outcome.slices_run)
+        case = simulate_case(refiner.session(image, geometry), reference, start, args.clicks, sampling)
+        seconds, slices = case["seconds"], case["slices_run"]
         figures[name] = {"clicks": len(seconds), "median_s": round(statistics.median(seconds), 3),
                          "max_s": round(max(seconds), 3), "median_slices": statistics.median(slices),
                          "seconds": [round(s, 3) for s in seconds]}

@@ -10,7 +10,6 @@ the output is written atomically and never replaces an input.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -98,7 +97,3 @@ def run_refine(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({time.perf_counter() - started:.1f} s)")
     return 0
 
-
-def dumps_clicks(clicks: list) -> str:
-    """The JSON file ``--clicks`` reads, for a list of ``Click`` (tests and the evaluation write it)."""
-    return json.dumps({"clicks": [c.to_dict() for c in clicks]}, indent=2)

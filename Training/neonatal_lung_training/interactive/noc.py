@@ -66,7 +66,7 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
     curve = [dice(labels > 0, reference > 0)]
     right = [dice(labels == 1, reference == 1)]
     left = [dice(labels == 2, reference == 2)]
-    seconds, kinds = [], []
+    seconds, kinds, slices = [], [], []
     for _ in range(max_clicks):
         click = next_click(reference, labels, labels=(1, 2), sampling=sampling)
         if click is None:
@@ -74,6 +74,7 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
         lung = "right_lung" if click.label == 1 else "left_lung"
         labels, outcome = session.apply(labels, Click(tuple(click.position), click.positive, lung))
         seconds.append(outcome.seconds)
+        slices.append(outcome.slices_run)
         kinds.append(("+" if click.positive else "-") + ("R" if click.label == 1 else "L")
                      + ("*" if outcome.fallback else ""))
         curve.append(dice(labels > 0, reference > 0))
@@ -84,7 +85,7 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
         right.append(right[-1])
         left.append(left[-1])
     return {"dice": curve, "dice_right": right, "dice_left": left, "seconds": seconds, "clicks": kinds,
-            "labels": labels}
+            "slices_run": slices, "labels": labels}
 
 
 def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts: list[str], max_clicks: int,
