@@ -157,22 +157,21 @@ def cpu_has_fast_fp16() -> bool:
         return False
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX tiles with bf16 (Intel Sapphire Rapids and later): oneDNN trains bf16 convolutions on them."""
-    import torch
-
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) and bool(torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def cpu_has_fast_bf16(features: CpuFeatures | None = None) -> bool:
+    """bf16 dot products in hardware: AMX-BF16 tiles (Intel Sapphire Rapids and later) or AVX512-BF16 (AMD
+    Zen 4 and later, Intel Cooper Lake). Measured on the 2-core AMD EPYC with AVX512-BF16 and no AMX: a
+    U-Net/ResNet-50 training step on 12 slices of 128 x 128 takes 0.76 s in bf16 autocast against 1.50 s in
+    fp32; on the AMX Xeon 0.8 s against 1.6 s."""
+    features = cpu_features() if features is None else features
+    return bool(features.amx_bf16 or features.avx512_bf16)
 
 
 TRAINING_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_training_precision(precision: str, device) -> str:
-    """``auto`` -> bf16 autocast where the hardware has fast bf16 (CUDA GPUs that support it, AMX CPUs).
+    """``auto`` -> bf16 autocast where the hardware has fast bf16 (CUDA GPUs that support it, CPUs with AMX-BF16
+    or AVX512-BF16).
 
     Training uses bf16 rather than inference's fp16: bf16 has fp32's exponent range, so gradients need no
     loss scaling, and the weights stay fp32 (autocast only lowers the matrix work). Measured on the 2-core

@@ -56,6 +56,16 @@ def test_auto_precision_follows_the_cpu_features(mock_cpu, flags: str, expected:
     assert precision == expected and reason in why
 
 
+@pytest.mark.parametrize("flags, expected", [(AVX2_LAPTOP, "fp32"), (AVX512_NO_BF16, "fp32"), (ARM, "fp32"),
+                                             (AMD_AVX512_BF16, "bf16"), (INTEL_AMX_BF16, "bf16"),
+                                             (INTEL_AMX_FP16, "bf16")])
+def test_training_autocast_is_bf16_exactly_where_the_cpu_has_bf16_hardware(mock_cpu, flags: str,
+                                                                           expected: str) -> None:
+    mock_cpu(flags)
+    assert acceleration.resolve_training_precision("auto", torch.device("cpu")) == expected
+    assert acceleration.resolve_training_precision("fp32", torch.device("cpu")) == "fp32"
+
+
 @pytest.mark.parametrize("flags", [AVX2_LAPTOP, AMD_AVX512_BF16, INTEL_AMX_FP16])
 def test_fp16_is_never_chosen_without_amx_fp16(mock_cpu, flags: str) -> None:
     """fp16 without AMX-FP16 is emulated: 7x slower than fp32 on the AVX512-BF16 EPYC."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from neonatal_lung_training.interactive.noc import noc
 from neonatal_lung_training.interactive.simulate import next_click, perturbed_mask, training_clicks
@@ -47,6 +48,12 @@ def test_training_clicks_fix_earlier_errors_and_keep_the_last_one():
         if plan.points and plan.amplitudes[-1] == 1.0:            # the last click sits on a remaining error
             row, col = (int(round(v)) for v in plan.points[-1])
             assert mask[row, col] != target[row, col]
+        if plan.points:                      # the focus: one connected error of the last click's sign
+            errors = (target & ~mask) if plan.positive[-1] else (mask & ~target)
+            assert plan.focus.any() and (plan.focus <= errors).all()
+            assert ndimage.label(plan.focus)[1] == 1
+        else:
+            assert plan.focus is None
 
 
 def test_noc_counts_clicks_to_reach_the_target_and_caps_at_the_limit():

@@ -47,9 +47,25 @@ def test_guidance_batch_has_a_mask_and_click_maps_in_range():
     target = np.zeros((6, 64, 64), np.float32)
     target[:, 10:50, 10:30] = 1
     config = RefineTrainConfig(empty_fraction=0.5, parent_fraction=0.0, max_clicks=3)
-    maps = guidance_batch(target, np.zeros_like(target), config, np.random.default_rng(0))
+    maps, focus = guidance_batch(target, np.zeros_like(target), config, np.random.default_rng(0))
     assert maps.shape == (6, 3, 64, 64) and maps.min() >= 0 and maps.max() <= 1
     assert maps[:, 1:].max() > 0.5          # some clicks were drawn
+    assert focus.shape == (6, 64, 64) and focus.any()
+    # the focus is an error of the mask the network sees (missed or false lung), never a right pixel
+    assert (focus <= ((maps[:, 0] > 0.5) != (target > 0.5))).all()
+
+
+def test_click_focus_loss_grades_only_the_clicked_error():
+    from neonatal_lung_training.interactive.train import click_focus_loss
+
+    targets = torch.zeros(1, 1, 8, 8)
+    focus = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    focus[..., :2, :2] = True
+    right_there = torch.full((1, 1, 8, 8), 10.0)   # wrong everywhere...
+    right_there[..., :2, :2] = -10.0                 # ...except on the clicked error
+    wrong_there = -right_there
+    assert click_focus_loss(right_there, targets, focus) < 1e-3 < 5 < click_focus_loss(wrong_there, targets, focus)
+    assert click_focus_loss(right_there, targets, torch.zeros_like(focus)) == 0
 
 
 def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
@@ -72,6 +88,21 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now"]) == 0
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
     assert read_config(tmp_path / "refine-again").weights_sha256 == read_config(tmp_path / "refine").weights_sha256
+
+
+def test_training_continues_from_a_refine_model_and_refuses_a_segmentation_one(tmp_path, parent):
+    from NeonatalLungSegLib.model_folder import load_state_dict
+    from neonatal_lung_training.interactive.train import initial_state
+
+    parent_config = read_config(parent)
+    child = refine_config_for(parent_config, RefineTrainConfig())
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in widen_for_guidance(load_state_dict(parent, parent_config), child).items()}
+    write_model_folder(tmp_path / "refine", child, state, "float32")
+    started = initial_state(RefineTrainConfig(init_model=str(tmp_path / "refine")), child, {})
+    assert all(torch.equal(started[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="not a click-refinement model"):
+        initial_state(RefineTrainConfig(init_model=str(parent)), child, {})
 
 
 def test_unknown_config_field_is_refused(tmp_path, capsys):

@@ -90,6 +90,7 @@ class ClickPlan:
     points: list[tuple[float, float]]
     positive: list[bool]
     amplitudes: list[float]
+    focus: np.ndarray | None = None   # the error region the last click was placed on (what it must fix)
 
 
 def training_clicks(target: np.ndarray, current: np.ndarray, rng: np.random.Generator,
@@ -104,10 +105,14 @@ def training_clicks(target: np.ndarray, current: np.ndarray, rng: np.random.Gene
     target = target.astype(bool)
     count = int(rng.integers(0, max_clicks + 1))
     points, signs, amplitudes = [], [], []
+    focus = None
     for n in range(count):
         click = next_click(target.astype(np.uint8), current.astype(np.uint8))
         if click is None:
             break
+        same_sign = (target & ~current) if click.positive else (current & ~target)
+        focus = ndimage.label(same_sign)[0]
+        focus = focus == focus[click.position]
         row, col = click.position
         amplitude = 1.0
         if rng.random() < 0.35:
@@ -120,9 +125,7 @@ def training_clicks(target: np.ndarray, current: np.ndarray, rng: np.random.Gene
             break
         # an earlier click: its error has been corrected already, unless that would leave no error at all
         # for the next click (then this click is the last one and its error stays)
-        components, _ = ndimage.label(target != current)
-        picked = components[click.position]
-        if not picked or ((components > 0) & (components != picked)).sum() == 0:
+        if not ((target != current) & ~focus).any():
             break
-        current[components == picked] = target[components == picked]
-    return current, ClickPlan(points, signs, amplitudes)
+        current[focus] = target[focus]
+    return current, ClickPlan(points, signs, amplitudes, focus)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from NeonatalLungSegLib import acceleration
 from NeonatalLungSegLib.clicks import render_clicks
 from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.model_folder import ModelConfig, load_state_dict, read_config, write_model_folder
@@ -65,6 +66,9 @@ class RefineTrainConfig:
     learning_rate: float = 3e-4
     max_minutes: float = 0.0
     seed: int = 0
+    init_model: str = ""              # a click-refinement model folder to continue from (else: widen the parent)
+    click_loss_weight: float = 0.0    # weight of click_focus_loss beside BCE + Dice
+    precision: str = "auto"           # training autocast: auto (bf16 where the hardware is fast at it) | fp32 | bf16
     click_sigma: float = 2.5
     click_depth_mm: float = 6.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -122,9 +126,11 @@ def parent_predictions(network: torch.nn.Module, images: torch.Tensor, batch: in
 
 
 def guidance_batch(targets: np.ndarray, parent: np.ndarray, config: RefineTrainConfig,
-                   rng: np.random.Generator) -> np.ndarray:
-    """(B, 3, H, W) mask + positive + negative click maps for a batch of (B, H, W) targets."""
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 3, H, W) mask + positive + negative click maps for a batch of (B, H, W) targets, and (B, H, W)
+    the error region each slice's last click points at (all False where a slice has no click)."""
     out = np.zeros((len(targets), 3, *targets.shape[1:]), dtype=np.float32)
+    focus = np.zeros(targets.shape, dtype=bool)
     for n, target in enumerate(targets >= 0.5):
         draw = rng.random()
         if draw < config.empty_fraction:
@@ -135,11 +141,39 @@ def guidance_batch(targets: np.ndarray, parent: np.ndarray, config: RefineTrainC
             start = perturbed_mask(target, rng)
         mask, plan = training_clicks(target, start, rng, config.max_clicks)
         out[n, 0] = mask
+        if plan.focus is not None:
+            focus[n] = plan.focus
         for channel, sign in ((1, True), (2, False)):
             chosen = [i for i, s in enumerate(plan.positive) if s == sign]
             out[n, channel] = render_clicks(target.shape, [plan.points[i] for i in chosen],
                                             [plan.amplitudes[i] for i in chosen], config.click_sigma)
-    return out
+    return out, focus
+
+
+def click_focus_loss(logits: torch.Tensor, targets: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over the pixels of the error each slice's last click points at.
+
+    Why: the whole-slice loss is dominated by the pixels the mask channel already has right, so a network
+    that copies its input mask scores well and learns to ignore the clicks (refine 1.0.0 did: a negative
+    click moved its lung probability from 0.87 to 0.83). This term grades what the click asked for.
+    """
+    weights = focus.float()
+    per_pixel = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    return (per_pixel * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def initial_state(config: RefineTrainConfig, child: ModelConfig,
+                  parent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights training starts from: a click-refinement model's own (``init_model``, checked to be one
+    with the same network and guidance) or the parent's, widened with zero weights for the guidance."""
+    if not config.init_model:
+        return widen_for_guidance(parent_state, child)
+    folder = Path(config.init_model)
+    start = read_config(folder)
+    if tuple(start.input.guidance) != GUIDANCE or start.network != child.network:
+        raise ValueError(f"init_model {folder}: not a click-refinement model of this network "
+                         f"(guidance {list(start.input.guidance)}, network {start.network.architecture})")
+    return load_state_dict(folder, start)
 
 
 def _sample(cases: list, limit: int, seed: int) -> list:
@@ -191,9 +225,12 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
           flush=True)
     # Fixed validation guidance: the same simulated clicks every epoch, so epochs are comparable.
     val_guidance = torch.from_numpy(guidance_batch(val_set.targets[:, 0].numpy(), val_parent[:, 0].numpy(), config,
-                                                   np.random.default_rng(12345)))
+                                                   np.random.default_rng(12345))[0])
     network = build_network(child)
-    network.load_state_dict(widen_for_guidance(parent_state, child), strict=True)
+    network.load_state_dict(initial_state(config, child, parent_state), strict=True)
+    device = torch.device("cpu")
+    precision = acceleration.resolve_training_precision(config.precision, device)
+    print(f"{precision} autocast; starting from {config.init_model or 'the widened parent'}", flush=True)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
@@ -221,14 +258,18 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
             images, both = augmenter(train_set.images[index],
                                      torch.cat([train_set.targets[index], train_parent[index]], dim=1))
             targets = (both[:, :1] >= 0.5).float()
-            guidance = torch.from_numpy(guidance_batch(targets[:, 0].numpy(), both[:, 1].numpy(), config, rng))
-            logits = network(torch.cat([images, guidance], dim=1))
-            loss = loss_fn(logits, targets)
+            guidance, focus = guidance_batch(targets[:, 0].numpy(), both[:, 1].numpy(), config, rng)
+            with acceleration.autocast(device, precision):
+                logits = network(torch.cat([images, torch.from_numpy(guidance)], dim=1))
+            loss = loss_fn(logits.float(), targets)
+            if config.click_loss_weight:
+                loss = loss + config.click_loss_weight * click_focus_loss(logits, targets,
+                                                                          torch.from_numpy(focus)[:, None])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
-        dice = _validate(network, val_set.images, val_guidance, val_set.targets)
+        dice = _validate(network, val_set.images, val_guidance, val_set.targets, device, precision)
         scheduler.step(dice)
         spent_now = spent + time.perf_counter() - loop_started
         improved = dice > best
@@ -248,10 +289,10 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
 
 
 def _validate(network: torch.nn.Module, images: torch.Tensor, guidance: torch.Tensor,
-              targets: torch.Tensor) -> float:
+              targets: torch.Tensor, device: torch.device, precision: str) -> float:
     network.eval()
     overlap = PooledOverlap()
-    with torch.inference_mode():
+    with torch.inference_mode(), acceleration.autocast(device, precision):
         for start in range(0, len(images), 32):
             logits = network(torch.cat([images[start:start + 32], guidance[start:start + 32]], dim=1))
             overlap.add(logits > 0, targets[start:start + 32] >= 0.5)
@@ -266,8 +307,12 @@ def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epoc
                 "training_slices": train_slices, "epochs_run": epochs, "best_epoch": best["epoch"],
                 "recipe": (f"simulated clicks (<= {config.max_clicks} per slice, iterative protocol) on an empty "
                            f"mask ({config.empty_fraction:.0%}), the parent's prediction "
-                           f"({config.parent_fraction:.0%}) or a perturbed reference; BCE + Dice, Adam "
-                           f"lr {config.learning_rate:g}, poster augmentation")}
+                           f"({config.parent_fraction:.0%}) or a perturbed reference; BCE + Dice"
+                           + (f" + {config.click_loss_weight:g} x BCE on the clicked error region"
+                              if config.click_loss_weight else "")
+                           + f", Adam lr {config.learning_rate:g}, poster augmentation"
+                           + (f"; continued from {read_config(Path(config.init_model)).name} "
+                              f"{read_config(Path(config.init_model)).version}" if config.init_model else ""))}
     validation = {"slice_dice_with_clicks": round(float(best["val_dice"]), 4),
                   "note": "pooled Dice on validation slices with fixed simulated clicks; volume NoC figures "
                           "are in docs/reports/click-refinement/"}
