@@ -7,6 +7,7 @@ fine-tuning lineage; plus config files and the refusal to mix runs.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -60,6 +61,30 @@ def test_train_writes_a_model_folder_with_split_log_card_and_test_metrics(toy_fo
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
     assert "not clinically validated" in (out / "MODEL_CARD.md").read_text(encoding="utf-8").lower()
     Segmenter.load(out, device="cpu")
+    # --finish-now: the same run written again from its best checkpoint, without loading data or training
+    shutil.rmtree(out)
+    import neonatal_lung_training.train as train_module
+    loads = []
+    original = train_module.load_slices
+    train_module.load_slices = lambda *a, **k: loads.append(a) or original(*a, **k)
+    try:
+        assert main(["train", *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "2",
+                                           "--version", "0.0.1"), "--finish-now"]) == 0
+    finally:
+        train_module.load_slices = original
+    assert not loads and len((run / "log.csv").read_text(encoding="utf-8").splitlines()) == 3
+    finished = read_config(out)
+    assert finished.weights_sha256 == config.weights_sha256
+    assert finished.training["training_slices"] == config.training["training_slices"]
+    assert finished.training["epochs_run"] == config.training["epochs_run"] == 2
+
+
+def test_finish_now_without_checkpoints_says_so(toy_folder: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", *_train_args(toy_folder, tmp_path / "m", "--run-dir", str(tmp_path / "run")),
+                 "--finish-now"]) != 0
+    assert "no checkpoints to finish from" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def test_split_is_by_subject_and_seeded() -> None:

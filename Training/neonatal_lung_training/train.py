@@ -135,8 +135,12 @@ def _progress(total: int, enabled: bool, description: str):
     return None
 
 
-def train(config: TrainConfig) -> dict | None:
-    """Run or resume the recipe; rank 0 writes the model folder and returns its config as a dict."""
+def train(config: TrainConfig, finish_now: bool = False) -> dict | None:
+    """Run or resume the recipe; rank 0 writes the model folder and returns its config as a dict.
+
+    ``finish_now``: write the model folder from the run's best checkpoint at once, without loading the data
+    (minutes for a large folder) or training further: for a run stopped early for time.
+    """
     if config.problems():
         raise ValueError("; ".join(config.problems()))
     output = Path(config.output)
@@ -145,13 +149,13 @@ def train(config: TrainConfig) -> dict | None:
     context = distributed.start(resolve_device(config.device))
     device = distributed.device_for(resolve_device(config.device), context)
     try:
-        return _train(config, output, context, device)
+        return _train(config, output, context, device, finish_now)
     finally:
         distributed.stop(context)
 
 
 def _train(config: TrainConfig, output: Path, context: distributed.Context,
-           device: torch.device) -> dict | None:
+           device: torch.device, finish_now: bool = False) -> dict | None:
     say = print if context.is_main else (lambda *a, **k: None)
     folder = read_training_folder(config.data)
     cases = select_cases(folder, config.reviewed_only, config.latest_only)
@@ -164,6 +168,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     distributed.barrier(context)
 
     model_config, init_state, parent = model_config_for(config)
+    if finish_now:
+        return _finish_now(config, run, model_config, folder, cases, split, parent) if context.is_main else None
     started = time.perf_counter()
     train_cases, val_cases = cases_of(cases, split["train"]), cases_of(cases, split["val"])
     test_cases = cases_of(cases, split.get("test", []))
@@ -179,6 +185,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     say(f"data: {len(train_cases)} training / {len(val_cases)} validation / {len(test_cases)} test cases "
         f"({len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))} subjects); "
         f"{len(train_set)} training and {len(val_set)} validation slices", flush=True)
+    if context.is_main:  # what --finish-now needs without loading the data again
+        (run.root / "data.json").write_text(json.dumps({"train_slices": len(train_set),
+                                                        "val_slices": len(val_set)}) + "\n", encoding="utf-8")
 
     torch.manual_seed(config.seed)
     network = build_network(model_config)
@@ -284,12 +293,27 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
                         train_slices=len(train_set), minutes=(spent + time.perf_counter() - started) / 60)
 
 
+def _finish_now(config: TrainConfig, run: RunFolder, model_config, folder, cases, split, parent) -> dict:
+    if not (run.best.exists() and run.last.exists()):
+        raise ValueError(f"{run.root}: no checkpoints to finish from; train first")
+    data_file = run.root / "data.json"
+    if not data_file.exists():
+        raise ValueError(f"{data_file}: missing (the run's slice count); resume the run once to write it")
+    data = json.loads(data_file.read_text(encoding="utf-8"))
+    last, best = checkpoint.load(run.last), checkpoint.load(run.best)
+    network = build_network(model_config)
+    network.load_state_dict(best["model"])
+    return finish_model(config, model_config, network, folder, cases, split, parent, run.root,
+                        epochs_run=last["epoch"], best_epoch=best["epoch"], best_dice=best["val_dice"],
+                        train_slices=int(data["train_slices"]), minutes=last["seconds"] / 60)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .train_cli import parse_config
+    from .train_cli import parse
 
     def body() -> None:
-        config = parse_config(argv)
-        result = train(config)
+        config, finish_now = parse(argv)
+        result = train(config, finish_now)
         if result is not None:
             print(f"wrote {config.output} (version {result['version']})")
 

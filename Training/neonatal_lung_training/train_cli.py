@@ -44,17 +44,26 @@ def _parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, type=kind, default=None, help=f"(default: {default!r})")
     parser.add_argument("--no-augment", action="store_true", help="train on plain slices")
+    parser.add_argument("--finish-now", action="store_true",
+                        help="write the model folder from the run's best checkpoint now, without loading the "
+                             "data or training further (a run stopped early for time); same settings as the run")
     return parser
 
 
 def parse_config(argv: list[str] | None) -> TrainConfig:
+    return parse(argv)[0]
+
+
+def parse(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    """(config, finish_now)."""
     args = vars(_parser().parse_args(argv))
     values = load_config_file(args.pop("config")) if args.get("config") else {}
     no_augment = args.pop("no_augment")
+    finish_now = args.pop("finish_now")
     values.update({k: v for k, v in args.items() if v is not None})
     config = TrainConfig(**values)
     if no_augment:
         config.augment = dataclasses.replace(config.augment, enabled=False)
     if not isinstance(config.augment, AugmentConfig):
         raise ValueError("augment must be a mapping of AugmentConfig fields")
-    return config
+    return config, finish_now
