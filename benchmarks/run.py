@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", nargs="+", choices=sorted(VOLUMES), default=None,
                         help="volumes to run (default 256x256x96, 512x512x300 and on CUDA 256x256x128)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default bench-DEVICE); name the CPU family, e.g. "
+                             "bench-cpu-amd-epyc-avx512bf16, so another machine's results are not replaced")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -264,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 results["volumes"][name] = per_volume
                 args.out.mkdir(parents=True, exist_ok=True)
-                (args.out / f"bench-{device}.partial.json").write_text(json.dumps(results, indent=1) + "\n")
+                (args.out / f"{args.name or 'bench-' + device}.partial.json").write_text(json.dumps(results, indent=1) + "\n")
             results["volumes"][name] = per_volume
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench-{device}"
+    stem = args.name or f"bench-{device}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(results))
     (args.out / f"{stem}.partial.json").unlink(missing_ok=True)
