@@ -12,7 +12,8 @@ So a click corrects its own error in its own slice and follows that error throug
 exactly as far as it continues, and nothing else in the mask moves. Whatever the network says:
 
 - only the click's lung changes; voxels of the other lung are never touched, and a positive click adds
-  only on its lung's side of the body midline;
+  on its lung's side of the midline between the lungs (or up to 10 mm past the click, when the click itself
+  is across it and no closer to the other lung than to its own);
 - a click always does something where it can: when the network's prediction does not change the clicked
   voxel, a small disk (``FALLBACK_RADIUS_MM``) around it is added or removed in the click's slice.
 
@@ -43,6 +44,8 @@ WINDOW_SLICES = 17      # slices run around a click first
 GROW_SLICES = 16        # slices added on a side the change reaches
 SNAP_RADIUS_MM = 4.0    # a click just beside the network's change still selects it
 FALLBACK_RADIUS_MM = 2.0
+ACROSS_REACH = 0.25      # a positive click may lie this share of the lungs' centre distance across the midline
+ACROSS_MARGIN_MM = 10.0  # ... and then add up to this far past the click
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,18 @@ class RefineSession:
 
     def midline(self, canonical: np.ndarray) -> float:
         """Between the two lungs' centres when both exist, else the body's centre."""
-        right, left = self.refiner.labels["right_lung"], self.refiner.labels["left_lung"]
+        centres = self.lung_centres(canonical)
+        return self.body_midline if centres is None else 0.5 * (centres[0] + centres[1])
+
+    def lung_centres(self, canonical: np.ndarray) -> tuple[float, float] | None:
+        """x (mm) of the right and the left lung's centres, or None unless both have some volume."""
         centres = []
-        for value in (right, left):
-            counts = (canonical == value).sum(axis=0)
+        for name in ("right_lung", "left_lung"):
+            counts = (canonical == self.refiner.labels[name]).sum(axis=0)
             if counts.sum() < 50:
-                return self.body_midline
+                return None
             centres.append(float((counts * self.x_mm).sum() / counts.sum()))
-        return 0.5 * (centres[0] + centres[1])
+        return centres[0], centres[1]
 
     def _lung_for(self, click: Click, canonical: np.ndarray, placed: _Placed) -> str | None:
         if click.lung:
@@ -189,18 +196,48 @@ class RefineSession:
         names = {v: k for k, v in self.refiner.labels.items()}
         if click.positive:
             return "right_lung" if self.x_mm[placed.row, placed.col] < self.midline(canonical) else "left_lung"
-        plane = canonical[placed.slice]
-        under = int(plane[placed.row, placed.col])
-        if under in names:
-            return names[under]
-        radius = max(1, int(round(SNAP_RADIUS_MM / self.pixel_mm)))
+        return names.get(self._nearest_label(canonical[placed.slice], placed, SNAP_RADIUS_MM))
+
+    def _nearest_label(self, plane: np.ndarray, placed: _Placed, radius_mm: float) -> int:
+        """The label of the labelled pixel nearest to the click in its slice, within ``radius_mm`` (0: none)."""
+        radius = max(1, int(round(radius_mm / self.pixel_mm)))
         r0, c0 = max(0, placed.row - radius), max(0, placed.col - radius)
         patch = plane[r0:placed.row + radius + 1, c0:placed.col + radius + 1]
         found = np.argwhere(patch > 0)
         if not len(found):
-            return None
+            return 0
         nearest = found[np.argmin(((found - [placed.row - r0, placed.col - c0]) ** 2).sum(axis=1))]
-        return names.get(int(patch[tuple(nearest)]))
+        return int(patch[tuple(nearest)])
+
+    def _positive_allowed(self, canonical: np.ndarray, placed: _Placed,
+                          lung: str) -> tuple[np.ndarray, bool] | None:
+        """(where a positive click for ``lung`` may add, in-plane; whether the click is across the midline),
+        or None when it must be refused.
+
+        Normally the lung's side of the midline. A click a little across the midline between the lungs (a
+        right lung reaching past it, as real right lungs do in front of the heart: up to ``ACROSS_REACH`` of
+        the lungs' centre distance) may add up to ``ACROSS_MARGIN_MM`` beyond the click; ``apply`` then keeps
+        the addition only if it borders this lung more than the other one. Farther across, the click is in
+        the other lung's territory and is refused rather than relabelling that lung's missed part.
+        """
+        right = lung == "right_lung"
+        centres = self.lung_centres(canonical)
+        midline = self.body_midline if centres is None else 0.5 * sum(centres)
+        side = (self.x_mm < midline) if right else (self.x_mm >= midline)
+        if side[placed.row, placed.col]:
+            return side, False
+        x_click = float(self.x_mm[placed.row, placed.col])
+        reach = 0.0 if centres is None else ACROSS_REACH * abs(centres[1] - centres[0])
+        if abs(x_click - midline) > reach:
+            return None
+        bound = x_click + (ACROSS_MARGIN_MM if right else -ACROSS_MARGIN_MM)
+        return ((self.x_mm < bound) if right else (self.x_mm > bound)), True
+
+    @staticmethod
+    def _borders_other_lung_more(region: np.ndarray, view: np.ndarray, value: int, other: int) -> bool:
+        """Whether the voxels just around ``region`` are more the other lung's than ``value``'s."""
+        border = ndimage.binary_dilation(region) & ~region
+        return int((view[border] == other).sum()) > int((view[border] == value).sum())
 
     def _place(self, click: Click) -> _Placed:
         inp = self.refiner.config.input
@@ -247,16 +284,16 @@ class RefineSession:
         self.clicks.append(placed)
         value = self.refiner.labels[lung]
         lungs = canonical > 0
-        allowed = None
+        allowed, across = None, False
+        other_name = "left_lung" if lung == "right_lung" else "right_lung"
+        refused = (f"the click is in the {other_name.split('_')[0]} lung (across the midline); nothing was added "
+                   f"to the {lung.replace('_', ' ')}")
         if click.positive:
-            midline = self.midline(canonical)
-            allowed = (self.x_mm < midline) if lung == "right_lung" else (self.x_mm >= midline)
-            if not allowed[placed.row, placed.col]:  # e.g. the right lung chosen, the click on the left side
+            decided = self._positive_allowed(canonical, placed, lung)
+            if decided is None:  # e.g. the right lung chosen, the click inside the left lung
                 self.clicks.pop()
-                other = "left" if lung == "right_lung" else "right"
-                return out, ClickOutcome(lung, True, 0, 0, time.perf_counter() - started,
-                                         message=f"the click is on the {other} lung's side of the midline; "
-                                                 f"nothing was added to the {lung.replace('_', ' ')}")
+                return out, ClickOutcome(lung, True, 0, 0, time.perf_counter() - started, message=refused)
+            allowed, across = decided
         count = len(canonical)
         half = WINDOW_SLICES // 2
         low, high = max(0, placed.slice - half), min(count - 1, placed.slice + half)
@@ -277,12 +314,17 @@ class RefineSession:
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
         fallback = region is None
+        view = canonical[low:high + 1]
+        if across and (fallback or self._borders_other_lung_more(region, view, value,
+                                                                 self.refiner.labels[other_name])):
+            self.clicks.pop()
+            return out, ClickOutcome(lung, True, 0, len(predicted), time.perf_counter() - started,
+                                     message=refused)
         if fallback:
             region = np.zeros_like(change)
             disk = self._disk(placed, FALLBACK_RADIUS_MM)
             plane = canonical[placed.slice]
             region[placed.slice - low] = disk & ((plane == 0) & allowed if click.positive else plane == value)
-        view = canonical[low:high + 1]
         view[region] = value if click.positive else 0
         changed = int(region.sum())
         seconds = time.perf_counter() - started

@@ -101,12 +101,33 @@ def test_a_click_on_the_left_side_edits_the_left_lung_and_an_explicit_lung_wins(
     assert outcome.lung == "left_lung" and outcome.changed_voxels == 0  # an explicit lung is obeyed, not moved
 
 
-def test_a_positive_click_for_the_lung_across_the_midline_says_so_and_changes_nothing():
+def test_a_positive_click_for_one_lung_inside_the_other_says_so_and_changes_nothing():
     image, truth = two_lung_volume()
-    out, outcome = oracle_refiner().session(image, geometry_for(image.shape)).apply(
-        np.zeros_like(truth), Click((15, 30, 45), True, lung="right_lung"))
-    assert outcome.changed_voxels == 0 and "left lung's side of the midline" in outcome.message
-    assert not out.any()
+    current = truth.copy()
+    current[12:18, 26:38, 38:44] = 0          # a hole in the left lung, clicked with the right lung active
+    session = oracle_refiner().session(image, geometry_for(image.shape))
+    for click in (Click((15, 30, 45), True, lung="right_lung"),    # deep in the left lung
+                  Click((15, 30, 39), True, lung="right_lung")):   # near the midline, but the left lung's hole
+        out, outcome = session.apply(current, click)
+        assert outcome.changed_voxels == 0 and "in the left lung (across the midline)" in outcome.message
+        np.testing.assert_array_equal(out, current)
+
+
+def test_a_right_lung_reaching_across_the_midline_is_added_up_to_the_click():
+    """Real right lungs pass the point halfway between the two lungs' centres in front of the heart: a click
+    there for the right lung adds its part (up to 10 mm beyond the click), never the left lung's."""
+    image, truth = two_lung_volume()
+    image[8:22, 26:34, 26:36] = 1.0            # the right lung's medial bulge, past the midline (x = 32)
+    truth[8:22, 26:34, 26:36] = 1
+    current = truth.copy()
+    current[8:22, 26:34, 26:36] = 0
+    current[5:25, 20:26, 38:56] = 0             # and a strip of the left lung missed: not the right lung's
+    session = oracle_refiner().session(image, geometry_for(image.shape))
+    assert session.midline(session._slices(current)) < 33
+    out, outcome = session.apply(current, Click((15, 30, 33), True, lung="right_lung"))
+    assert outcome.lung == "right_lung" and not outcome.fallback
+    assert (out[8:22, 26:34, 26:36] == 1).all()
+    np.testing.assert_array_equal(out[:, :, 38:], current[:, :, 38:])   # nothing taken from the left side
 
 
 def test_negative_click_on_nothing_changes_nothing():
