@@ -62,7 +62,7 @@ class TrainConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     weights_dtype: str = "float16"
     device: str = "auto"
-    precision: str = "auto"           # auto | fp32 | bf16 autocast (auto: bf16 on AMX CPUs and bf16 GPUs)
+    precision: str = "auto"           # auto | fp32 | bf16 autocast (auto: bf16 on AMX-BF16 / AVX512-BF16 CPUs, bf16 GPUs)
     # Volumetric models (spatial_dims 3): a MONAI 3D network on windows of patch_slices slices by
     # in_plane_size, one window centred on each training slice; batch_size then counts windows (2 fits a
     # CPU), and encoder, encoder_depth, decoder_channels and channels do not apply.
