@@ -231,6 +231,19 @@ def autocast(device, precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype)
 
 
+def checked_forward(network, batch, device, precision: str):
+    """``network(batch)`` under the caller's autocast; where half precision overflowed (a non-finite logit,
+    possible with fp16's range), the batch is computed again in fp32, so a rare extreme input costs time,
+    never a wrong mask. Shared by segmentation and click refinement."""
+    import torch
+
+    logits = network(batch)
+    if precision != "fp32" and not bool(torch.isfinite(logits).all()):
+        with torch.autocast(device.type if device.type in ("cpu", "cuda") else "cpu", enabled=False):
+            logits = network(batch.float())
+    return logits
+
+
 def uses_channels_last(device, spatial_dims: int) -> bool:
     return spatial_dims == 2 and device.type in ("cpu", "cuda")
 

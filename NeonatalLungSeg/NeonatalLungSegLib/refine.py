@@ -119,10 +119,7 @@ class Refiner:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), acceleration.autocast(self.device, self.precision):
-            logits = self.network(batch)
-        if self.precision != "fp32" and not bool(torch.isfinite(logits).all()):
-            with torch.inference_mode():
-                logits = self.network(batch.float())
+            logits = acceleration.checked_forward(self.network, batch, self.device, self.precision)
         return logits.float()
 
 

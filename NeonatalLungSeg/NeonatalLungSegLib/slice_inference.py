@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .acceleration import autocast
+from .acceleration import autocast, checked_forward
 from .errors import Cancelled
 from .model_folder import InputConfig
 from .preprocess import PreparedVolume, network_input, slice_stack
@@ -55,10 +55,7 @@ def predict_slices(network: torch.nn.Module, prepared: PreparedVolume, config: I
                     batch = network_input(slice_stack(slices, indices, config.channels), prepared.scale, config,
                                           device, prepared.frame)
                 batch = batch.contiguous(memory_format=layout)
-            logits = network(batch)
-            if precision != "fp32" and not bool(torch.isfinite(logits).all()):
-                with full_precision:  # half precision overflowed on this batch: recompute it in fp32
-                    logits = network(batch)
+            logits = checked_forward(network, batch, device, precision)
             with full_precision:
                 logits = prepared.frame.from_network(logits.float(), slices.shape[1:])
                 out[indices] = torch.sigmoid(logits[:, 0]).to(torch.float16).cpu().numpy()

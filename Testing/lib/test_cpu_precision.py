@@ -125,3 +125,21 @@ def test_the_result_and_segment_say_which_precision_was_used(mock_cpu, flags: st
     assert f"on cpu, {expected}" in header and acceleration.cpu_model() in header
     report = json.loads((tmp_path / "out" / "case_volumes.json").read_text(encoding="utf-8"))
     assert report["inference"]["precision"] == expected
+
+
+class _OverflowsInHalf(torch.nn.Module):
+    """Logits that are finite in fp32 but overflow when computed in a half precision's autocast (fp16)."""
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        big = torch.nn.functional.linear(batch.flatten(1), torch.full((1, batch[0].numel()), 1e3))
+        return big.view(-1, 1, 1, 1) * 1e2
+
+
+def test_a_half_precision_batch_that_overflows_is_recomputed_in_fp32() -> None:
+    cpu = torch.device("cpu")
+    batch = torch.ones(2, 1, 4, 4)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert not torch.isfinite(_OverflowsInHalf()(batch)).all()       # the overflow is real
+        logits = acceleration.checked_forward(_OverflowsInHalf(), batch, cpu, "fp16")
+    assert torch.isfinite(logits).all() and logits.dtype == torch.float32
+    assert float(logits[0, 0, 0, 0]) == pytest.approx(1.6e6)
