@@ -64,8 +64,10 @@ def test_click_focus_loss_grades_only_the_clicked_error():
     right_there = torch.full((1, 1, 8, 8), 10.0)   # wrong everywhere...
     right_there[..., :2, :2] = -10.0                 # ...except on the clicked error
     wrong_there = -right_there
-    assert click_focus_loss(right_there, targets, focus) < 1e-3 < 5 < click_focus_loss(wrong_there, targets, focus)
+    assert click_focus_loss(right_there, targets, focus) < 1e-4 < 0.5 < click_focus_loss(wrong_there, targets, focus)
     assert click_focus_loss(right_there, targets, torch.zeros_like(focus)) == 0
+    # averaged over all pixels: the 4 clicked pixels count 4/64 of a fully wrong slice, not a whole slice
+    assert click_focus_loss(wrong_there, targets, focus) == pytest.approx(10.0 * 4 / 64, rel=1e-3)
 
 
 def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
