@@ -90,6 +90,15 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now"]) == 0
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
     assert read_config(tmp_path / "refine-again").weights_sha256 == read_config(tmp_path / "refine").weights_sha256
+    # ... or from the end of training, with that epoch's validation Dice from the log
+    config["output"] = str(tmp_path / "refine-last")
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
+    assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now", "--checkpoint", "last"]) == 0
+    last = read_config(tmp_path / "refine-last")
+    assert last.training["checkpoint"] == "end of training" and last.training["best_epoch"] == 2
+    logged = float((tmp_path / "run" / "log.csv").read_text().splitlines()[1].split(",")[2])
+    assert last.validation["slice_dice_with_clicks"] == round(logged, 4)
+    assert main(["--config", str(tmp_path / "c.yaml"), "--checkpoint", "last"]) != 0   # only with --finish-now
 
 
 def test_training_continues_from_a_refine_model_and_refuses_a_segmentation_one(tmp_path, parent):

@@ -186,11 +186,13 @@ def _sample(cases: list, limit: int, seed: int) -> list:
     return [cases[i] for i in sorted(picked)]
 
 
-def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
+def train(config: RefineTrainConfig, finish_only: bool = False, checkpoint_name: str = "best") -> Path:
     """Train (resuming a run folder's last checkpoint), then write the model folder from the best one.
 
-    ``finish_only``: write the model folder from the run's best checkpoint now, without loading slices or
-    training further (a run stopped early for time); the slice count comes from the run's data.json.
+    ``finish_only``: write the model folder from the run's ``checkpoint_name`` checkpoint (``best``: highest
+    validation Dice; ``last``: the end of training) now, without loading slices or training further; the
+    slice count comes from the run's data.json. ``last`` is for when slice Dice is not what matters: it
+    rewards copying the input mask, while what a click fixes is judged by NoC on held-out volumes.
     """
     output = Path(config.output)
     if output.exists():
@@ -210,7 +212,8 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
     if finish_only:
         data = json.loads((run / "data.json").read_text(encoding="utf-8"))
         state = checkpoint.load(run / "checkpoints" / checkpoint.LAST)
-        return _finish(config, child, best_path, state["epoch"], train_cases, val_cases, data["train_slices"])
+        chosen = best_path if checkpoint_name == "best" else run / "checkpoints" / checkpoint.LAST
+        return _finish(config, child, chosen, state["epoch"], train_cases, val_cases, data["train_slices"])
     started = time.perf_counter()
     train_set = load_slices(folder, train_cases, child.input, config.keep_empty_fraction, config.seed)
     val_set = load_slices(folder, val_cases, child.input, config.keep_empty_fraction, config.seed + 1)
@@ -280,7 +283,8 @@ def train(config: RefineTrainConfig, finish_only: bool = False) -> Path:
         if improved:
             checkpoint.save(best_path, {"model": checkpoint.cpu_state(network), "epoch": epoch, "val_dice": dice})
         checkpoint.save(last, {"model": checkpoint.cpu_state(network), "optimizer": optimiser.state_dict(),
-                               "scheduler": scheduler.state_dict(), "epoch": epoch, "best_dice": best,
+                               "scheduler": scheduler.state_dict(), "epoch": epoch, "val_dice": dice,
+                               "best_dice": best,
                                "stale": stale, "seconds": spent_now})
         with open(run / "log.csv", "a", encoding="utf-8") as log:
             log.write(f"{epoch},{np.mean(losses):.5f},{dice:.5f},{optimiser.param_groups[0]['lr']:.3g},"
@@ -302,12 +306,25 @@ def _validate(network: torch.nn.Module, images: torch.Tensor, guidance: torch.Te
     return float(overlap.dice)
 
 
+def _checkpoint_val_dice(state: dict, log: Path) -> float:
+    """The validation Dice of a checkpoint's epoch: stored in it, or (older last checkpoints) in log.csv."""
+    if "val_dice" in state:
+        return float(state["val_dice"])
+    for row in log.read_text(encoding="utf-8").splitlines():
+        fields = row.split(",")
+        if fields[0] == str(state["epoch"]):
+            return float(fields[2])
+    raise ValueError(f"{log}: no row for epoch {state['epoch']}")
+
+
 def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epochs: int, train_cases: list,
             val_cases: list, train_slices: int) -> Path:
     best = checkpoint.load(best_path)
+    val_dice = _checkpoint_val_dice(best, best_path.parent.parent / "log.csv")
     training = {**child.training, "data": config.data_description,
                 "training_cases": len(train_cases), "validation_cases": len(val_cases),
                 "training_slices": train_slices, "epochs_run": epochs, "best_epoch": best["epoch"],
+                "checkpoint": "best validation Dice" if best_path.name == checkpoint.BEST else "end of training",
                 "recipe": (f"simulated clicks (<= {config.max_clicks} per slice, iterative protocol) on an empty "
                            f"mask ({config.empty_fraction:.0%}), the parent's prediction "
                            f"({config.parent_fraction:.0%}) or a perturbed reference; BCE + Dice"
@@ -316,7 +333,7 @@ def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epoc
                            + f", Adam lr {config.learning_rate:g}, poster augmentation"
                            + (f"; continued from {read_config(Path(config.init_model)).name} "
                               f"{read_config(Path(config.init_model)).version}" if config.init_model else ""))}
-    validation = {"slice_dice_with_clicks": round(float(best["val_dice"]), 4),
+    validation = {"slice_dice_with_clicks": round(val_dice, 4),
                   "note": "pooled Dice on validation slices with fixed simulated clicks; volume NoC figures "
                           "are in docs/reports/click-refinement/"}
     model = dataclasses.replace(child, training=training, validation=validation)
@@ -331,10 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--finish-now", action="store_true",
                         help="write the model folder from the run's best checkpoint without training further")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="with --finish-now: the best validation Dice (default) or the end of training")
     args = parser.parse_args(argv)
 
     def body() -> None:
-        print(f"wrote {train(RefineTrainConfig.read(args.config), finish_only=args.finish_now)}")
+        if args.checkpoint != "best" and not args.finish_now:
+            raise ValueError("--checkpoint last applies to --finish-now only")
+        print(f"wrote {train(RefineTrainConfig.read(args.config), args.finish_now, args.checkpoint)}")
 
     return exit_status(body, also=(FileExistsError, ValueError),
                        interrupted="interrupted: rerun the same command to resume from the last checkpoint")
