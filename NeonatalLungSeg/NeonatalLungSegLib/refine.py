@@ -174,7 +174,9 @@ class RefineSession:
 
     def midline(self, canonical: np.ndarray) -> float:
         """Between the two lungs' centres when both exist, else the body's centre."""
-        centres = self.lung_centres(canonical)
+        return self._midline_of(self.lung_centres(canonical))
+
+    def _midline_of(self, centres: tuple[float, float] | None) -> float:
         return self.body_midline if centres is None else 0.5 * (centres[0] + centres[1])
 
     def lung_centres(self, canonical: np.ndarray) -> tuple[float, float] | None:
@@ -187,12 +189,13 @@ class RefineSession:
             centres.append(float((counts * self.x_mm).sum() / counts.sum()))
         return centres[0], centres[1]
 
-    def _lung_for(self, click: Click, canonical: np.ndarray, placed: _Placed) -> str | None:
+    def _lung_for(self, click: Click, canonical: np.ndarray, placed: _Placed,
+                  centres: tuple[float, float] | None) -> str | None:
         if click.lung:
             return click.lung
         names = {v: k for k, v in self.refiner.labels.items()}
         if click.positive:
-            return "right_lung" if self.x_mm[placed.row, placed.col] < self.midline(canonical) else "left_lung"
+            return "right_lung" if self.x_mm[placed.row, placed.col] < self._midline_of(centres) else "left_lung"
         return names.get(self._nearest_label(canonical[placed.slice], placed, SNAP_RADIUS_MM))
 
     def _nearest_label(self, plane: np.ndarray, placed: _Placed, radius_mm: float) -> int:
@@ -206,8 +209,8 @@ class RefineSession:
         nearest = found[np.argmin(((found - [placed.row - r0, placed.col - c0]) ** 2).sum(axis=1))]
         return int(patch[tuple(nearest)])
 
-    def _positive_allowed(self, canonical: np.ndarray, placed: _Placed,
-                          lung: str) -> tuple[np.ndarray, bool] | None:
+    def _positive_allowed(self, placed: _Placed, lung: str,
+                          centres: tuple[float, float] | None) -> tuple[np.ndarray, bool] | None:
         """(where a positive click for ``lung`` may add, in-plane; whether the click is across the midline),
         or None when it must be refused.
 
@@ -218,8 +221,7 @@ class RefineSession:
         the other lung's territory and is refused rather than relabelling that lung's missed part.
         """
         right = lung == "right_lung"
-        centres = self.lung_centres(canonical)
-        midline = self.body_midline if centres is None else 0.5 * sum(centres)
+        midline = self._midline_of(centres)
         side = (self.x_mm < midline) if right else (self.x_mm >= midline)
         if side[placed.row, placed.col]:
             return side, False
@@ -274,7 +276,8 @@ class RefineSession:
         out = np.array(labels, dtype=np.uint8, copy=True)
         canonical = self._slices(out)
         placed = self._place(click)
-        lung = self._lung_for(click, canonical, placed)
+        centres = self.lung_centres(canonical) if click.positive else None  # one pass over the volume
+        lung = self._lung_for(click, canonical, placed, centres)
         if lung is None:
             return out, ClickOutcome(None, click.positive, 0, 0, time.perf_counter() - started,
                                      message="no lung at this point to remove")
@@ -286,7 +289,7 @@ class RefineSession:
         refused = (f"the click is in the {other_name.split('_')[0]} lung (across the midline); nothing was added "
                    f"to the {lung.replace('_', ' ')}")
         if click.positive:
-            decided = self._positive_allowed(canonical, placed, lung)
+            decided = self._positive_allowed(placed, lung, centres)
             if decided is None:  # e.g. the right lung chosen, the click inside the left lung
                 self.clicks.pop()
                 return out, ClickOutcome(lung, True, 0, 0, time.perf_counter() - started, message=refused)

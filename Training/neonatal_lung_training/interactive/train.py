@@ -321,6 +321,7 @@ def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epoc
             val_cases: list, train_slices: int) -> Path:
     best = checkpoint.load(best_path)
     val_dice = _checkpoint_val_dice(best, best_path.parent.parent / "log.csv")
+    start = read_config(Path(config.init_model)) if config.init_model else None
     training = {**child.training, "data": config.data_description,
                 "training_cases": len(train_cases), "validation_cases": len(val_cases),
                 "training_slices": train_slices, "epochs_run": epochs, "best_epoch": best["epoch"],
@@ -331,8 +332,7 @@ def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epoc
                            + (f" + {config.click_loss_weight:g} x BCE on the clicked error region"
                               if config.click_loss_weight else "")
                            + f", Adam lr {config.learning_rate:g}, poster augmentation"
-                           + (f"; continued from {read_config(Path(config.init_model)).name} "
-                              f"{read_config(Path(config.init_model)).version}" if config.init_model else ""))}
+                           + (f"; continued from {start.name} {start.version}" if start else ""))}
     validation = {"slice_dice_with_clicks": round(val_dice, 4),
                   "note": "pooled Dice on validation slices with fixed simulated clicks; volume NoC figures "
                           "are in docs/reports/click-refinement/"}
