@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -276,3 +277,23 @@ def test_model_card_shows_external_real_data_figures_apart(tiny_model_folder, tm
     external = card.split("## External evaluation")[1]
     assert "| real adult proton MRI | Dice 0.91 |" in external
     assert "external" not in card.split("## External evaluation")[0].split("## Evaluation")[1]
+
+
+def test_half_precision_slice_storage_keeps_the_slices_and_halves_the_memory(toy_folder: Path) -> None:
+    # a 2.5D training set of 38,000 slices held 12 GB in float32 and was killed for memory beside a second
+    # training; the segmentation trainer now stores slices in float16 and widens each batch back to float32
+    folder = read_training_folder(toy_folder)
+    config = TrainConfig(data=str(toy_folder), output="x", in_plane_size=32, channels=3)
+    from neonatal_lung_training.lineage import model_config_for
+
+    input_config = model_config_for(config)[0].input
+    full = load_slices(folder, folder.cases[:2], input_config, 0.3, 0)
+    half = load_slices(folder, folder.cases[:2], input_config, 0.3, 0, storage=torch.float16)
+    assert full.images.dtype == torch.float32 and half.images.dtype == half.targets.dtype == torch.float16
+    assert half.images.shape == full.images.shape and half.images.shape[1] == 3
+    assert half.images.element_size() * 2 == full.images.element_size()
+    scale = float(full.images.abs().max())
+    assert scale > 0
+    assert float((half.images.float() - full.images).abs().max()) <= 1e-3 * scale
+    assert float((half.targets.float() - full.targets).abs().max()) <= 1e-3
+    assert np.array_equal(half.case_ids, full.case_ids)

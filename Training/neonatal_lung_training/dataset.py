@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from NeonatalLungSegLib.model_folder import InputConfig
 from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
@@ -40,8 +41,9 @@ def cases_of(cases: list[CaseRecord], subjects: list[str]) -> list[CaseRecord]:
 
 
 def load_slices(folder: TrainingFolder, cases: list[CaseRecord], config: InputConfig,
-                keep_empty_fraction: float, seed: int) -> SliceSet:
-    """Every lung slice of the cases and a seeded share of the lung-free ones; case index = position."""
+                keep_empty_fraction: float, seed: int, storage: torch.dtype = torch.float32) -> SliceSet:
+    """Every lung slice of the cases and a seeded share of the lung-free ones; case index = position
+    (``storage``: see ``volume_slices``)."""
     if not cases:
         raise ValueError("no cases to load")
     parts = []
@@ -49,5 +51,5 @@ def load_slices(folder: TrainingFolder, cases: list[CaseRecord], config: InputCo
         image, label = folder.read_case(record)
         rng = np.random.default_rng([seed, index])
         parts.append(volume_slices(image, label, config, case_id=index,
-                                   keep_empty_fraction=keep_empty_fraction, rng=rng))
+                                   keep_empty_fraction=keep_empty_fraction, rng=rng, storage=storage))
     return SliceSet.concat(parts)

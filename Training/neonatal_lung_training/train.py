@@ -107,8 +107,8 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
     device = _device_of(network)
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
-            images = _as_input(data.images[start:start + batch_size].to(device), channels_last)
-            targets = data.targets[start:start + batch_size].to(images.device)
+            images = _as_input(data.images[start:start + batch_size].to(device).float(), channels_last)
+            targets = data.targets[start:start + batch_size].to(images.device).float()
             with acceleration.autocast(device, precision):
                 logits = network(images)
             logits = logits.float()
@@ -174,7 +174,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     train_cases, val_cases = cases_of(cases, split["train"]), cases_of(cases, split["val"])
     test_cases = cases_of(cases, split.get("test", []))
     volumetric = model_config.input.spatial_dims == 3  # 3D: whole volumes, windows around slices (volumes3d.py)
-    load = volumes3d.load_volumes if volumetric else load_slices
+    # slices are held in float16 (half the memory; a 2.5D set was killed for memory in float32) and each
+    # batch goes back to float32 before it reaches the network
+    load = volumes3d.load_volumes if volumetric else functools.partial(load_slices, storage=torch.float16)
     train_set = load(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
     if val_cases:
         val_set = load(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
@@ -245,7 +247,7 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         bar = _progress(steps, context.is_main, f"epoch {epoch}")
         for step in range(steps):
             index = shard[(torch.arange(config.batch_size) + step * config.batch_size) % len(shard)]
-            images, targets = augmenter(train_set.images[index], train_set.targets[index])
+            images, targets = augmenter(train_set.images[index].float(), train_set.targets[index].float())
             with acceleration.autocast(device, precision):
                 logits = model(_as_input(images.to(device), channels_last))
             loss = loss_fn(logits.float(), targets.to(device))
