@@ -246,6 +246,7 @@ TRAINING_COMMANDS = {
     "train": ("neonatal_lung_training.train", "train or fine-tune a model folder on a training folder"),
     "synthesize": ("neonatal_lung_training.synthesize", "write synthetic neonatal chest MRI with labels"),
     "prepare-ct": ("neonatal_lung_training.prepare_ct", "convert the public CT lung slices to a training folder"),
+    "quantize": ("neonatal_lung_training.quantize", "add a checked int8 copy of a model folder's network (CPU speed)"),
     "evaluate": ("neonatal_lung_training.evaluate",
                  "evaluate model folders on a labelled folder: metrics CSV/JSON, plots, Markdown report"),
     "evaluate-clicks": ("neonatal_lung_training.interactive.noc",
@@ -278,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     seg.add_argument("--batch-size", type=int, default=None,
                      help="slices per batch (default 8 on CPU; on a GPU, what half its free memory holds)")
-    seg.add_argument("--precision", choices=PRECISIONS, default="auto",
-                     help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs, bf16 on AVX512-BF16 / AMX-BF16 "
-                          "CPUs, else fp32), fp32, fp16 or bf16")
+    seg.add_argument("--precision", choices=PRECISIONS + ("int8",), default="auto",
+                     help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs; the model folder's int8 network "
+                          "on CPUs with VNNI where it has one and openvino is installed; else bf16 on "
+                          "AVX512-BF16 / AMX-BF16 CPUs, else fp32), fp32, fp16, bf16 or int8 (CPU, OpenVINO)")
     seg.add_argument("--probabilities", action="store_true", help="also write the lung probability map")
     seg.add_argument("--no-postprocess", action="store_true",
                      help="raw thresholded network output as one 'lung' label (no cleaning, no L/R split)")

@@ -25,6 +25,7 @@ import torch
 from . import acceleration
 from .errors import DeviceError, ModelFolderError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
+from .int8_network import Int8Network, load_int8_network, unavailable_reason
 from .measure import measure_volumes
 from .model_folder import ModelConfig, read_config
 from .postprocess import PostprocessOptions, postprocess
@@ -112,8 +113,17 @@ class Segmenter:
         self.config = config
         self.device = device
         self.folder = folder
-        self.network = network.to(device).eval()
         inp = config.input
+        self.backend = "torch"
+        if isinstance(network, Int8Network):  # Segmenter.load's int8 path: OpenVINO, float batches, CPU only
+            if device.type != "cpu":
+                raise ValueError("the int8 network runs on the CPU only")
+            self.network, self.backend = network, f"openvino {network.version}"
+            self.precision, self.precision_reason, self.channels_last = "int8", "requested", False
+            self.batch_size = batch_size or acceleration.CPU_BATCH_SIZE
+            self.network_origin = "given"
+            return
+        self.network = network.to(device).eval()
         self.precision, self.precision_reason = acceleration.describe_precision(precision, device)
         if inp.spatial_dims == 3:  # 3D models run their own mixed precision (``_autocast``), not ``precision``
             self.precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else \
@@ -133,7 +143,7 @@ class Segmenter:
     def inference(self) -> dict:
         """Device, precision (and why), backend: stored with every result and printed by the CLI."""
         return {"device": str(self.device), "precision": self.precision,
-                "precision_reason": self.precision_reason, "backend": "torch"}
+                "precision_reason": self.precision_reason, "backend": self.backend}
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
@@ -150,6 +160,12 @@ class Segmenter:
             raise ModelFolderError(f"{folder}: a click-refinement model (input.guidance), not a segmentation "
                                    "model; use it with 'refine'")
         resolved = resolve_device(device)
+        int8_reason = _int8_choice(folder, config, resolved, precision)
+        if int8_reason is not None:
+            network = load_int8_network(folder, config, acceleration.configure_cpu_threads())
+            segmenter = cls(config, network, resolved, batch_size, folder)
+            segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
+            return segmenter
         if cache and resolved.type == "cpu":
             network, origin = load_network(folder, config)
         else:
@@ -202,6 +218,22 @@ class Segmenter:
     def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
         array, geometry = image_to_array(image)
         return self.segment_array(array.astype(np.float32, copy=False), geometry, **kwargs)
+
+
+def _int8_choice(folder: Path, config: ModelConfig, device: torch.device, precision: str) -> str | None:
+    """Why this load runs the folder's int8 network (None: it runs torch). ``int8`` requested: always (and
+    load_int8_network says why it cannot); ``auto``: on a CPU that prefers int8 when the folder's int8 network
+    verifies and openvino is installed, else silently the torch precision ``auto`` picks."""
+    if precision.lower() == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"precision int8 runs on the CPU only, not on {device.type}")
+        return "requested"
+    if precision.lower() != "auto" or device.type != "cpu":
+        return None
+    prefers, why = acceleration.cpu_prefers_int8()
+    if not prefers or unavailable_reason(folder, config) is not None:
+        return None
+    return f"chosen for {why} (the folder's int8 network)"
 
 
 def _autocast(device: torch.device):

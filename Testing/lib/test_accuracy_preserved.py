@@ -56,12 +56,13 @@ def test_default_path_keeps_dice_within_0_001_of_fp32(naive: Segmenter, name: st
     array, geometry = _volume(name)
     reference = naive.segment_array(array, geometry).labels
     fast = Segmenter.load(BUNDLED_MODEL, device=device, cache=True)  # what `segment` loads (traced, on the CPU)
-    assert fast.channels_last and fast.batch_size > 1
+    assert fast.batch_size > 1 and (fast.channels_last or fast.precision == "int8")  # int8: OpenVINO's layout
     labels = fast.segment_array(array, geometry).labels
     assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
     tolerance = SMALL_LUNG_TOLERANCE if name == "real-fetal-atlas" else TOLERANCE
     for value in (1, 2):
-        assert dice(labels == value, reference == value) >= 1 - tolerance, (name, fast.precision, value)
+        got = dice(labels == value, reference == value)
+        assert got >= 1 - tolerance, (name, fast.precision, value, got)
     assert dice(labels > 0, reference > 0) >= 1 - tolerance
 
 

@@ -1,0 +1,98 @@
+"""The int8 copy of a model folder's network, run by OpenVINO: the fastest CPU path where the CPU has VNNI.
+
+Why: on a 2-core AMD EPYC with AVX512-BF16 and AVX512-VNNI (no AMX) bf16 autocast already runs the
+ResNet-50 U-Net at about two thirds of the CPU's bf16 peak, so no bf16 kernel can reach issue 16's 3.5x over
+the naive fp32 baseline; int8 dot products (VNNI) do twice the work per instruction.
+
+What it is: the same network (built from the folder's config and weights, exported with ``torch.onnx.export``,
+never a second copy of its code) with its convolutions quantized to int8 (``neonatal-lung-seg quantize``,
+``neonatal_lung_training/quantize.py``). The first convolution, the two full-resolution decoder blocks and the
+segmentation head stay float: quantizing them cost the most Dice. Two files beside ``model.json``:
+
+- ``network-int8.onnx``: the quantized network (ONNX is a protobuf graph, nothing is unpickled);
+- ``network-int8.json``: its SHA-256, the SHA-256 of the weights it was made from (a retrained folder's stale
+  int8 file is never used), how it was calibrated and its measured Dice against fp32.
+
+``auto`` precision picks int8 only on a CPU with VNNI and without AMX-FP16 (there fp16 keeps Dice 0.9999 and is
+as fast), only where both files verify and the optional ``openvino`` package is installed; otherwise the
+torch path runs exactly as before. ``--precision int8`` asks for it explicitly (and says why it cannot run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .model_folder import ModelConfig, ModelFolderError, sha256_of
+
+INT8_NAME = "network-int8.onnx"
+INT8_RECORD = "network-int8.json"
+RECORD_FORMAT = "neonatal-lung-int8-network"
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The folder's int8 record, or None when it has none; a damaged record is an error, not a silent skip."""
+    path = Path(folder) / INT8_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT \
+            or not isinstance(record.get("sha256"), str) or not isinstance(record.get("weights_sha256"), str):
+        raise ModelFolderError(f"{path}: not an int8 network record (format, sha256, weights_sha256)")
+    return record
+
+
+def unavailable_reason(folder: Path | None, config: ModelConfig) -> str | None:
+    """Why the int8 network cannot run for this folder (None: it can). Checks files and checksums, not CPU."""
+    if folder is None:
+        return "no model folder"
+    if config.input.spatial_dims != 2 or config.input.guidance:
+        return "only slice-wise segmentation models have an int8 network"
+    record = read_record(folder)
+    if record is None:
+        return f"the model folder has no {INT8_NAME} (make one with `neonatal-lung-seg quantize`)"
+    if record["weights_sha256"] != config.weights_sha256:
+        return f"{INT8_NAME} was made from other weights than this folder's (re-run quantize)"
+    onnx_path = Path(folder) / INT8_NAME
+    if not onnx_path.is_file():
+        return f"{INT8_RECORD} names {INT8_NAME}, which is missing"
+    if sha256_of(onnx_path) != record["sha256"]:
+        return f"{INT8_NAME} fails its SHA-256 check (altered or truncated)"
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "the optional openvino package is not installed (pip install openvino)"
+    return None
+
+
+class Int8Network:
+    """The compiled int8 network behind the call the engine makes on a torch module: a float batch
+    (N, C, H, W) in, logits out. Not a torch module: ``Segmenter`` skips device moves and layouts for it."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(str(Path(folder) / INT8_NAME), "CPU",
+                                           {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.__version__.split("-")[0]  # "2026.4.1", not the build string
+
+    def __call__(self, batch):
+        import numpy as np
+        import torch
+
+        array = np.ascontiguousarray(batch.float().numpy())
+        return torch.from_numpy(self.request.infer({0: array})[0].copy())
+
+
+def load_int8_network(folder: Path, config: ModelConfig, threads: int) -> Int8Network:
+    """The verified int8 network, or ModelFolderError saying in one line why there is none."""
+    reason = unavailable_reason(folder, config)
+    if reason is not None:
+        raise ModelFolderError(f"{folder}: precision int8 unavailable: {reason}")
+    return Int8Network(folder, threads)
