@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision
+from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision, cpu_prefers_int8
 
 # Dense tensor-core peaks (FLOP/s) for bf16/fp16 with fp32 accumulation, from the vendors' data sheets.
 GPU_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
@@ -33,7 +33,19 @@ def cpu_busy_jiffies() -> tuple[int, int]:
     return sum(fields[:8]) - idle, sum(fields[:8])
 
 
-def machine_info() -> dict:
+def auto_cpu_choice(model: Path) -> str:
+    """What ``auto`` runs on this CPU for ``model``: its int8 network (VNNI), else the torch precision."""
+    from NeonatalLungSegLib.int8_network import unavailable_reason
+    from NeonatalLungSegLib.model_folder import read_config
+
+    prefers, why = cpu_prefers_int8()
+    reason = unavailable_reason(model, read_config(model)) if prefers else None
+    if prefers and reason is None:
+        return f"int8 ({why}; the model folder's int8 network, OpenVINO)"
+    return "%s (%s)" % cpu_precision() + (f"; not int8: {reason}" if prefers else "")
+
+
+def machine_info(model: Path | None = None) -> dict:
     import torch
 
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
@@ -41,8 +53,9 @@ def machine_info() -> dict:
             "physical_cores": caps.get("num_physical_cores", os.cpu_count()), "cpu_ghz": cpu_ghz(),
             "amx_fp16": cpu_features().amx_fp16, "amx_bf16": cpu_features().amx_bf16,
             "avx512_bf16": cpu_features().avx512_bf16, "avx512f": cpu_features().avx512f,
+            "avx512_vnni": cpu_features().avx512_vnni, "avx_vnni": cpu_features().avx_vnni,
             "avx2": cpu_features().avx2, "fma": cpu_features().fma,
-            "cpu_features": cpu_features().describe(), "cpu_precision": "%s (%s)" % cpu_precision(),
+            "cpu_features": cpu_features().describe(), "cpu_precision": auto_cpu_choice(model) if model else "%s (%s)" % cpu_precision(),
             "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -75,6 +88,10 @@ def peak_flops(info: dict, device: str, precision: str) -> tuple[float | None, s
     cores, ghz = info["physical_cores"], info["cpu_ghz"]
     if precision in ("fp16", "bf16") and info.get(f"amx_{precision}"):
         return cores * ghz * 1e9 * 1024, f"estimate: {cores} cores x {ghz:.2f} GHz x 1024 FLOP/cycle (AMX)"
+    if precision == "int8" and (info.get("avx512_vnni") or info.get("avx_vnni")):
+        width = 256 if info.get("avx512_vnni") else 128
+        return cores * ghz * 1e9 * width, (f"estimate: {cores} cores x {ghz:.2f} GHz x {width} int8 op/cycle (VNNI; "
+                                           "the layers kept float run at the bf16 rate)")
     if precision == "bf16" and info.get("avx512_bf16"):
         return cores * ghz * 1e9 * 128, f"estimate: {cores} cores x {ghz:.2f} GHz x 128 FLOP/cycle (AVX512-BF16)"
     if info.get("avx512f", True):

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
-    info = machine_info()
+    info = machine_info(MODEL)
     info["device"] = device
     line = machine_line(info)
     print(f"machine: {line}\ndevice: {device}; precision auto picks {info['cpu_precision'] if device == 'cpu' else 'per GPU'}; "
@@ -283,8 +283,7 @@ def markdown(results: dict) -> str:
     model = results["model"]
     out = [f"# Benchmark ({device})", "", f"Machine: {line}.",
            f"CPU instruction-set features: {results['machine'].get('cpu_features', '?')}; precision `auto` picks "
-           f"there: {results['machine'].get('cpu_precision', '?')}; backend: torch eager (ONNX Runtime and OpenVINO "
-           "measured by benchmarks/backends.py, not adopted).", f"Command: `.venv/bin/python {results['command'].strip()}`"
+           f"there: {results['machine'].get('cpu_precision', '?')}.", f"Command: `.venv/bin/python {results['command'].strip()}`"
            f" ({results['started']}).", "",
            "End to end = read + preprocess + infer + post-process + write, in a warm process (model loaded), "
            "median over repeats. Load: 1-min load average before the run, and the share of the CPUs other "

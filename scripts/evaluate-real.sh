@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Score models on real data and on the synthetic held-out anatomy family, side by side (issue 12):
-#   scripts/evaluate-real.sh OUT_DIR MODEL_DIR [MODEL_DIR ...]
+#   [PRECISION=bf16] scripts/evaluate-real.sh OUT_DIR MODEL_DIR [MODEL_DIR ...]
 # writes OUT_DIR/proton-mri, OUT_DIR/ct-test and OUT_DIR/synthetic-heldout (each: report.md, per_case.csv,
 # summary.json, plots, overlays of the worst cases). The real adult proton MRI of ../shared/data is
 # evaluation only: it is linked into runs/ for reading, never copied into the repository or trained on.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then echo "usage: $0 OUT_DIR MODEL_DIR [MODEL_DIR ...]" >&2; exit 2; fi
 out=$1; shift
-models=(); for m in "$@"; do models+=(--model "$m"); done
+models=(--precision "${PRECISION:-auto}"); for m in "$@"; do models+=(--model "$m"); done
 data=$(cd .. && pwd)/shared/data
 bin=.venv/bin/neonatal-lung-seg
 

@@ -21,6 +21,7 @@ OTHER_REQUIREMENTS = {
     "SimpleITK": "2.3",
     "segmentation-models-pytorch": "0.5",
     "safetensors": "0.4",
+    "openvino": "2024.0",  # the model folder's int8 network on CPUs with VNNI (int8_network.py)
 }
 
 

@@ -232,8 +232,12 @@ def test_evaluate_writes_every_output_and_refuses_to_overwrite(tiny_model_folder
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "summary.json").read_bytes() == before
-    assert main(args + ["--overwrite", "--worst", "0"]) == 0
+    assert main(args + ["--overwrite", "--worst", "0", "--precision", "fp32"]) == 0
     assert not (out / "overlays").exists() and (out / "report.md").is_file()
+    # the precision each model ran in is recorded: models compared side by side must share one
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["models"][0]["precision"] == "fp32" and summary["models"][0]["backend"] == "torch"
+    assert "cpu, fp32" in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_two_models_side_by_side(tiny_model_folder: Path, labelled_folder: Path, tmp_path: Path,

@@ -153,15 +153,17 @@ class ModelEntry:
         config = self.segmenter.config
         return {"label": self.label, "name": config.name, "version": config.version,
                 "parent_version": config.parent_version, "folder": str(self.folder),
-                "device": str(self.segmenter.device), "weights_sha256": config.weights_sha256,
+                "device": str(self.segmenter.device), "precision": self.segmenter.precision,
+                "backend": self.segmenter.inference["backend"], "weights_sha256": config.weights_sha256,
                 "description": config.description}
 
 
-def load_models(folders: Sequence[Path], device: str = "auto") -> list[ModelEntry]:
-    """Load every model folder (one clear error if any is not one); labels are made unique."""
+def load_models(folders: Sequence[Path], device: str = "auto", precision: str = "auto") -> list[ModelEntry]:
+    """Load every model folder (one clear error if any is not one); labels are made unique. Models compared
+    side by side should share a precision: ``auto`` may run one folder's int8 network and another's bf16."""
     entries: list[ModelEntry] = []
     for folder in map(Path, folders):
-        segmenter = Segmenter.load(folder, device=device)
+        segmenter = Segmenter.load(folder, device=device, precision=precision)
         label = f"{segmenter.config.name} {segmenter.config.version}"
         taken = {e.label for e in entries}
         if label in taken:
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="training run folder whose log.csv gives loss and Dice/IoU curves")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"), default="auto",
+                        help="as segment's; give one (e.g. fp32) to compare models that auto would run differently")
     parser.add_argument("--worst", type=int, default=3, metavar="N",
                         help="overlay figures of the N worst cases per model by whole-lung Dice (default 3)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing evaluation report")
@@ -233,7 +237,7 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         raise InputError(f"{args.data}: data folder does not exist")
     folder = read_training_folder(args.data)
     log = report.read_training_log(args.run_dir) if args.run_dir is not None else None
-    models = load_models(args.model, args.device)
+    models = load_models(args.model, args.device, args.precision)
     cases = folder.latest_versions()
     if args.split is not None:
         try:
@@ -244,7 +248,8 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         if not cases:
             raise InputError(f"{args.split}: no subject of {args.part!r} is in {args.data}")
     echo(f"evaluating {len(models)} model(s) on {len(cases)} case(s) from {folder.root} "
-         f"on {models[0].segmenter.device}")
+         f"on {models[0].segmenter.device}, precision "
+         + ", ".join(sorted({m.segmenter.precision for m in models})))
     results = evaluate_folder(models, cases, folder.read_case, echo=echo)
     summary = report.write_report(args.out, models, folder, cases, results, log=log, worst=args.worst,
                                   overwrite=args.overwrite)

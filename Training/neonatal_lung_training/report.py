@@ -284,9 +284,10 @@ def _markdown(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
              f"Created {summary['created']} by `neonatal-lung-seg evaluate`. Every case was segmented by the "
              "engine exactly as the `segment` command does it (preprocessing, network, post-processing with the "
              "right/left split) and compared with its reference label.", "", "## Models", ""]
-    lines += _table(["label", "name", "version", "parent version", "folder", "device"],
+    lines += _table(["label", "name", "version", "parent version", "folder", "device, precision"],
                     [[m["label"], m["name"], m["version"], m["parent_version"] or "-", f"`{m['folder']}`",
-                      m["device"]] for m in models])
+                      f"{m['device']}, {m.get('precision', '?')}"
+                      + (f" ({m['backend']})" if m.get("backend", "torch") != "torch" else "")] for m in models])
     schemes = ", ".join(f"{n} {s}" for s, n in data["label_schemes"].items())
     lines += ["", "## Data", "",
               f"- folder: `{data['root']}`" + (f" ({data['description']})" if data["description"] else ""),
