@@ -47,6 +47,18 @@ def tiny_config(**overrides):
                        input=InputConfig(in_plane_size=(64, 64), **overrides))
 
 
+@pytest.fixture
+def mock_cpu(monkeypatch: pytest.MonkeyPatch):
+    """Replace this CPU's features with a /proc/cpuinfo flag set for the rest of the test."""
+    from NeonatalLungSegLib import acceleration
+
+    def use(flags: str):
+        features = acceleration.CpuFeatures.from_flags(flags.split())
+        monkeypatch.setattr(acceleration, "cpu_features", lambda: features)
+        return features
+    return use
+
+
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder with random weights, written through the real writer."""

@@ -36,15 +36,6 @@ CASES = [  # flags, precision auto picks, the reason it names
 ]
 
 
-@pytest.fixture
-def mock_cpu(monkeypatch: pytest.MonkeyPatch):
-    """Replace this CPU's features with a flag set for the rest of the test."""
-    def use(flags: str) -> CpuFeatures:
-        features = CpuFeatures.from_flags(flags.split())
-        monkeypatch.setattr(acceleration, "cpu_features", lambda: features)
-        return features
-    return use
-
 
 @pytest.mark.parametrize("flags, expected, reason", CASES)
 def test_auto_precision_follows_the_cpu_features(mock_cpu, flags: str, expected: str, reason: str) -> None:

@@ -15,7 +15,6 @@ import torch
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE
 from NeonatalLungSegLib import acceleration
-from NeonatalLungSegLib.acceleration import CpuFeatures
 from NeonatalLungSegLib.engine import Segmenter
 from NeonatalLungSegLib.errors import ModelFolderError
 from NeonatalLungSegLib.int8_network import INT8_NAME, INT8_RECORD, unavailable_reason
@@ -29,13 +28,6 @@ AMD_ZEN4 = AVX2_LAPTOP + " avx512f avx512_vnni avx512_bf16"
 ALDER_LAKE = AVX2_LAPTOP + " avx_vnni"
 INTEL_AMX_FP16 = AMD_ZEN4 + " amx_tile amx_bf16 amx_fp16"
 
-
-@pytest.fixture
-def mock_cpu(monkeypatch: pytest.MonkeyPatch):
-    def use(flags: str) -> None:
-        features = CpuFeatures.from_flags(flags.split())
-        monkeypatch.setattr(acceleration, "cpu_features", lambda: features)
-    return use
 
 
 @pytest.fixture(scope="module")
