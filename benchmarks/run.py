@@ -39,6 +39,7 @@ VOLUMES = {  # name: (shape k j i, spacing mm, seed); the generator is the proje
     "256x256x128": ((128, 256, 256), (1.2, 0.55, 0.55), 5151),
     "512x512x300": ((300, 512, 512), (0.5, 0.3, 0.3), 99),
 }
+from NeonatalLungSegLib.acceleration import cpu_precision, cpu_prefers_int8  # noqa: E402
 from machine import cpu_busy_jiffies, machine_info, machine_line, peak_flops  # noqa: E402
 from workers import model_worker, worker  # noqa: E402
 
@@ -66,6 +67,10 @@ def configurations(device: str, ablation: bool) -> list[dict]:
                     {**previous, "name": "+fp16", "channels_last": True, "check_twice": False,
                      "precision": "auto", "what": "+channels_last + auto precision (per CPU: fp16 with AMX-FP16, "
                                                   "bf16 with AVX512-BF16 / AMX-BF16, else fp32; fp16 on GPUs)"}]
+    if device == "cpu" and cpu_prefers_int8()[0]:  # auto runs the int8 network here: time torch's choice too
+        configs.append({**default, "name": "default torch", "precision": cpu_precision()[0],
+                        "what": "the default path without the int8 network (torch, the precision auto picks "
+                                "for torch on this CPU)"})
     return configs + [default]
 
 

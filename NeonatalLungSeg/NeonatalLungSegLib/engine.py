@@ -162,7 +162,11 @@ class Segmenter:
         resolved = resolve_device(device)
         int8_reason = _int8_choice(folder, config, resolved, precision)
         if int8_reason is not None:
-            network = load_int8_network(folder, config, acceleration.configure_cpu_threads())
+            from .network_cache import cache_dir
+
+            where = cache_dir() if cache else None
+            network = load_int8_network(folder, config, acceleration.configure_cpu_threads(),
+                                        where / "openvino" if where is not None else None)
             segmenter = cls(config, network, resolved, batch_size, folder)
             segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
             return segmenter
