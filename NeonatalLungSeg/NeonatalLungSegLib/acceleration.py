@@ -129,8 +129,9 @@ def cpu_prefers_int8(features: CpuFeatures | None = None) -> tuple[bool, str]:
     """Whether ``auto`` takes a model folder's int8 network (``int8_network.py``) on this CPU, and why.
 
     Yes with VNNI (AVX512-VNNI or AVX-VNNI: int8 dot products at twice bf16's rate) unless the CPU has AMX-FP16,
-    where fp16 is about as fast and keeps Dice 0.9999. Measured on the AVX512-BF16 EPYC: the int8 forward ran
-    1.65x faster than bf16 autocast with Dice >= 0.999 against fp32 on the benchmark volume.
+    where fp16 is about as fast and keeps Dice 0.9999. Measured on the 2-core AVX512-VNNI/BF16 EPYC (model 2.3.0):
+    forward 10.5-11.2 ms/slice against bf16 autocast's 23-24, end to end 1.33-1.54 s against 2.35-2.53 s, Dice
+    0.9994-0.9996 per lung against fp32 on the benchmark volume (BENCHMARKS.md).
     """
     features = cpu_features() if features is None else features
     if features.amx_fp16:

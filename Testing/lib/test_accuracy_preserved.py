@@ -110,5 +110,6 @@ def test_cli_takes_a_precision() -> None:
     parser = build_parser()
     assert parser.parse_args(["segment", "x.nii.gz", "-o", "out"]).precision == "auto"
     assert parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "fp32"]).precision == "fp32"
+    assert parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "int8"]).precision == "int8"
     with pytest.raises(SystemExit):
-        parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "int8"])
+        parser.parse_args(["segment", "x.nii.gz", "-o", "out", "--precision", "fp8"])

@@ -42,7 +42,12 @@ class ThreadRunner:
         def work(progress, cancel):
             key = (str(request.modelFolder), request.device)
             if key not in self.segmenters:
-                self.segmenters[key] = Segmenter.load(request.modelFolder, device=request.device)
+                # the torch path the module had then: on a CPU with VNNI `auto` now runs the int8 network with
+                # OpenVINO, which holds the GIL so little that this design passed the tick bound there (2026-12-01)
+                from NeonatalLungSegLib.acceleration import cpu_precision
+
+                self.segmenters[key] = Segmenter.load(request.modelFolder, device=request.device,
+                                                      precision=cpu_precision()[0])
             segmenter = self.segmenters[key]
             result, confidence = segment_with_confidence(segmenter, request.array, request.geometry,
                                                          options=request.options, flip=request.flipCheck,
