@@ -46,3 +46,19 @@ def test_quantize_writes_only_a_checked_network_and_never_replaces_one_unasked(t
     labels = Segmenter.load(folder, device="cpu", precision="int8").segment_image(
         sitk.ReadImage(str(BUNDLED_SAMPLE))).labels
     assert np.count_nonzero(labels == 1) > 1000 and np.count_nonzero(labels == 2) > 1000
+
+
+def test_the_model_card_names_a_current_int8_network_only(tmp_path: Path) -> None:
+    from neonatal_lung_training.model_card import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL, folder)
+    card = write_model_card(folder).read_text(encoding="utf-8")
+    assert "int8 network: `network-int8.onnx`" in card and "Dice of its labels against fp32" in card
+    record = json.loads((folder / INT8_RECORD).read_text())
+    record["weights_sha256"] = "0" * 64  # made from other weights: the card must not claim it
+    (folder / INT8_RECORD).write_text(json.dumps(record))
+    assert "int8 network" not in write_model_card(folder).read_text(encoding="utf-8")
+    (folder / INT8_RECORD).unlink()
+    (folder / INT8_NAME).unlink()
+    assert "int8 network" not in write_model_card(folder).read_text(encoding="utf-8")

@@ -17,6 +17,21 @@ def _rows(values: dict) -> str:
     return "\n".join(f"| {key} | {value} |" for key, value in values.items())
 
 
+def _int8_section(folder: Path, weights_sha256: str) -> str:
+    """The card's line on the folder's int8 network (``network-int8.json``), when it has a current one: the
+    default CPU path runs it on CPUs with VNNI, so a reader must know it exists and what it changes."""
+    from NeonatalLungSegLib.int8_network import read_record
+
+    record = read_record(folder)
+    if record is None or record["weights_sha256"] != weights_sha256:
+        return ""
+    figures = "; ".join(f"{name}: right {lungs['right']:.4f}, left {lungs['left']:.4f}"
+                        for name, lungs in record.get("dice_vs_fp32", {}).items())
+    return (f"- int8 network: `{record['file']}` (SHA-256 `{record['sha256'][:16]}...`), the same network quantized "
+            f"for CPUs with VNNI, where `auto` precision runs it with OpenVINO; layers kept float: "
+            f"{', '.join(record.get('float_layers', []))}; Dice of its labels against fp32: {figures}.\n")
+
+
 def write_model_card(folder: Path) -> Path:
     config = read_config(folder)
     training, validation = dict(config.training), dict(config.validation)
@@ -31,6 +46,7 @@ def write_model_card(folder: Path) -> Path:
                          + _rows(external) + "\n")
     net = config.network
     inp = config.input
+    int8_text = _int8_section(folder, config.weights_sha256)
     if inp.spatial_dims == 3:
         shape = (f"stacked into a volume and segmented in sliding 3D windows of {inp.patch_slices} slices "
                  f"(overlap {inp.window_overlap}, Gaussian blending)")
@@ -59,7 +75,7 @@ lungs on real scanner images at all, not how it does on newborns.
   {list(config.input.in_plane_size)} ({_POLICY_WORDS.get(config.input.in_plane_policy, config.input.in_plane_policy)}) and {shape}.
 - Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
 - Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
-
+{int8_text}
 ## Training data
 {data}
 

@@ -173,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         os.replace(tmp_record, record_path)
     finally:
         staging.unlink(missing_ok=True)
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {record_path}")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {record_path}; the model card names it once "
+          "rewritten (neonatal_lung_training.model_card.write_model_card)")
     return 0
 
 
