@@ -281,7 +281,11 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             from NeonatalLungSegLib.measure import format_volumes
 
-            self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}"
+            model = outputs.model  # where it ran, e.g. "cpu, int8, openvino 2026.4.1" (never import torch here)
+            ranOn = (f" ({model.get('device', '?')}, {model['precision']}"
+                     + (f", {model['backend']}" if model.get("backend", "torch") != "torch" else "") + ")"
+                     if model.get("precision") else "")
+            self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}{ranOn}"
             self._models.remember(job.request.modelFolder)
             # A replaced result keeps its node, so currentNodeChanged does not fire: refresh explicitly.
             self.onSegmentationChanged(outputs.segmentationNode)

@@ -184,8 +184,12 @@ class Worker:
 
     def model_info(self, model: Any) -> dict[str, Any]:
         config = model.config
-        return {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
+        info = {"name": config.name, "version": config.version, "weights_sha256": config.weights_sha256,
                 "device": str(getattr(model, "device", ""))}
+        inference = getattr(model, "inference", None)  # a Segmenter: precision (and why) and backend, e.g. int8
+        if isinstance(inference, dict):
+            info.update({key: inference[key] for key in ("precision", "precision_reason", "backend") if key in inference})
+        return info
 
     def handle_refine_start(self, request: dict[str, Any]) -> None:
         """Load the refine model (once per folder and device) and prepare the volume once for its clicks."""
