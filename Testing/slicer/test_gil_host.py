@@ -9,7 +9,6 @@ Tick counts are printed (run with -s) for the record in docs/worker-protocol.md.
 from __future__ import annotations
 
 import re
-
 import types
 
 import numpy as np
