@@ -279,12 +279,10 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 logging.error(f"NeonatalLungSeg: segmentation failed: {error}")
                 slicer.util.errorDisplay(f"Segmentation failed: {error}")
         else:
+            from NeonatalLungSegLib.acceleration import describe_inference
             from NeonatalLungSegLib.measure import format_volumes
 
-            model = outputs.model  # where it ran, e.g. "cpu, int8, openvino 2026.4.1" (never import torch here)
-            ranOn = (f" ({model.get('device', '?')}, {model['precision']}"
-                     + (f", {model['backend']}" if model.get("backend", "torch") != "torch" else "") + ")"
-                     if model.get("precision") else "")
+            ranOn = f" ({describe_inference(outputs.model)})" if outputs.model.get("precision") else ""
             self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}{ranOn}"
             self._models.remember(job.request.modelFolder)
             # A replaced result keeps its node, so currentNodeChanged does not fire: refresh explicitly.

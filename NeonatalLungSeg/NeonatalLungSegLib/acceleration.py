@@ -28,7 +28,8 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # torch's
+SEGMENT_PRECISIONS = PRECISIONS + ("int8",)  # what segment / evaluate accept: int8 is a model folder's int8 network
 CPU_BATCH_SIZE = 8
 GPU_MAX_BATCH_SIZE = 512
 _GPU_MEMORY_FRACTION = 0.5
@@ -141,6 +142,17 @@ def cpu_prefers_int8(features: CpuFeatures | None = None) -> tuple[bool, str]:
     if features.avx_vnni:
         return True, "AVX-VNNI"
     return False, "no VNNI"
+
+
+def describe_inference(inference: dict) -> str:
+    """``"cpu, bf16 (chosen for AVX512-BF16)"`` from a result's, a segmenter's or the worker's ``inference``
+    dict; here, torch-free, so that the Slicer panel can say where Segment ran without importing torch."""
+    text = f"{inference.get('device', '?')}, {inference.get('precision', '?')}"
+    if inference.get("precision_reason"):
+        text += f" ({inference['precision_reason']})"
+    if inference.get("backend", "torch") != "torch":
+        text += f", {inference['backend']}"
+    return text
 
 
 def cpu_line() -> str:

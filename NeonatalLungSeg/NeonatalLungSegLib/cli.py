@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .acceleration import PRECISIONS, configure_process
+from .acceleration import SEGMENT_PRECISIONS, configure_process
 from .errors import InputError, NeonatalLungSegError, exit_status
 from .volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, check_output_folder, clean_stale_temporaries,
                         dicom_series_files, is_scan_file, probe_volume, volume_suffix)
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     seg.add_argument("--batch-size", type=int, default=None,
                      help="slices per batch (default 8 on CPU; on a GPU, what half its free memory holds)")
-    seg.add_argument("--precision", choices=PRECISIONS + ("int8",), default="auto",
+    seg.add_argument("--precision", choices=SEGMENT_PRECISIONS, default="auto",
                      help="auto (default: fp16 on CUDA GPUs and AMX-FP16 CPUs; the model folder's int8 network "
                           "on CPUs with VNNI where it has one and openvino is installed; else bf16 on "
                           "AVX512-BF16 / AMX-BF16 CPUs, else fp32), fp32, fp16, bf16 or int8 (CPU, OpenVINO)")

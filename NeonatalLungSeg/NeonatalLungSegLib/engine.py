@@ -23,9 +23,10 @@ import SimpleITK as sitk
 import torch
 
 from . import acceleration
+from .acceleration import describe_inference  # noqa: F401  (imported from here by the CLI)
 from .errors import DeviceError, ModelFolderError
 from .geometry import Geometry, Reorientation, array_to_image, image_to_array
-from .int8_network import Int8Network, load_int8_network, unavailable_reason
+from .int8_network import INT8_NAME, Int8Network, unavailable_reason
 from .measure import measure_volumes
 from .model_folder import ModelConfig, read_config
 from .postprocess import PostprocessOptions, postprocess
@@ -88,16 +89,6 @@ class SegmentationResult:
 
     def probabilities_image(self) -> sitk.Image | None:
         return None if self.probabilities is None else array_to_image(self.probabilities, self.geometry)
-
-
-def describe_inference(inference: dict) -> str:
-    """``"cpu, bf16 (chosen for AVX512-BF16)"`` from a result's or a segmenter's ``inference`` dict."""
-    text = f"{inference.get('device', '?')}, {inference.get('precision', '?')}"
-    if inference.get("precision_reason"):
-        text += f" ({inference['precision_reason']})"
-    if inference.get("backend", "torch") != "torch":
-        text += f", {inference['backend']}"
-    return text
 
 
 class Segmenter:
@@ -165,8 +156,8 @@ class Segmenter:
             from .network_cache import cache_dir
 
             where = cache_dir() if cache else None
-            network = load_int8_network(folder, config, acceleration.configure_cpu_threads(),
-                                        where / "openvino" if where is not None else None)
+            network = Int8Network(folder / INT8_NAME, acceleration.configure_cpu_threads(),
+                                  where / "openvino" if where is not None else None)
             segmenter = cls(config, network, resolved, batch_size, folder)
             segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
             return segmenter
@@ -225,12 +216,15 @@ class Segmenter:
 
 
 def _int8_choice(folder: Path, config: ModelConfig, device: torch.device, precision: str) -> str | None:
-    """Why this load runs the folder's int8 network (None: it runs torch). ``int8`` requested: always (and
-    load_int8_network says why it cannot); ``auto``: on a CPU that prefers int8 when the folder's int8 network
-    verifies and openvino is installed, else silently the torch precision ``auto`` picks."""
+    """Why this load runs the folder's int8 network (None: it runs torch), its files verified once here.
+    ``int8`` requested: it runs or one line says why not; ``auto``: on a CPU that prefers int8 when the folder's
+    int8 network verifies and openvino is installed, else silently the torch precision ``auto`` picks."""
     if precision.lower() == "int8":
         if device.type != "cpu":
             raise ValueError(f"precision int8 runs on the CPU only, not on {device.type}")
+        reason = unavailable_reason(folder, config)
+        if reason is not None:
+            raise ModelFolderError(f"{folder}: precision int8 unavailable: {reason}")
         return "requested"
     if precision.lower() != "auto" or device.type != "cpu":
         return None

@@ -75,7 +75,7 @@ class Int8Network:
     """The compiled int8 network behind the call the engine makes on a torch module: a float batch
     (N, C, H, W) in, logits out. Not a torch module: ``Segmenter`` skips device moves and layouts for it."""
 
-    def __init__(self, folder: Path, threads: int, cache: Path | None = None) -> None:
+    def __init__(self, path: Path, threads: int, cache: Path | None = None) -> None:
         """``cache``: a folder where OpenVINO keeps the compiled network (the CLI passes the user's cache
         folder): compiling the ONNX file took 0.44 s per run, loading the compiled blob 0.09 s."""
         import openvino as ov
@@ -87,7 +87,7 @@ class Int8Network:
                 core.set_property({"CACHE_DIR": str(cache)})
             except (OSError, RuntimeError):
                 pass  # an unwritable cache only costs the compile time
-        self.compiled = core.compile_model(str(Path(folder) / INT8_NAME), "CPU",
+        self.compiled = core.compile_model(str(path), "CPU",
                                            {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
         self.version = ov.__version__.split("-")[0]  # "2026.4.1", not the build string
@@ -98,11 +98,3 @@ class Int8Network:
 
         array = np.ascontiguousarray(batch.float().numpy())
         return torch.from_numpy(self.request.infer({0: array})[0].copy())
-
-
-def load_int8_network(folder: Path, config: ModelConfig, threads: int, cache: Path | None = None) -> Int8Network:
-    """The verified int8 network, or ModelFolderError saying in one line why there is none."""
-    reason = unavailable_reason(folder, config)
-    if reason is not None:
-        raise ModelFolderError(f"{folder}: precision int8 unavailable: {reason}")
-    return Int8Network(folder, threads, cache)

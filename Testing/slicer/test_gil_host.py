@@ -65,7 +65,8 @@ def test_process_worker_segments_the_sample_within_the_tick_bound(host):
     first = segment_in_host(host, TICK_BOUND)
     assert host.ui.statusLabel.text.startswith("Done: right"), host.ui.statusLabel.text
     # the panel says where and how the real worker ran the model (int8 with OpenVINO on a CPU with VNNI)
-    assert re.search(r"\((cpu|cuda[:0-9]*|mps), (fp32|fp16|bf16|int8)(, openvino [0-9.]+)?\)$",
+    assert re.search(r"\((cpu|cuda[:0-9]*|mps), (fp32|fp16|bf16|int8) \((requested|chosen[^)]*\)?)\)"
+                     r"(, openvino [0-9.]+)?\)$",
                      host.ui.statusLabel.text), host.ui.statusLabel.text
     segmentation = host.node.outputSegmentation
     from NeonatalLungSegSlicerLib import mrmlNodes

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from NeonatalLungSegLib.acceleration import SEGMENT_PRECISIONS
 from NeonatalLungSegLib.engine import Segmenter
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="training run folder whose log.csv gives loss and Dice/IoU curves")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"), default="auto",
+    parser.add_argument("--precision", choices=SEGMENT_PRECISIONS, default="auto",
                         help="as segment's; give one (e.g. fp32) to compare models that auto would run differently")
     parser.add_argument("--worst", type=int, default=3, metavar="N",
                         help="overlay figures of the N worst cases per model by whole-lung Dice (default 3)")

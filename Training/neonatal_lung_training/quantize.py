@@ -113,24 +113,20 @@ def check_volumes(paths: list[Path]) -> list[tuple[str, object]]:
 
 def dice_against_fp32(folder: Path, int8_file: Path, volumes: list[tuple[str, object]]) -> dict:
     """Per check volume, Dice per lung of the int8 labels against the fp32 (torch) labels."""
-    import shutil
-
     import torch
 
     from NeonatalLungSegLib.engine import Segmenter
     from NeonatalLungSegLib.measure import dice
 
     reference = Segmenter.load(folder, device="cpu", precision="fp32")
-    with tempfile.TemporaryDirectory() as tmp:  # Int8Network reads INT8_NAME from a folder
-        shutil.copyfile(int8_file, Path(tmp) / INT8_NAME)
-        int8 = Segmenter(reference.config, Int8Network(Path(tmp), torch.get_num_threads()), torch.device("cpu"))
-        figures = {}
-        for name, image in volumes:
-            want, got = reference.segment_image(image).labels, int8.segment_image(image).labels
-            if not np.any(want):
-                raise NeonatalLungSegError(f"check volume {name}: fp32 finds no lung, so it checks nothing")
-            figures[name] = {lung: round(dice(got == value, want == value), 5)
-                             for lung, value in (("right", 1), ("left", 2))}
+    int8 = Segmenter(reference.config, Int8Network(int8_file, torch.get_num_threads()), torch.device("cpu"))
+    figures = {}
+    for name, image in volumes:
+        want, got = reference.segment_image(image).labels, int8.segment_image(image).labels
+        if not np.any(want):
+            raise NeonatalLungSegError(f"check volume {name}: fp32 finds no lung, so it checks nothing")
+        figures[name] = {lung: round(dice(got == value, want == value), 5)
+                         for lung, value in (("right", 1), ("left", 2))}
     return figures
 
 
