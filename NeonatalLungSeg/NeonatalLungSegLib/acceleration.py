@@ -160,7 +160,31 @@ def cpu_line() -> str:
     return f"{cpu_model()} ({cpu_features().describe()})"
 
 
+def cores_in_cpuinfo(text: str, allowed: set[int] | None = None) -> int:
+    """Distinct (physical id, core id) pairs among the processors of a /proc/cpuinfo text that are in
+    ``allowed`` (all when None): hyperthread siblings count once. 0 where the text names no cores."""
+    cores, processor, physical = set(), None, "0"
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            processor, physical = int(value), "0"
+        elif key == "physical id":
+            physical = value
+        elif key == "core id" and processor is not None and (allowed is None or processor in allowed):
+            cores.add((physical, value))
+    return len(cores)
+
+
 def physical_cores() -> int:
+    """Physical cores this process may use: from Linux's /proc/cpuinfo and the affinity mask, so that the int8
+    path need not import torch to ask; elsewhere torch's probe."""
+    try:
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        cores = cores_in_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8"), allowed)
+        if cores:
+            return cores
+    except (OSError, ValueError):
+        pass
     import torch
 
     try:
@@ -169,16 +193,46 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_threads() -> int:
+    """Inference threads for a CPU path that is not torch's (OpenVINO): OMP_NUM_THREADS where it is set to a
+    positive number (the user's, or a shared machine's, limit), else one per physical core."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return physical_cores()
+
+
 def configure_cpu_threads() -> int:
     """One intra-op thread per physical core, unless OMP_NUM_THREADS says otherwise; returns the count.
 
-    A process-wide setting, so the CLI (which owns its process) calls it, not the engine.
+    A process-wide setting for torch, so the CLI (which owns its process) calls it, not the engine; it imports
+    torch, so callers on the int8 path use ``cpu_threads`` instead.
     """
     import torch
 
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(physical_cores())
     return torch.get_num_threads()
+
+
+def gpu_may_be_present() -> bool:
+    """Whether torch could find a GPU here, decided without importing torch: False only where that is
+    certain (Linux or Windows without NVIDIA's or AMD's driver); macOS may have MPS. A wrong True costs only
+    torch's import, never the choice: ``resolve_device`` then asks torch itself."""
+    if sys.platform.startswith("linux"):
+        nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")  # CUDA, ROCm, WSL's GPU
+        return any(os.path.exists(node) for node in nodes)
+    if sys.platform == "win32":
+        import ctypes.util
+
+        return ctypes.util.find_library("nvcuda") is not None
+    return True
+
+
+def cpu_is_the_device(name: str | None) -> bool:
+    """``device`` names the CPU: 'cpu', or 'auto' where no GPU can be present (``gpu_may_be_present``)."""
+    name = (name or "auto").strip().lower()
+    return name == "cpu" or (name == "auto" and not gpu_may_be_present())
 
 
 def cpu_has_fast_fp16() -> bool:

@@ -121,10 +121,10 @@ def run_segment(args: argparse.Namespace) -> int:
         if len(cases) == 1:
             kept[case.name] = checked
     clean_stale_temporaries(out_dir)
-    if args.device.strip().lower() in ("auto", "cpu"):
-        configure_cpu_threads()
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, cache=True)
+    if segmenter.device.type == "cpu" and segmenter.backend == "torch":  # the int8 path never imports torch
+        configure_cpu_threads()
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {describe_inference(segmenter.inference)}"
           f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)"

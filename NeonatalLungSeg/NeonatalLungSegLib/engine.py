@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from . import acceleration
 from .acceleration import describe_inference  # noqa: F401  (imported from here by the CLI)
@@ -31,15 +30,35 @@ from .measure import measure_volumes
 from .model_folder import ModelConfig, read_config
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
-from .slice_inference import predict_slices
 from .volume_io import check_values
+
+if TYPE_CHECKING:
+    import torch
 
 ProgressCallback = Callable[[float], None]
 CancelCheck = Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class HostCpu:
+    """The CPU, named without importing torch: the device of a Segmenter on the int8 path, which never loads
+    torch (about 2 s of a command's start-up). Has what callers read of a device: ``.type`` and ``str()``."""
+
+    type: str = "cpu"
+    index: None = None
+
+    def __str__(self) -> str:
+        return self.type
+
+
+HOST_CPU = HostCpu()
+Device = Union["torch.device", HostCpu]
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' prefers CUDA, then Apple MPS, then CPU; a named device must really be usable here."""
+    import torch
+
     name = (name or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -94,7 +113,7 @@ class SegmentationResult:
 class Segmenter:
     """A model folder loaded once onto one device."""
 
-    def __init__(self, config: ModelConfig, network: torch.nn.Module, device: torch.device,
+    def __init__(self, config: ModelConfig, network: torch.nn.Module | Int8Network, device: Device,
                  batch_size: int | None = None, folder: Path | None = None, precision: str = "auto",
                  channels_last: bool | None = None) -> None:
         """``precision`` auto|fp32|fp16|bf16 and ``channels_last`` (None = auto) apply to 2D models; see
@@ -114,6 +133,10 @@ class Segmenter:
             self.batch_size = batch_size or acceleration.CPU_BATCH_SIZE
             self.network_origin = "given"
             return
+        import torch
+
+        if isinstance(device, HostCpu):
+            device = self.device = torch.device("cpu")
         self.network = network.to(device).eval()
         self.precision, self.precision_reason = acceleration.describe_precision(precision, device)
         if inp.spatial_dims == 3:  # 3D models run their own mixed precision (``_autocast``), not ``precision``
@@ -141,26 +164,29 @@ class Segmenter:
              precision: str = "auto", channels_last: bool | None = None, cache: bool = False) -> Segmenter:
         """``cache=True`` (the CLI): on the CPU, load a traced copy of an smp network from the user's cache
         (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
-        (``network_cache.py``)."""
-        from .network import build_checked
-        from .network_cache import load_network
-
+        (``network_cache.py``). Where the folder's int8 network runs (``_int8_choice``), torch is never
+        imported: the CPU is recognised as the device without it (``acceleration.cpu_is_the_device``)."""
         folder = Path(folder)
         config = read_config(folder)
         if config.input.guidance:
             raise ModelFolderError(f"{folder}: a click-refinement model (input.guidance), not a segmentation "
                                    "model; use it with 'refine'")
-        resolved = resolve_device(device)
+        resolved = HOST_CPU if acceleration.cpu_is_the_device(device) else resolve_device(device)
         int8_reason = _int8_choice(folder, config, resolved, precision)
         if int8_reason is not None:
             from .network_cache import cache_dir
 
             where = cache_dir() if cache else None
-            network = Int8Network(folder / INT8_NAME, acceleration.configure_cpu_threads(),
+            network = Int8Network(folder / INT8_NAME, acceleration.cpu_threads(),
                                   where / "openvino" if where is not None else None)
             segmenter = cls(config, network, resolved, batch_size, folder)
             segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
             return segmenter
+        from .network import build_checked
+        from .network_cache import load_network
+
+        if isinstance(resolved, HostCpu):
+            resolved = resolve_device("cpu")
         if cache and resolved.type == "cpu":
             network, origin = load_network(folder, config)
         else:
@@ -179,8 +205,15 @@ class Segmenter:
             return predict_volume(self.network, array, geometry, inp, self.device, self.batch_size,
                                   _autocast(self.device), progress, cancel)
         prepared = prepare(array, geometry, inp)
-        out_slices = predict_slices(self.network, prepared, inp, self.device, self.batch_size, self.precision,
-                                    self.channels_last, progress, cancel)
+        if isinstance(self.network, Int8Network):  # arrays in and out: no torch on this path
+            from .array_inference import predict_slices_array
+
+            out_slices = predict_slices_array(self.network, prepared, inp, self.batch_size, progress, cancel)
+        else:
+            from .slice_inference import predict_slices
+
+            out_slices = predict_slices(self.network, prepared, inp, self.device, self.batch_size,
+                                        self.precision, self.channels_last, progress, cancel)
         canonical = np.moveaxis(out_slices, 0, 2 - inp.slice_axis)
         return canonical, prepared.reorientation
 
@@ -215,7 +248,7 @@ class Segmenter:
         return self.segment_array(array.astype(np.float32, copy=False), geometry, **kwargs)
 
 
-def _int8_choice(folder: Path, config: ModelConfig, device: torch.device, precision: str) -> str | None:
+def _int8_choice(folder: Path, config: ModelConfig, device: Device, precision: str) -> str | None:
     """Why this load runs the folder's int8 network (None: it runs torch), its files verified once here.
     ``int8`` requested: it runs or one line says why not; ``auto``: on a CPU that prefers int8 when the folder's
     int8 network verifies and openvino is installed, else silently the torch precision ``auto`` picks."""
@@ -236,6 +269,8 @@ def _int8_choice(folder: Path, config: ModelConfig, device: torch.device, precis
 
 def _autocast(device: torch.device):
     """Mixed precision on GPUs (bf16 where supported); plain fp32 elsewhere."""
+    import torch
+
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)

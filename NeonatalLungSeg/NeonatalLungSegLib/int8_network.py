@@ -26,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .model_folder import ModelConfig, ModelFolderError, sha256_of
 
 INT8_NAME = "network-int8.onnx"
@@ -72,8 +74,8 @@ def unavailable_reason(folder: Path | None, config: ModelConfig) -> str | None:
 
 
 class Int8Network:
-    """The compiled int8 network behind the call the engine makes on a torch module: a float batch
-    (N, C, H, W) in, logits out. Not a torch module: ``Segmenter`` skips device moves and layouts for it."""
+    """The compiled int8 network: a float32 array batch (N, C, H, W) in, logits (N, 1, H, W) out, with no torch
+    anywhere (``array_inference.py`` runs it), so a command on this path never pays torch's import."""
 
     def __init__(self, path: Path, threads: int, cache: Path | None = None) -> None:
         """``cache``: a folder where OpenVINO keeps the compiled network (the CLI passes the user's cache
@@ -92,9 +94,6 @@ class Int8Network:
         self.request = self.compiled.create_infer_request()
         self.version = ov.__version__.split("-")[0]  # "2026.4.1", not the build string
 
-    def __call__(self, batch):
-        import numpy as np
-        import torch
-
-        array = np.ascontiguousarray(batch.float().numpy())
-        return torch.from_numpy(self.request.infer({0: array})[0].copy())
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.request.infer({0: array})[0].copy()

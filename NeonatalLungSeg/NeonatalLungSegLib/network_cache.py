@@ -31,11 +31,12 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .model_folder import ModelConfig, verify_weights
-from .network import build_checked
+
+if TYPE_CHECKING:  # torch is imported where a network is handled: cache_dir serves the int8 path without it
+    import torch
 
 CACHE_ENV = "NEONATAL_LUNG_SEG_CACHE"
 _OFF = ("", "0", "off", "no", "false", "none")
@@ -58,6 +59,8 @@ def cache_dir() -> Path | None:
 
 def cache_path(directory: Path, config: ModelConfig) -> Path:
     """``<name>-<weights SHA-256>-<hash of network/input config and torch version>.pt``."""
+    import torch
+
     described = json.dumps({"network": config.to_dict()["network"], "channels": config.input.channels,
                             "size": list(config.input.in_plane_size), "torch": torch.__version__}, sort_keys=True)
     extra = hashlib.sha256(described.encode()).hexdigest()[:12]
@@ -67,6 +70,10 @@ def cache_path(directory: Path, config: ModelConfig) -> Path:
 
 def load_network(folder: Path, config: ModelConfig, use_cache: bool = True) -> tuple[torch.nn.Module, str]:
     """(network in eval mode on the CPU, where it came from: ``"cache"``, ``"built, cached"`` or ``"built"``)."""
+    import torch
+
+    from .network import build_checked
+
     directory = cache_dir() if use_cache and config.network.library == "smp" else None
     if directory is None:
         return build_checked(folder, config), "built"
@@ -91,6 +98,8 @@ def load_network(folder: Path, config: ModelConfig, use_cache: bool = True) -> t
 
 def store(network: torch.nn.Module, config: ModelConfig, path: Path) -> None:
     """Trace ``network`` (eval, CPU), check the trace against it on a probe batch, write it atomically."""
+    import torch
+
     inp = config.input
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn((2, inp.channels, *inp.in_plane_size), generator=generator)

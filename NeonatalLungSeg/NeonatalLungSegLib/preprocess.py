@@ -8,20 +8,28 @@ size, whatever its field of view (the policy of model folders before 2.0.0, kept
 output); ``keep_aspect`` first pads the slice, centred, to the network's aspect ratio *in millimetres*, so a
 375 x 234 mm adult field of view or a 0.7 x 1.4 mm anisotropic grid is not distorted. The padding is undone
 on the way back (``InPlaneFrame.from_network``), so labels land on the input's exact grid either way.
+
+Framing and resizing take torch tensors (training, the torch inference path, on any device) or NumPy arrays
+(the int8 path, which never imports torch: ``array_resize.py`` computes what torch's resize computes), so
+both paths share one framing rule. torch is imported only where a tensor is handled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from .array_resize import pad_array, resize_array
 from .geometry import Geometry, Reorientation, reorientation
 from .model_folder import InputConfig
 
+if TYPE_CHECKING:
+    import torch
+
 _MAX_STAT_SAMPLES = 2_000_000
+Batch = Union[np.ndarray, "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class IntensityScale:
     clip: bool
     background: float = 0.0  # raw intensity of the darkest tissue (lower percentile): fills in-plane padding
 
-    def apply(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    def apply(self, values: Batch) -> Batch:
         out = (values - self.offset) / self.scale
         if self.clip:
             out = out.clip(0.0, 1.0)
@@ -69,14 +77,20 @@ class InPlaneFrame:
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     value: float = 0.0
 
-    def to_network(self, batch: torch.Tensor, size: tuple[int, int], value: float | None = None) -> torch.Tensor:
+    def to_network(self, batch: Batch, size: tuple[int, int], value: float | None = None) -> Batch:
         """(B, C, rows, cols) -> padded and resized to ``size``; ``value`` overrides the fill (0 for labels)."""
         if any(self.pad):
-            top, bottom, left, right = self.pad
-            batch = F.pad(batch, (left, right, top, bottom), value=self.value if value is None else value)
+            fill = self.value if value is None else value
+            if isinstance(batch, np.ndarray):
+                batch = pad_array(batch, self.pad, fill)
+            else:
+                import torch.nn.functional as F
+
+                top, bottom, left, right = self.pad
+                batch = F.pad(batch, (left, right, top, bottom), value=fill)
         return resize_batch(batch, size)
 
-    def from_network(self, output: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    def from_network(self, output: Batch, shape: tuple[int, int]) -> Batch:
         """(B, C, H, W) at network size -> (B, C, rows, cols) on the slice's own grid (padding cut away)."""
         if not any(self.pad):
             return resize_batch(output, shape)
@@ -138,17 +152,26 @@ def slice_stack(slices: np.ndarray, indices: np.ndarray, channels: int) -> np.nd
     return slices[neighbours].astype(np.float32, copy=False)
 
 
-def resize_batch(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_batch(batch: Batch, size: tuple[int, int]) -> Batch:
     """Bilinear resize of (B, C, H, W); antialiased when shrinking so thin structures are not aliased."""
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
+    if isinstance(batch, np.ndarray):
+        return resize_array(batch, size)
+    import torch.nn.functional as F
+
     shrinking = batch.shape[-2] > size[0] or batch.shape[-1] > size[1]
     return F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False,
                          antialias=shrinking and batch.device.type != "mps")
 
 
 def network_input(stack: np.ndarray, scale: IntensityScale, config: InputConfig,
-                  device: torch.device, frame: InPlaneFrame = InPlaneFrame()) -> torch.Tensor:
-    """Raw slice stack -> normalised, framed, resized tensor on ``device``, exactly as training sees it."""
+                  device: torch.device | None, frame: InPlaneFrame = InPlaneFrame()) -> Batch:
+    """Raw slice stack -> normalised, framed, resized tensor on ``device``, exactly as training sees it;
+    ``device=None``: a float32 NumPy array, without torch (the int8 path)."""
+    if device is None:
+        return frame.to_network(scale.apply(stack.astype(np.float32, copy=False)), config.in_plane_size)
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(stack)).to(device, non_blocking=True)
     return frame.to_network(scale.apply(tensor.float()), config.in_plane_size)

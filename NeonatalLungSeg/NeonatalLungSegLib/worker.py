@@ -58,8 +58,10 @@ def load_segmenter(folder: str, device: str) -> Any:
     from . import acceleration
     from .engine import Segmenter
 
-    acceleration.configure_cpu_threads()
-    return Segmenter.load(folder, device=engine_device(device))
+    segmenter = Segmenter.load(folder, device=engine_device(device))
+    if segmenter.device.type == "cpu" and segmenter.backend == "torch":  # the int8 path never imports torch
+        acceleration.configure_cpu_threads()
+    return segmenter
 
 
 def load_refiner(folder: str, device: str) -> Any:
