@@ -152,7 +152,7 @@ def profile(segmenter, end_to_end) -> dict:
     inp = segmenter.config.input
     layout = torch.channels_last if segmenter.channels_last else torch.contiguous_format
     x = torch.rand((segmenter.batch_size, inp.channels, *inp.in_plane_size),
-                   device=segmenter.device).contiguous(memory_format=layout)
+                   device=str(segmenter.device)).contiguous(memory_format=layout)
     with torch.inference_mode(), autocast(segmenter.device, segmenter.precision):
         segmenter.network(x)
         with torch.profiler.profile() as prof:

@@ -39,16 +39,23 @@ ProgressCallback = Callable[[float], None]
 CancelCheck = Callable[[], bool]
 
 
-@dataclass(frozen=True)
-class HostCpu:
+class HostCpu(str):
     """The CPU, named without importing torch: the device of a Segmenter on the int8 path, which never loads
-    torch (about 2 s of a command's start-up). Has what callers read of a device: ``.type`` and ``str()``."""
+    torch (about 2 s of a command's start-up). It is the string ``"cpu"``, which torch accepts wherever a
+    device goes, and has what callers read of a ``torch.device``: ``.type`` and ``.index``."""
 
-    type: str = "cpu"
-    index: None = None
+    __slots__ = ()
 
-    def __str__(self) -> str:
-        return self.type
+    def __new__(cls) -> HostCpu:
+        return super().__new__(cls, "cpu")
+
+    @property
+    def type(self) -> str:
+        return "cpu"
+
+    @property
+    def index(self) -> None:
+        return None
 
 
 HOST_CPU = HostCpu()

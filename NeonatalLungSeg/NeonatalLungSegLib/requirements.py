@@ -22,6 +22,7 @@ OTHER_REQUIREMENTS = {
     "segmentation-models-pytorch": "0.5",
     "safetensors": "0.4",
     "openvino": "2024.0",  # the model folder's int8 network on CPUs with VNNI (int8_network.py)
+    "threadpoolctl": "3.1",  # one BLAS thread beside OpenVINO's (array_inference.py)
 }
 
 
