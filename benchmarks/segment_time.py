@@ -7,8 +7,13 @@ round robin (each configuration once per round) so that all meet the same load, 
     .venv/bin/python benchmarks/segment_time.py [--repeats 5] [--input VOLUME] [--device cpu]
 
 Configurations:
-- ``default``: the command as shipped (the traced network loaded from the cache, made by an untimed first run);
-- ``no cache``: ``NEONATAL_LUNG_SEG_CACHE=off``, the network built with segmentation-models-pytorch;
+- ``default``: the command as shipped, its caches made by an untimed first run: on a CPU where ``auto`` takes
+  the model folder's int8 network (VNNI), OpenVINO's compiled network and no torch at all; elsewhere the
+  traced network loaded from the cache;
+- ``torch path`` (only where the default is int8): ``--precision`` set to what ``auto`` picks for torch on this
+  CPU, so the int8 path's saving (torch's import among it) is measured in the same run;
+- ``no cache``: ``NEONATAL_LUNG_SEG_CACHE=off``: no traced network (built with segmentation-models-pytorch) and
+  no compiled OpenVINO network (compiled from the ONNX file on every run);
 - ``import torch``: ``python -c "import torch"`` alone, the floor any torch-based command pays.
 The case time `segment` records in its volumes JSON (read to write, inside the process) is reported too, so
 the start-up share is the difference. Default input: the bundled sample (192 x 192 x 80).
@@ -28,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.acceleration import cpu_line  # noqa: E402
+from NeonatalLungSegLib.acceleration import cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 
@@ -38,10 +43,10 @@ def machine() -> str:
     return f"{cpu_line()}, {cores} logical cores available"
 
 
-def segment_command(volume: Path, out: Path, device: str) -> list[str]:
+def segment_command(volume: Path, out: Path, device: str, precision: str = "auto") -> list[str]:
     code = ("import sys; from NeonatalLungSegLib.cli import main; "
             f"sys.exit(main(['segment', {str(volume)!r}, '-o', {str(out)!r}, '--device', {device!r}, "
-            "'--overwrite']))")
+            f"'--precision', {precision!r}, '--overwrite']))")
     return [sys.executable, "-c", code]
 
 
@@ -77,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                          {**base_env, "NEONATAL_LUNG_SEG_CACHE": "off"}),
             "import torch": ([sys.executable, "-c", "import torch"], base_env),
         }
+        if cpu_is_the_device(args.device) and cpu_prefers_int8()[0]:
+            configs["torch path"] = (segment_command(volume, tmp_path / "out-torch", args.device,
+                                                     cpu_precision()[0]), cached_env)
+            timed(configs["torch path"][0], cached_env)  # traces the torch network into the cache, untimed
         first, header = timed(configs["default"][0], cached_env)  # builds the cache: not one of the repeats
         header = header.splitlines()[0] if header else ""
         times: dict[str, list[float]] = {name: [] for name in configs}
-        case_s: dict[str, list[float]] = {"default": [], "no cache": []}
+        case_s: dict[str, list[float]] = {name: [] for name in configs if name != "import torch"}
+        outs = {"default": "out-default", "no cache": "out-nocache", "torch path": "out-torch"}
         loads = []
         for _ in range(args.repeats):
             loads.append(os.getloadavg()[0])
@@ -88,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed, _ = timed(command, env)
                 times[name].append(elapsed)
                 if name in case_s:
-                    out = tmp_path / ("out-default" if name == "default" else "out-nocache")
+                    out = tmp_path / outs[name]
                     report = json.loads(next(out.glob("*_volumes.json")).read_text(encoding="utf-8"))
                     case_s[name].append(report["seconds"])
     print(f"machine: {machine()}")
     print(f"input: {volume.name}; segment says: {header}")
     print(f"load average (1 min) before each round: {', '.join(f'{v:.2f}' for v in loads)}"
           + ("  (machine busy: figures are upper bounds)" if statistics.median(loads) > 0.5 else ""))
-    print(f"first run (traces the network into the cache): {first:.2f} s")
+    print(f"first run (makes the caches: compiled or traced network): {first:.2f} s")
     results = {"machine": machine(), "input": str(volume), "segment_header": header, "first_run_s": first,
                "load1": loads, "configurations": {}}
     for name, values in times.items():
