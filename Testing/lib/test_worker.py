@@ -201,3 +201,20 @@ def test_real_engine_in_the_worker_matches_in_process(client, tiny_model_folder)
     assert result.model["name"] == "tiny-test-model" and result.load_count == 1
     c.close()
     assert not c.alive and not c.session.exists()
+
+
+def test_a_reused_session_folder_never_answers_with_an_earlier_workers_events(tmp_path):
+    """Found by hand: a client started in a session folder left by a crashed run read that run's events and
+    answered its new request r1 with the old run's error for r1."""
+    session = tmp_path / "session"
+    session.mkdir()
+    stale = wp.make_message("error", id="r1", error_type="ModelFolderError", message="stale: from an earlier run")
+    (session / "events.jsonl").write_text(wp.encode(stale), encoding="utf-8")
+    c = WorkerClient(extra_paths=[HERE], session_dir=session)
+    try:
+        array, geometry = volume()
+        job = c.submit(array, geometry, tmp_path, device="cpu", loader=f"{FAKES}:load")
+        assert job.wait(60), job.status
+        assert job.id == "r1" and job.result().model["name"] == "fake-threshold-model"
+    finally:
+        c.close(timeout=2)
