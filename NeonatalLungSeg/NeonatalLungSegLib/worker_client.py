@@ -234,9 +234,7 @@ class WorkerClient:
         if self.process is not None:
             return self
         self.session.mkdir(parents=True, exist_ok=True)
-        # emptied, not touched: events left by an earlier worker in a reused folder (a crashed run) would
-        # otherwise answer this worker's requests, whose ids start again at r1
-        self.events_path.write_bytes(b"")
+        self.events_path.write_bytes(b"")  # emptied: a reused folder's old events would answer our r1, r2...
         env = dict(os.environ if self.env is None else self.env)
         paths = [str(LIBRARY_ROOT), *self.extra_paths]
         if env.get("PYTHONPATH"):
