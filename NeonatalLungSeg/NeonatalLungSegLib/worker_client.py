@@ -7,9 +7,7 @@ except ``wait()`` (scripts and tests) and ``close()``. No thread is started in t
 Cancel kills the worker's whole process tree (it runs in its own process group / session), so it stops
 within one poll wherever it is, even deep inside a torch call; the client is then spent and the caller
 starts a fresh one for the next request. A worker that dies on its own (out of memory, CUDA error, killed)
-turns the running job into one ``WorkerError`` whose message names the exit status and the last lines the
-worker logged.
-"""
+turns the running job into one ``WorkerError`` naming the exit status and the worker's last log lines."""
 
 from __future__ import annotations
 
@@ -217,6 +215,7 @@ class WorkerClient:
         self.python = python or default_python()
         self.extra_paths = [str(p) for p in extra_paths]
         self.env = env
+        self._owns_session = not (session_dir and Path(session_dir).exists())  # close() removes only its own
         self.session = Path(session_dir) if session_dir else Path(tempfile.mkdtemp(prefix="NeonatalLungSeg-worker-"))
         self.events_path = self.session / "events.jsonl"
         self.log_path = self.session / "worker.log"
@@ -282,7 +281,8 @@ class WorkerClient:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self.terminate()
-        shutil.rmtree(self.session, ignore_errors=True)
+        if self._owns_session:
+            shutil.rmtree(self.session, ignore_errors=True)
 
     def _close_stdin(self) -> None:
         try:

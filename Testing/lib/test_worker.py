@@ -218,3 +218,4 @@ def test_a_reused_session_folder_never_answers_with_an_earlier_workers_events(tm
         assert job.id == "r1" and job.result().model["name"] == "fake-threshold-model"
     finally:
         c.close(timeout=2)
+    assert session.is_dir()  # the caller's folder: the client removes only a folder it made itself
