@@ -44,14 +44,20 @@ def configure_process() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@functools.lru_cache(maxsize=1)
+def cpuinfo_text() -> str:
+    """Linux's /proc/cpuinfo, read once per process ("" elsewhere): model name, flags and cores come from it."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def cpu_model() -> str:
     """The CPU's marketing name, so that timings and run records name the machine they came from."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpuinfo_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
 
 
@@ -89,12 +95,9 @@ class CpuFeatures:
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
     """This CPU's features: Linux's /proc/cpuinfo flags (no torch import needed), else torch's probes."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags"):
-                return CpuFeatures.from_flags(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    for line in cpuinfo_text().splitlines():
+        if line.startswith("flags"):
+            return CpuFeatures.from_flags(line.split(":", 1)[1].split())
     import torch
 
     def probe(name: str) -> bool:
@@ -181,7 +184,7 @@ def physical_cores() -> int:
     path need not import torch to ask; elsewhere torch's probe."""
     try:
         allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        cores = cores_in_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8"), allowed)
+        cores = cores_in_cpuinfo(cpuinfo_text(), allowed)
         if cores:
             return cores
     except (OSError, ValueError):

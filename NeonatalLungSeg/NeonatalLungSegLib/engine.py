@@ -173,7 +173,7 @@ class Segmenter:
         (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
         (``network_cache.py``). OpenVINO's compiled int8 network is kept in the same cache folder whatever
         ``cache`` says (0.07 s to load against 0.44 s to compile; ``NEONATAL_LUNG_SEG_CACHE=off`` switches both
-        off), so the module's worker gains it too. Where the folder's int8 network runs (``_int8_choice``), torch is never
+        off), so the module's worker gains it too. Where the folder's int8 network runs (``int8_choice``), torch is never
         imported: the CPU is recognised as the device without it (``acceleration.cpu_is_the_device``)."""
         folder = Path(folder)
         config = read_config(folder)
@@ -181,7 +181,7 @@ class Segmenter:
             raise ModelFolderError(f"{folder}: a click-refinement model (input.guidance), not a segmentation "
                                    "model; use it with 'refine'")
         resolved = HOST_CPU if acceleration.cpu_is_the_device(device) else resolve_device(device)
-        int8_reason = _int8_choice(folder, config, resolved, precision)
+        int8_reason = int8_choice(folder, config, resolved, precision)
         if int8_reason is not None:
             from .network_cache import cache_dir
 
@@ -257,7 +257,7 @@ class Segmenter:
         return self.segment_array(array.astype(np.float32, copy=False), geometry, **kwargs)
 
 
-def _int8_choice(folder: Path, config: ModelConfig, device: Device, precision: str) -> str | None:
+def int8_choice(folder: Path, config: ModelConfig, device: Device, precision: str) -> str | None:
     """Why this load runs the folder's int8 network (None: it runs torch), its files verified once here.
     ``int8`` requested: it runs or one line says why not; ``auto``: on a CPU that prefers int8 when the folder's
     int8 network verifies and openvino is installed, else silently the torch precision ``auto`` picks."""

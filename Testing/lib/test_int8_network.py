@@ -93,10 +93,10 @@ def test_a_damaged_stale_or_missing_int8_network_is_never_run(model_copy: Path, 
 
 
 def test_int8_is_cpu_only_and_not_for_other_model_kinds(tiny_model_folder: Path) -> None:
-    from NeonatalLungSegLib.engine import _int8_choice
+    from NeonatalLungSegLib.engine import int8_choice
 
     with pytest.raises(ValueError, match="CPU only"):
-        _int8_choice(BUNDLED_MODEL, read_config(BUNDLED_MODEL), torch.device("cuda"), "int8")
+        int8_choice(BUNDLED_MODEL, read_config(BUNDLED_MODEL), torch.device("cuda"), "int8")
     with pytest.raises(ModelFolderError, match="no network-int8.onnx"):
         Segmenter.load(tiny_model_folder, device="cpu", precision="int8")
 
