@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision
+from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision, cpu_signature
 
 # Dense tensor-core peaks (FLOP/s) for bf16/fp16 with fp32 accumulation, from the vendors' data sheets.
 GPU_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
@@ -47,7 +47,7 @@ def machine_info(model: Path | None = None) -> dict:
     import torch
 
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
+    info = {"cpu": cpu_model(), "cpu_signature": cpu_signature(), "logical_cores": os.cpu_count(),
             "physical_cores": caps.get("num_physical_cores", os.cpu_count()), "cpu_ghz": cpu_ghz(),
             "amx_fp16": cpu_features().amx_fp16, "amx_bf16": cpu_features().amx_bf16,
             "avx512_bf16": cpu_features().avx512_bf16, "avx512f": cpu_features().avx512f,
@@ -67,7 +67,8 @@ def machine_info(model: Path | None = None) -> dict:
 
 
 def machine_line(info: dict) -> str:
-    text = (f"{info['cpu']} ({info.get('cpu_features', '?')}), {info['physical_cores']} physical / "
+    signature = f", {info['cpu_signature']}" if info.get("cpu_signature") else ""
+    text = (f"{info['cpu']} ({info.get('cpu_features', '?')}{signature}), {info['physical_cores']} physical / "
             f"{info['logical_cores']} logical cores, {info.get('ram_gib', '?')} GiB RAM")
     text += f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
     return text + f"; torch {info['torch']}"

@@ -61,6 +61,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_signature(text: str | None = None) -> str:
+    """"family 6 model 106 stepping 6": machines sold under one marketing name ("Intel(R) Xeon(R) Processor
+    @ 2.60GHz" in a VM) can be different generations, 40 % apart in speed, and only this tells them apart."""
+    fields = {}
+    for line in (cpuinfo_text() if text is None else text).splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("cpu family", "model", "stepping") and key not in fields:
+            fields[key] = value
+        if key == "" and fields:  # end of the first processor's block
+            break
+    return " ".join(f"{k.split()[-1]} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+
+
 @dataclass(frozen=True)
 class CpuFeatures:
     """The instruction-set features that decide the CPU's inference precision (and name it beside timings)."""

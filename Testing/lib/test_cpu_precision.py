@@ -82,6 +82,15 @@ def test_features_are_parsed_and_named() -> None:
     assert CpuFeatures.from_flags(ARM.split()).describe() == "no AVX2; no AVX-512, no AMX"
 
 
+def test_the_cpu_signature_tells_apart_cpus_sold_under_one_name() -> None:
+    block = "processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n" \
+            "model name\t: Intel(R) Xeon(R) Processor @ 2.60GHz\nstepping\t: {step}\n\n"
+    ice_lake = block.format(n=0, model=106, step=6) + block.format(n=1, model=106, step=6)
+    assert acceleration.cpu_signature(ice_lake) == "family 6 model 106 stepping 6"
+    assert acceleration.cpu_signature(block.format(n=0, model=143, step=8)) == "family 6 model 143 stepping 8"
+    assert acceleration.cpu_signature("") == ""  # no /proc/cpuinfo (macOS, Windows): nothing invented
+
+
 def test_this_cpu_is_described_without_importing_anything_heavy() -> None:
     acceleration.cpu_features.cache_clear()
     features = acceleration.cpu_features()
