@@ -8,6 +8,10 @@ size, whatever its field of view (the policy of model folders before 2.0.0, kept
 output); ``keep_aspect`` first pads the slice, centred, to the network's aspect ratio *in millimetres*, so a
 375 x 234 mm adult field of view or a 0.7 x 1.4 mm anisotropic grid is not distorted. The padding is undone
 on the way back (``InPlaneFrame.from_network``), so labels land on the input's exact grid either way.
+``body_crop`` first crops every slice of a volume to one box, the body's in-plane extent (``body_box``), then
+frames it as ``keep_aspect`` does: a newborn in an adult-sized field of view gets as many network pixels
+across its lungs as an adult, and nothing outside the body can be called lung. The crop is negative padding
+in the same frame, undone the same way (what lies outside the box comes back as "certainly not lung").
 
 Framing and resizing take torch tensors (training, the torch inference path, on any device) or NumPy arrays
 (the int8 path, which never imports torch: ``array_resize.py`` computes what torch's resize computes), so
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 _MAX_STAT_SAMPLES = 2_000_000
+LOGIT_OUTSIDE = -30.0  # network output outside a body_crop box: sigmoid 1e-13, certainly not lung
 Batch = Union[np.ndarray, "torch.Tensor"]
 
 
@@ -74,47 +79,94 @@ class InPlaneFrame:
     percentile), which is what lies outside a patient in any MR or CT image.
     """
 
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # negative: that many rows / columns cropped away
     value: float = 0.0
 
     def to_network(self, batch: Batch, size: tuple[int, int], value: float | None = None) -> Batch:
-        """(B, C, rows, cols) -> padded and resized to ``size``; ``value`` overrides the fill (0 for labels)."""
-        if any(self.pad):
+        """(B, C, rows, cols) -> cropped, padded and resized to ``size``; ``value`` overrides the fill (0 for
+        labels)."""
+        top, bottom, left, right = self.pad
+        if min(self.pad) < 0:
+            rows, cols = batch.shape[-2:]
+            batch = batch[..., max(0, -top):rows - max(0, -bottom), max(0, -left):cols - max(0, -right)]
+        grow = (max(0, top), max(0, bottom), max(0, left), max(0, right))
+        if any(grow):
             fill = self.value if value is None else value
             if isinstance(batch, np.ndarray):
-                batch = pad_array(batch, self.pad, fill)
+                batch = pad_array(batch, grow, fill)
             else:
                 import torch.nn.functional as F
 
-                top, bottom, left, right = self.pad
-                batch = F.pad(batch, (left, right, top, bottom), value=fill)
+                batch = F.pad(batch, (grow[2], grow[3], grow[0], grow[1]), value=fill)
         return resize_batch(batch, size)
 
-    def from_network(self, output: Batch, shape: tuple[int, int]) -> Batch:
-        """(B, C, H, W) at network size -> (B, C, rows, cols) on the slice's own grid (padding cut away)."""
+    def from_network(self, output: Batch, shape: tuple[int, int], outside: float = LOGIT_OUTSIDE) -> Batch:
+        """(B, C, H, W) logits at network size -> (B, C, rows, cols) on the slice's own grid: padding cut away,
+        cropped-away pixels filled with ``outside``."""
         if not any(self.pad):
             return resize_batch(output, shape)
         top, bottom, left, right = self.pad
-        padded = resize_batch(output, (shape[0] + top + bottom, shape[1] + left + right))
-        return padded[..., top:top + shape[0], left:left + shape[1]]
+        framed = resize_batch(output, (shape[0] + top + bottom, shape[1] + left + right))
+        if min(self.pad) >= 0:
+            return framed[..., top:top + shape[0], left:left + shape[1]]
+        r0, c0 = max(0, -top), max(0, -left)  # first slice row / column inside the frame
+        rows, cols = shape[0] - r0 - max(0, -bottom), shape[1] - c0 - max(0, -right)
+        inner = framed[..., max(0, top):max(0, top) + rows, max(0, left):max(0, left) + cols]
+        if isinstance(output, np.ndarray):
+            full = np.full(output.shape[:-2] + tuple(shape), outside, dtype=output.dtype)
+        else:
+            import torch
+
+            full = torch.full(tuple(output.shape[:-2]) + tuple(shape), outside, dtype=output.dtype,
+                              device=output.device)
+        full[..., r0:r0 + rows, c0:c0 + cols] = inner
+        return full
 
 
 def in_plane_frame(shape: tuple[int, int], spacing: tuple[float, float], config: InputConfig,
-                   value: float = 0.0) -> InPlaneFrame:
-    """The padding that gives a (rows, cols) slice of ``spacing`` mm the network input's aspect in mm."""
+                   value: float = 0.0, box: tuple[int, int, int, int] | None = None) -> InPlaneFrame:
+    """The padding that gives a (rows, cols) slice of ``spacing`` mm the network input's aspect in mm;
+    ``box`` (first row, end row, first column, end column) crops the slice to it first (``body_crop``)."""
     if config.in_plane_policy == "fixed_size":
         return InPlaneFrame()
-    if config.in_plane_policy != "keep_aspect":
+    if config.in_plane_policy not in ("keep_aspect", "body_crop"):
         raise ValueError(f"unknown in-plane policy {config.in_plane_policy!r}")
-    rows, cols = int(shape[0]), int(shape[1])
+    r0, r1, c0, c1 = box if box is not None else (0, int(shape[0]), 0, int(shape[1]))
+    rows, cols = r1 - r0, c1 - c0
     aspect = config.in_plane_size[0] / config.in_plane_size[1]  # wanted height / width, in mm
     height, width = rows * float(spacing[0]), cols * float(spacing[1])
     if height < aspect * width:
         extra_rows, extra_cols = max(0, round(aspect * width / spacing[0]) - rows), 0
     else:
         extra_rows, extra_cols = 0, max(0, round(height / aspect / spacing[1]) - cols)
-    return InPlaneFrame((extra_rows // 2, extra_rows - extra_rows // 2, extra_cols // 2,
-                         extra_cols - extra_cols // 2), float(value))
+    return InPlaneFrame((extra_rows // 2 - r0, extra_rows - extra_rows // 2 - (int(shape[0]) - r1),
+                         extra_cols // 2 - c0, extra_cols - extra_cols // 2 - (int(shape[1]) - c1)), float(value))
+
+
+def body_box(slices: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """(first row, end row, first column, end column) of the body on (n, rows, cols) slices, one box for all.
+
+    Body: brighter than 10 % of the way from the 2nd to the 98th percentile (air outside a patient is the
+    darkest thing in MR and CT alike; the lungs inside are enclosed by the chest wall, so the box holds them
+    even where they are as dark as air). A row or column belongs to the box where at least 5 % as much of it
+    is body as in the fullest one, so noise specks in the air do not widen it; then ``margin`` of its size
+    is added each side. Every 32nd slice or so is enough for a box: milliseconds on a 512 x 512 x 300 volume.
+    """
+    n, rows, cols = slices.shape
+    sample = np.asarray(slices[:: max(1, n // 32)], dtype=np.float32)
+    low, high = np.percentile(sample[:, ::2, ::2], [2, 98])
+    if not high > low:
+        return (0, rows, 0, cols)
+    body = sample > low + 0.1 * (high - low)
+    box = []
+    for share, size in ((body.mean(axis=(0, 2)), rows), (body.mean(axis=(0, 1)), cols)):
+        inside = np.flatnonzero(share >= 0.05 * share.max())
+        if inside.size == 0:
+            box += [0, size]
+            continue
+        extra = max(2, int(round(margin * (inside[-1] + 1 - inside[0]))))
+        box += [max(0, int(inside[0]) - extra), min(size, int(inside[-1]) + 1 + extra)]
+    return tuple(box)
 
 
 @dataclass(frozen=True)
@@ -141,7 +193,9 @@ def prepare(array: np.ndarray, geometry: Geometry, config: InputConfig) -> Prepa
     in_plane = tuple(float(s) for axis, s in enumerate(spacing_kji) if axis != 2 - config.slice_axis)
     frame = InPlaneFrame()
     if config.in_plane_policy != "fixed_size":
-        frame = in_plane_frame(slices.shape[1:], in_plane, config, float(scale.apply(np.float64(scale.background))))
+        box = body_box(slices) if config.in_plane_policy == "body_crop" else None
+        frame = in_plane_frame(slices.shape[1:], in_plane, config, float(scale.apply(np.float64(scale.background))),
+                               box)
     return PreparedVolume(slices=slices, scale=scale, reorientation=plan, frame=frame)
 
 

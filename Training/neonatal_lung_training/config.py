@@ -53,7 +53,8 @@ class TrainConfig:
     max_minutes: float = 0.0          # stop after this wall time (0 = none); the best model is kept
     keep_empty_fraction: float = 0.3  # share of lung-free slices kept (teaches "no lung here")
     in_plane_size: int = 128
-    # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first); "" = the
+    # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
+    # (crop to the body, then as keep_aspect); "" = the
     # parent's policy when fine-tuning, keep_aspect for a new model. See NeonatalLungSegLib/preprocess.py.
     in_plane_policy: str = ""
     channels: int = 1                 # > 1: 2.5D, neighbouring slices as channels

@@ -10,7 +10,9 @@ CARD_NAME = "MODEL_CARD.md"
 
 
 _POLICY_WORDS = {"fixed_size": "stretched to that size whatever their field of view",
-                 "keep_aspect": "after padding to a square field of view in mm, so nothing is distorted"}
+                 "keep_aspect": "after padding to a square field of view in mm, so nothing is distorted",
+                 "body_crop": "after cropping to the body's in-plane extent and padding that to a square field of "
+                              "view in mm, so nothing is distorted and a small body gets as many pixels as a large one"}
 
 
 def _rows(values: dict) -> str:

@@ -11,6 +11,9 @@ after the engine's own post-processing, this scores the engine's probabilities:
 - ``flip``: averaged with the prediction of the left-right mirrored volume (test-time augmentation);
 - ``zsmooth``: smoothed across neighbouring slices (weights 1/4, 1/2, 1/4), against ragged slice-to-slice edges;
 - ``threshold 0.45`` / ``0.55``: another threshold (a hint only: a threshold chosen on a test set is not a result);
+- ``body crop``: the engine's ``body_crop`` in-plane policy instead of the folder's (``preprocess.body_box``:
+  every slice cropped to the body's in-plane extent before framing, so the lungs fill more of the network's
+  128 x 128 grid);
 - ``ceiling``: the reference itself taken down to the network's in-plane grid and back, each lung apart (how
   much the 128 x 128 grid alone would cost, were the network perfect).
 
@@ -20,6 +23,7 @@ Evaluation data only; nothing is trained. Writes a JSON of per-case figures and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -56,6 +60,7 @@ def variants(segmenter, array: np.ndarray, geometry, reference: np.ndarray) -> d
     for name, (values, cut) in candidates.items():
         labels = plan.from_canonical(postprocess(values >= cut, plan.target, PostprocessOptions()))
         out[name] = round(float(dice(labels > 0, reference > 0)), 5)
+    out["body crop"] = round(float(dice(body_crop_labels(segmenter, array, geometry) > 0, reference > 0)), 5)
     size = segmenter.config.input.in_plane_size
     ceiling = []
     for value in (1, 2):
@@ -65,6 +70,18 @@ def variants(segmenter, array: np.ndarray, geometry, reference: np.ndarray) -> d
         ceiling.append(dice(back, stack[:, 0] > 0))
     out["ceiling"] = round(float(np.mean(ceiling)), 5)
     return out
+
+
+def body_crop_labels(segmenter, array: np.ndarray, geometry) -> np.ndarray:
+    """Labels from the same segmenter with the ``body_crop`` in-plane policy (the weights unchanged)."""
+    import copy
+
+    from NeonatalLungSegLib.postprocess import PostprocessOptions
+
+    cropped = copy.copy(segmenter)
+    cropped.config = dataclasses.replace(segmenter.config, input=dataclasses.replace(segmenter.config.input,
+                                                                                     in_plane_policy="body_crop"))
+    return cropped.segment_array(array, geometry, PostprocessOptions()).labels
 
 
 def main(argv: list[str] | None = None) -> int:
