@@ -1,6 +1,7 @@
-"""Weight averaging of model folders (issue 12's cheap combination of two fine-tunings): the result is the
-weighted mean of the ingredients' tensors, an ordinary verified model folder that names its ingredients, and
-folders that are not one network are refused with one line and nothing written."""
+"""New model versions made without training (issue 12): a weight average of fine-tunings of one parent is the
+weighted mean of their tensors, naming its ingredients; a reframed folder keeps its weights and drops figures
+measured under the old framing; folders that are not one network, unknown policies and reused versions are
+refused with one line and nothing written."""
 
 from __future__ import annotations
 
@@ -81,3 +82,22 @@ def test_bad_weights_and_an_existing_output_are_refused_and_nothing_is_overwritt
     before = (b / "model.safetensors").read_bytes()
     assert main(["-o", str(b)] + base) == 2  # the output is an ingredient: never replaced
     assert "already exists" in capsys.readouterr().err and (b / "model.safetensors").read_bytes() == before
+
+
+def test_reframing_makes_a_new_version_with_the_same_weights_and_no_stale_figures(tmp_path: Path, capsys) -> None:
+    from neonatal_lung_training.reframe import main as reframe
+
+    parent = random_folder(tmp_path, "parent", 4, in_plane_policy="keep_aspect")
+    before = {p.name: p.read_bytes() for p in parent.iterdir()}
+    out = tmp_path / "framed"
+    assert reframe(["--model", str(parent), "--policy", "body_crop", "--version", "0.0.2", "-o", str(out)]) == 0
+    config, old = read_config(out), read_config(parent)
+    assert config.input.in_plane_policy == "body_crop" and config.version == "0.0.2" and config.parent_version == "0.0.1"
+    assert config.weights_sha256 == old.weights_sha256 and config.validation == {}
+    assert config.training["reframed_from"]["in_plane_policy"] == "keep_aspect"
+    assert {p.name: p.read_bytes() for p in parent.iterdir()} == before  # the parent is never edited
+    for bad, message in ((["--policy", "stretch", "--version", "0.0.3"], "unknown in-plane policy"),
+                         (["--policy", "keep_aspect", "--version", "0.0.3"], "already frames"),
+                         (["--policy", "body_crop", "--version", "0.0.1"], "new version")):
+        assert reframe(["--model", str(parent), "-o", str(tmp_path / "x")] + bad) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "x").exists()
