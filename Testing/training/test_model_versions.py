@@ -16,7 +16,7 @@ from conftest import tiny_config
 from NeonatalLungSegLib.engine import Segmenter
 from NeonatalLungSegLib.model_folder import load_state_dict, read_config, write_model_folder
 from NeonatalLungSegLib.network import build_network
-from neonatal_lung_training.average_models import average_models, main
+from neonatal_lung_training.model_versions import average_models, main
 from training_fixtures import toy_case
 
 
@@ -66,7 +66,7 @@ def test_a_model_averaged_with_itself_segments_exactly_as_before(tmp_path: Path)
 def test_folders_of_another_network_or_framing_are_refused_with_one_line(tmp_path: Path, capsys, change) -> None:
     a, b = random_folder(tmp_path, "a", 1), random_folder(tmp_path, "b", 2, **change)
     out = tmp_path / "soup"
-    assert main(["-o", str(out), "--version", "1.0.0", "--model", str(a), "--model", str(b)]) == 2
+    assert main(["average", "-o", str(out), "--version", "1.0.0", "--model", str(a), "--model", str(b)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "'input' differs" in err and "\n" not in err
     assert not out.exists() and not list(tmp_path.glob(".soup.*"))
@@ -75,22 +75,20 @@ def test_folders_of_another_network_or_framing_are_refused_with_one_line(tmp_pat
 def test_bad_weights_and_an_existing_output_are_refused_and_nothing_is_overwritten(tmp_path: Path, capsys) -> None:
     a, b = random_folder(tmp_path, "a", 1), random_folder(tmp_path, "b", 2)
     base = ["--version", "1.0.0", "--model", str(a), "--model", str(b)]
-    assert main(["-o", str(tmp_path / "x")] + base + ["--weight", "1"]) == 2
+    assert main(["average", "-o", str(tmp_path / "x")] + base + ["--weight", "1"]) == 2
     assert "1 weights for 2 models" in capsys.readouterr().err and not (tmp_path / "x").exists()
-    assert main(["-o", str(tmp_path / "x")] + base + ["--weight", "-1", "--weight", "2"]) == 2
+    assert main(["average", "-o", str(tmp_path / "x")] + base + ["--weight", "-1", "--weight", "2"]) == 2
     assert "non-negative" in capsys.readouterr().err
     before = (b / "model.safetensors").read_bytes()
-    assert main(["-o", str(b)] + base) == 2  # the output is an ingredient: never replaced
+    assert main(["average", "-o", str(b)] + base) == 2  # the output is an ingredient: never replaced
     assert "already exists" in capsys.readouterr().err and (b / "model.safetensors").read_bytes() == before
 
 
 def test_reframing_makes_a_new_version_with_the_same_weights_and_no_stale_figures(tmp_path: Path, capsys) -> None:
-    from neonatal_lung_training.reframe import main as reframe
-
     parent = random_folder(tmp_path, "parent", 4, in_plane_policy="keep_aspect")
     before = {p.name: p.read_bytes() for p in parent.iterdir()}
     out = tmp_path / "framed"
-    assert reframe(["--model", str(parent), "--policy", "body_crop", "--version", "0.0.2", "-o", str(out)]) == 0
+    assert main(["reframe", "--model", str(parent), "--policy", "body_crop", "--version", "0.0.2", "-o", str(out)]) == 0
     config, old = read_config(out), read_config(parent)
     assert config.input.in_plane_policy == "body_crop" and config.version == "0.0.2" and config.parent_version == "0.0.1"
     assert config.weights_sha256 == old.weights_sha256 and config.validation == {}
@@ -99,5 +97,5 @@ def test_reframing_makes_a_new_version_with_the_same_weights_and_no_stale_figure
     for bad, message in ((["--policy", "stretch", "--version", "0.0.3"], "unknown in-plane policy"),
                          (["--policy", "keep_aspect", "--version", "0.0.3"], "already frames"),
                          (["--policy", "body_crop", "--version", "0.0.1"], "new version")):
-        assert reframe(["--model", str(parent), "-o", str(tmp_path / "x")] + bad) == 2
+        assert main(["reframe", "--model", str(parent), "-o", str(tmp_path / "x")] + bad) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "x").exists()
