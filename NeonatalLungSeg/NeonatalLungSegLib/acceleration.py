@@ -62,8 +62,8 @@ def cpu_model() -> str:
 
 
 def cpu_signature(text: str | None = None) -> str:
-    """"family 6 model 106 stepping 6": machines sold under one marketing name ("Intel(R) Xeon(R) Processor
-    @ 2.60GHz" in a VM) can be different generations, 40 % apart in speed, and only this tells them apart."""
+    """"family 6 model 106 stepping 6": a VM's CPU often has a generic marketing name ("Intel(R) Xeon(R)
+    Processor @ 2.60GHz") that several generations share; only this tells them apart beside a timing."""
     fields = {}
     for line in (cpuinfo_text() if text is None else text).splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
