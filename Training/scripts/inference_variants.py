@@ -60,7 +60,8 @@ def variants(segmenter, array: np.ndarray, geometry, reference: np.ndarray) -> d
     for name, (values, cut) in candidates.items():
         labels = plan.from_canonical(postprocess(values >= cut, plan.target, PostprocessOptions()))
         out[name] = round(float(dice(labels > 0, reference > 0)), 5)
-    out["body crop"] = round(float(dice(body_crop_labels(segmenter, array, geometry) > 0, reference > 0)), 5)
+    if segmenter.config.input.in_plane_policy != "body_crop":  # a body_crop folder's "plain" is this already
+        out["body crop"] = round(float(dice(body_crop_labels(segmenter, array, geometry) > 0, reference > 0)), 5)
     size = segmenter.config.input.in_plane_size
     ceiling = []
     for value in (1, 2):
