@@ -67,7 +67,7 @@ def machine_info(model: Path | None = None) -> dict:
 
 
 def machine_line(info: dict) -> str:
-    signature = f", {info['cpu_signature']}" if info.get("cpu_signature") else ""
+    signature = f"; {info['cpu_signature']}" if info.get("cpu_signature") else ""  # as acceleration.cpu_line
     text = (f"{info['cpu']} ({info.get('cpu_features', '?')}{signature}), {info['physical_cores']} physical / "
             f"{info['logical_cores']} logical cores, {info.get('ram_gib', '?')} GiB RAM")
     text += f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"

@@ -33,15 +33,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.acceleration import (cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8,  # noqa: E402
-                                             cpu_signature)
+from NeonatalLungSegLib.acceleration import cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 
 
 def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_line()}, {cpu_signature()}, {cores} logical cores available"
+    return f"{cpu_line()}, {cores} logical cores available"
 
 
 def segment_command(volume: Path, out: Path, device: str, precision: str = "auto") -> list[str]:

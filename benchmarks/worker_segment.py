@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.acceleration import cpu_line, cpu_signature  # noqa: E402
+from NeonatalLungSegLib.acceleration import cpu_line  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 MODEL = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 client.close()
     inference = ", ".join(str(model.get(k)) for k in ("device", "precision", "backend"))
-    print(f"machine: {cpu_line()}, {cpu_signature()}")
+    print(f"machine: {cpu_line()}")
     print(f"input: {args.input.name} {array.shape[::-1]}; model {model.get('name')} {model.get('version')} "
           f"({inference})")
     print(f"first Segment (fresh worker: start, imports, model load, inference): median "
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"second Segment (same worker, model loaded): median {statistics.median(second):.2f} s "
           f"({', '.join(f'{t:.2f}' for t in second)})")
     if args.out:
-        args.out.write_text(json.dumps({"machine": f"{cpu_line()}, {cpu_signature()}", "input": args.input.name, "model": model,
+        args.out.write_text(json.dumps({"machine": cpu_line(), "input": args.input.name, "model": model,
                                         "first_s": first, "second_s": second}, indent=1) + "\n", encoding="utf-8")
     return 0
 

@@ -97,6 +97,7 @@ def test_this_cpu_is_described_without_importing_anything_heavy() -> None:
     assert isinstance(features, CpuFeatures)
     assert acceleration.cpu_model() in acceleration.cpu_line()
     assert features.describe() in acceleration.cpu_line()
+    assert acceleration.cpu_signature() in acceleration.cpu_line()  # the generation, beside every figure
 
 
 @pytest.mark.parametrize("flags, expected", [(AVX2_LAPTOP, "fp32"), (AMD_AVX512_BF16, "bf16")])
