@@ -177,10 +177,16 @@ class PreparedVolume:
     scale: IntensityScale
     reorientation: Reorientation
     frame: InPlaneFrame = InPlaneFrame()
+    slice_axis_kji: int = 0      # the canonical (k, j, i) array axis the slices were cut across
 
     @property
     def canonical_geometry(self) -> Geometry:
         return self.reorientation.target
+
+    def slices_of(self, other: np.ndarray) -> np.ndarray:
+        """Another array on the same grid (the reference labels) cut into the same slices, without planning
+        the reorientation, intensity scaling or body box again; frame them with ``self.frame``."""
+        return np.moveaxis(self.reorientation.to_canonical(other), self.slice_axis_kji, 0)
 
 
 def prepare(array: np.ndarray, geometry: Geometry, config: InputConfig) -> PreparedVolume:
@@ -196,7 +202,8 @@ def prepare(array: np.ndarray, geometry: Geometry, config: InputConfig) -> Prepa
         box = body_box(slices) if config.in_plane_policy == "body_crop" else None
         frame = in_plane_frame(slices.shape[1:], in_plane, config, float(scale.apply(np.float64(scale.background))),
                                box)
-    return PreparedVolume(slices=slices, scale=scale, reorientation=plan, frame=frame)
+    return PreparedVolume(slices=slices, scale=scale, reorientation=plan, frame=frame,
+                          slice_axis_kji=2 - config.slice_axis)
 
 
 def slice_stack(slices: np.ndarray, indices: np.ndarray, channels: int) -> np.ndarray:

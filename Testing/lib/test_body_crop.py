@@ -112,3 +112,12 @@ def test_training_slices_crop_labels_with_their_images() -> None:
     target, picture = slices.targets[0, 0].numpy() > 0.5, slices.images[0, 0].numpy()
     assert target.sum() > 0.1 * target.size  # the lungs fill far more of the input than under keep_aspect
     assert picture[target].mean() < 0.3 < picture[~target & (picture > 0.3)].mean()  # lung pixels are dark
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_labels_are_cut_into_the_image_slices_without_preparing_them_again(slice_axis) -> None:
+    geometry = Geometry((20, 16, 12), (1.0, 1.2, 2.0), (0.0, 0.0, 0.0), (-1, 0, 0, 0, 0, 1, 0, 1, 0))
+    config = dataclasses.replace(CROP, slice_axis=slice_axis)
+    label = np.random.default_rng(slice_axis).integers(0, 3, geometry.array_shape).astype(np.float32)
+    prepared = prepare(np.random.default_rng(9).random(geometry.array_shape).astype(np.float32), geometry, config)
+    np.testing.assert_array_equal(prepared.slices_of(label), prepare(label, geometry, config).slices)

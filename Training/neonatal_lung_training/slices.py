@@ -47,7 +47,7 @@ def volume_slices(image: sitk.Image, label: sitk.Image, config: InputConfig, cas
     if label_geometry.size != geometry.size:
         raise ValueError(f"case {case_id}: label size {label_geometry.size} != image size {geometry.size}")
     prepared = prepare(array.astype(np.float32), geometry, config)
-    lung_slices = prepare((label_array > 0).astype(np.float32), geometry, config).slices
+    lung_slices = prepared.slices_of((label_array > 0).astype(np.float32))
     has_lung = lung_slices.reshape(len(lung_slices), -1).any(axis=1)
     rng = rng or np.random.default_rng(case_id)
     keep = has_lung | (rng.random(len(has_lung)) < keep_empty_fraction)

@@ -157,7 +157,7 @@ def load_volumes(folder: TrainingFolder, cases: list[CaseRecord], config: InputC
             raise ValueError(f"case {record.case_id}: label size {label_geometry.size} != image size "
                              f"{geometry.size}")
         prepared = prepare(array.astype(np.float32), geometry, config)
-        lung_slices = prepare((label_array > 0).astype(np.float32), geometry, config).slices
+        lung_slices = prepared.slices_of((label_array > 0).astype(np.float32))
         volumes.append(stacked_input(prepared.slices, prepared.scale, config, chunk=16,
                                      frame=prepared.frame)[0, 0].contiguous())
         target = torch.empty((len(lung_slices), *config.in_plane_size), dtype=torch.float32)
