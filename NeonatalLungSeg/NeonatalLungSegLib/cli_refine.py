@@ -87,7 +87,7 @@ def run_refine(args: argparse.Namespace) -> int:
               flush=True)
         report.append({"click": click.to_dict(), "lung": outcome.lung, "changed_voxels": outcome.changed_voxels,
                        "slices_run": outcome.slices_run, "seconds": round(outcome.seconds, 3),
-                       "fallback": outcome.fallback})
+                       "fallback": outcome.fallback, "image_contrast": outcome.image_contrast})
     started = time.perf_counter()
     with outputs:
         outputs.write_image(array_to_image(labels, geometry), args.output)

@@ -32,6 +32,7 @@ import torch
 from scipy import ndimage
 
 from . import acceleration
+from .contrast_region import negative_region, robust_range
 from .clicks import Click, click_amplitude, render_clicks, to_network_pixel
 from .engine import resolve_device
 from .errors import ModelFolderError
@@ -57,8 +58,9 @@ class ClickOutcome:
     changed_voxels: int
     slices_run: int           # slices the network ran on
     seconds: float
-    fallback: bool = False    # the network changed nothing there, a small disk was edited instead
+    fallback: bool = False    # neither the network nor the image changed anything there: a small disk instead
     message: str = ""
+    image_contrast: bool = False  # the image's own contrast widened a negative click (contrast_region.py)
 
 
 @dataclass
@@ -144,6 +146,8 @@ class RefineSession:
         self.slice_mm = float(spacing_kji[2 - inp.slice_axis])
         in_plane = [s for axis, s in enumerate(spacing_kji) if axis != 2 - inp.slice_axis]
         self.pixel_mm = float(min(in_plane))
+        self.spacing = (self.slice_mm, float(in_plane[0]), float(in_plane[1]))  # mm per axis of the slices
+        self.spread = robust_range(self.prepared.slices)
         self.x_mm = self._in_plane_x()
         self.body_midline = self._body_midline()
 
@@ -313,9 +317,13 @@ class RefineSession:
                 break
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
-        fallback = region is None
+        contrast = None
+        if not click.positive:
+            contrast = negative_region(self.prepared.slices, canonical == value,
+                                       (placed.slice, placed.row, placed.col), self.spacing, self.spread)
+        fallback = region is None and contrast is None
         view = canonical[low:high + 1]
-        if across and (fallback or self._borders_other_lung_more(region, view, value,
+        if across and (region is None or self._borders_other_lung_more(region, view, value,
                                                                  self.refiner.labels[other_name])):
             self.clicks.pop()
             return out, ClickOutcome(lung, True, 0, len(predicted), time.perf_counter() - started,
@@ -325,13 +333,21 @@ class RefineSession:
             disk = self._disk(placed, FALLBACK_RADIUS_MM)
             plane = canonical[placed.slice]
             region[placed.slice - low] = disk & ((plane == 0) & allowed if click.positive else plane == value)
-        view[region] = value if click.positive else 0
-        changed = int(region.sum())
+        changed = 0
+        if region is not None:
+            view[region] = value if click.positive else 0
+            changed = int(region.sum())
+        if contrast is not None:
+            contrast &= canonical == value  # what the network's region has not removed already
+            canonical[contrast] = 0
+            changed += int(contrast.sum())
         seconds = time.perf_counter() - started
         verb = "added to" if click.positive else "removed from"
         message = (f"{changed * self.geometry.voxel_volume_ml:.2f} mL {verb} the {lung.replace('_', ' ')} "
-                   f"({len(predicted)} slices, {seconds:.2f} s{', local edit' if fallback else ''})")
-        return out, ClickOutcome(lung, click.positive, changed, len(predicted), seconds, fallback, message)
+                   f"({len(predicted)} slices, {seconds:.2f} s{', local edit' if fallback else ''}"
+                   f"{', widened by the image contrast' if contrast is not None else ''})")
+        return out, ClickOutcome(lung, click.positive, changed, len(predicted), seconds, fallback, message,
+                                 contrast is not None)
 
     def _disk(self, placed: _Placed, radius_mm: float) -> np.ndarray:
         rows, cols = self.prepared.slices.shape[1:]

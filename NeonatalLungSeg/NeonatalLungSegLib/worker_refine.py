@@ -55,6 +55,7 @@ class ClickResult:
     seconds: float
     fallback: bool
     message: str
+    image_contrast: bool
     volumes: dict
     label_names: dict
     model: dict
@@ -96,6 +97,7 @@ class ClickJob(WorkerJob):
                            changed_voxels=int(outcome.get("changed_voxels", 0)),
                            slices_run=int(outcome.get("slices_run", 0)), seconds=float(outcome.get("seconds", 0.0)),
                            fallback=bool(outcome.get("fallback", False)), message=str(outcome.get("message", "")),
+                           image_contrast=bool(outcome.get("image_contrast", False)),
                            volumes=event["volumes"], label_names=event["label_names"], model=event["model_info"],
                            load_count=event["load_count"], pid=event["pid"], events=list(self.events))
 

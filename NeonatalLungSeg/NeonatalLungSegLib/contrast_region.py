@@ -1,0 +1,82 @@
+"""The image's own evidence for a negative click: the tissue the click is on, wherever it is wrongly lung.
+
+Why this exists beside the refinement network: a segmentation model that calls a region lung (a crescent of
+liver under the dome, a costophrenic recess full of partial volume, consolidated lung as bright as muscle)
+often hands that belief to the refinement network too, which then "agrees" with the current mask and a
+negative click removes one voxel. Measured on the real adult proton MRI (docs/reports/click-refinement):
+twenty negative clicks on the bundled model's output moved Dice from 0.924 to 0.927. The image itself is
+clear there: the false region is as bright as the tissue around the lungs, the aerated lung beside it dark.
+
+So a negative click also proposes the part of the clicked lung that looks like the clicked spot rather
+than like the rest of that lung, connected to the click:
+
+1. ``lung level`` = median intensity of the clicked lung's deep voxels (more than two voxels inside its
+   mask) near the click; ``click level`` = median intensity of the lung voxels around the click;
+2. no proposal when the two levels differ by less than ``MIN_CONTRAST`` of the image's robust range (the
+   click is on something that looks like lung: only the network can judge it);
+3. the proposal = the 6-connected component, at the click, of the clicked lung's voxels near the click whose
+   intensity is closer to the click level than to the lung level.
+
+"Near" is a box of ``REACH`` times the clicked lung's size (the cube root of its volume) on each side of
+the click, so the edit scales from a newborn's 40 mL lung to an adult's 2.5 L one and stays local: the
+partial-volume rim of the real lung, which the component can follow, is cut at the box. Nothing here is
+learned. The variants measured on held-out domain-randomised synthetic volumes (docs/click-refinement.md:
+a one-voxel opening against the rim, a box twice as large, half the minimum contrast) moved Dice after 20
+clicks by less than 0.003 on average; the simplest was kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+REACH = 0.5           # half-width of the search box, as a share of the clicked lung's size
+MIN_CONTRAST = 0.08   # click and lung levels closer than this share of the robust range: no proposal
+DEEP_VOXELS = 2.0     # a lung voxel this many voxels inside the mask gives the lung's own level
+SIX = ndimage.generate_binary_structure(3, 1)
+
+
+def robust_range(image: np.ndarray) -> float:
+    """The 2nd-98th percentile spread of a volume (a sample of it), the scale contrast is judged on."""
+    sample = np.asarray(image[:: max(1, len(image) // 24)], dtype=np.float32)
+    low, high = np.percentile(sample, [2, 98])
+    return float(high - low)
+
+
+def negative_region(image: np.ndarray, lung: np.ndarray, seed: tuple[int, int, int],
+                    spacing: tuple[float, float, float], spread: float) -> np.ndarray | None:
+    """Voxels of ``lung`` (bool, same grid as ``image``) to remove for a negative click at ``seed``, or None.
+
+    ``spacing`` is mm per array axis; ``spread`` the image's robust intensity range (``robust_range``).
+    The seed must be a lung voxel; the result is a subset of ``lung`` containing it.
+    """
+    if not lung[seed]:
+        return None
+    volume_mm3 = float(lung.sum()) * float(np.prod(spacing))
+    half = [max(2, int(np.ceil(REACH * volume_mm3 ** (1 / 3) / s))) for s in spacing]
+    box = tuple(slice(max(0, c - h), min(n, c + h + 1)) for c, h, n in zip(seed, half, lung.shape))
+    local_seed = tuple(c - b.start for c, b in zip(seed, box))
+    mask = lung[box]
+    values = np.asarray(image[box], dtype=np.float32)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1, 1:-1]
+    deep = depth > DEEP_VOXELS
+    if deep.sum() < 20:
+        return None
+    lung_level = float(np.median(values[deep]))
+    near = tuple(slice(max(0, c - 1), c + 2) for c in local_seed)
+    click_level = float(np.median(values[near][mask[near]]))
+    if abs(click_level - lung_level) < MIN_CONTRAST * spread:
+        return None
+    threshold = 0.5 * (click_level + lung_level)
+    candidate = mask & ((values > threshold) if click_level > lung_level else (values < threshold))
+    if not candidate[local_seed]:
+        return None
+    grown = _component_at(candidate, local_seed)
+    region = np.zeros_like(lung)
+    region[box] = grown
+    return region
+
+
+def _component_at(mask: np.ndarray, seed: tuple[int, ...]) -> np.ndarray:
+    components, _ = ndimage.label(mask, structure=SIX)
+    return components == components[seed]

@@ -1,0 +1,87 @@
+"""The image's own evidence for a negative click (contrast_region.py, used by refine.py): the part of the
+clicked lung that looks like the clicked spot, not like the rest of the lung, connected to the click."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from NeonatalLungSegLib.clicks import Click
+from NeonatalLungSegLib.contrast_region import negative_region, robust_range
+from test_refine import geometry_for, oracle_refiner
+
+SPACING = (2.0, 1.0, 1.0)
+
+
+def lung_with_false_tissue(shape=(30, 48, 48)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dark lung in bright tissue, and a mask that also covers a slab of that tissue under the lung (the
+    liver dome a model calls lung). Returns image, mask (bool) and the false part (bool)."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(60.0, 4.0, shape).astype(np.float32)          # tissue
+    lung = np.zeros(shape, bool)
+    lung[4:26, 8:34, 8:40] = True
+    image[lung] = rng.normal(10.0, 3.0, int(lung.sum()))             # aerated lung: dark
+    false = np.zeros(shape, bool)
+    false[4:26, 34:40, 8:40] = True                                   # six rows of tissue under it
+    return image, lung | false, false
+
+
+def test_a_click_on_false_tissue_removes_that_tissue_and_keeps_the_lung():
+    image, mask, false = lung_with_false_tissue()
+    region = negative_region(image, mask, (15, 37, 24), SPACING, robust_range(image))
+    assert region is not None and not (region & ~mask).any()          # only voxels of the clicked lung
+    kk, jj, ii = np.indices(mask.shape)
+    near = ((kk - 15) * SPACING[0]) ** 2 + ((jj - 37) * SPACING[1]) ** 2 + ((ii - 24) * SPACING[2]) ** 2 <= 15 ** 2
+    assert (region & false & near).sum() == (false & near).sum()      # all of the false slab near the click
+    assert (region & false).sum() >= 0.6 * false.sum()                # and most of it
+    assert (region & ~false).sum() <= 0.01 * (mask & ~false).sum()    # and next to nothing of the lung
+
+
+def test_the_rule_does_not_depend_on_the_intensity_scale():
+    image, mask, _ = lung_with_false_tissue()
+    first = negative_region(image, mask, (15, 37, 24), SPACING, robust_range(image))
+    scaled = image * 37.5 - 900.0
+    second = negative_region(scaled, mask, (15, 37, 24), SPACING, robust_range(scaled))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_no_proposal_where_the_click_looks_like_the_lung_or_is_not_on_it():
+    image, mask, _ = lung_with_false_tissue()
+    spread = robust_range(image)
+    assert negative_region(image, mask, (15, 20, 24), SPACING, spread) is None   # on aerated lung
+    assert negative_region(image, mask, (15, 44, 24), SPACING, spread) is None   # outside the mask
+
+
+def test_false_tissue_is_not_followed_beyond_the_search_box():
+    image, mask, false = lung_with_false_tissue(shape=(30, 48, 160))
+    mask[:] = False
+    mask[4:26, 8:34, 8:150] = True
+    image[mask] = 10.0
+    false[:] = False
+    false[4:26, 34:40, 8:150] = True                                  # a slab 142 voxels long
+    mask |= false
+    region = negative_region(image, mask, (15, 37, 20), SPACING, robust_range(image))
+    assert region is not None and region[:, :, :8].sum() == 0
+    assert 0 < region.sum() < false.sum()                             # local: not the whole slab
+
+
+def test_the_engine_removes_false_tissue_the_network_keeps():
+    """A network that only copies the mask (as a refinement network does where it trusts the model) still
+    lets a negative click on bright false tissue remove it, and the other lung is untouched."""
+    refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
+    with torch.no_grad():
+        refiner.network.weight[0, 1, 0, 0] = 40.0                      # lung = the current mask
+        refiner.network.bias.fill_(-20.0)
+    image = np.zeros((30, 64, 64), np.float32)
+    image[:, 8:60, 4:60] = 1.0                                        # bright body tissue
+    labels = np.zeros(image.shape, np.uint8)
+    labels[5:25, 20:44, 8:26] = 1
+    labels[5:25, 20:44, 38:56] = 2
+    image[labels > 0] = 0.1                                           # dark aerated lungs
+    current = labels.copy()
+    current[8:22, 44:50, 8:26] = 1                                    # right lung carried into the tissue
+    out, outcome = refiner.session(image, geometry_for(image.shape)).apply(current, Click((15, 47, 17), False))
+    assert outcome.lung == "right_lung" and outcome.image_contrast and not outcome.fallback
+    np.testing.assert_array_equal(out[8:22, 44:50, 8:26], 0)
+    assert (out[labels == 1] == 1).mean() >= 0.99
+    np.testing.assert_array_equal(out[labels == 2], 2)
