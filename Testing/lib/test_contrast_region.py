@@ -85,3 +85,17 @@ def test_the_engine_removes_false_tissue_the_network_keeps():
     np.testing.assert_array_equal(out[8:22, 44:50, 8:26], 0)
     assert (out[labels == 1] == 1).mean() >= 0.99
     np.testing.assert_array_equal(out[labels == 2], 2)
+
+
+def test_bright_vessels_inside_the_lung_are_not_followed():
+    """Vessels in real lung are as bright as the tissue around it; a false slab under the lung that touches
+    a vessel must not take the vessel tree with it."""
+    image, mask, false = lung_with_false_tissue()
+    vessel = np.zeros_like(mask)
+    vessel[14:17, 14:34, 22:25] = True                                # a bright vessel from the slab up into the lung
+    image[vessel] = 60.0
+    region = negative_region(image, mask, (15, 37, 24), SPACING, robust_range(image))
+    assert region is not None and (region & false).sum() >= 0.6 * false.sum()
+    depth_from_slab = 34 - np.argwhere(region & vessel)[:, 1] if (region & vessel).any() else np.array([0])
+    assert depth_from_slab.max() <= 4                                 # a few voxels of it at most, not the tree
+    assert (region & vessel).sum() <= 0.2 * vessel.sum()

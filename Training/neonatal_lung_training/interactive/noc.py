@@ -154,7 +154,7 @@ def _plot(path: Path, summary: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, start in zip(axes, STARTS):
         rows = [r for r in summary["cases"] if r["start"] == start]
         for row in rows:
@@ -163,11 +163,14 @@ def _plot(path: Path, summary: dict) -> None:
             axis.axhline(target, color="grey", linestyle=":", linewidth=1)
         axis.set_title(f"from {'an empty mask' if start == 'empty' else 'the model output'}")
         axis.set_xlabel("clicks")
-        axis.set_ylim(0, 1)
+        # From the model's output every curve starts high: zoom there, or 0.90 / 0.95 are one line.
+        low = min([min(r["dice"]) for r in rows] or [0.0]) if start == "model" else 0.0
+        axis.set_ylim(max(0.0, low - 0.02), 1.0)
         axis.grid(alpha=0.3)
         if rows:
             axis.legend(fontsize=7)
-    axes[0].set_ylabel("Dice, both lungs")
+    for axis in axes:
+        axis.set_ylabel("Dice, both lungs")
     figure.suptitle(f"{summary['refine_model']['name']} {summary['refine_model']['version']}: Dice after each "
                     "simulated click")
     figure.tight_layout()
