@@ -25,9 +25,10 @@ from NeonatalLungSegLib.refine import Refiner
 GUIDANCE = ("mask", "positive_clicks", "negative_clicks")
 
 
-def oracle_refiner(threshold_weight: float = 40.0, click_weight: float = 80.0) -> Refiner:
+def oracle_refiner(threshold_weight: float = 40.0, click_weight: float = 80.0,
+                   in_plane_policy: str = "keep_aspect") -> Refiner:
     """Lung logit = w * (image - 0.5) + c * positive - c * negative: the "network" sees bright = lung."""
-    config = tiny_config(guidance=GUIDANCE, in_plane_policy="keep_aspect")
+    config = tiny_config(guidance=GUIDANCE, in_plane_policy=in_plane_policy)
     conv = torch.nn.Conv2d(4, 1, kernel_size=1)
     with torch.no_grad():
         conv.weight.zero_()
@@ -66,6 +67,27 @@ def test_positive_click_adds_the_missed_part_through_the_slices_it_continues():
     np.testing.assert_array_equal(out, truth)  # exactly the missed block, on all 8 slices, nothing else
     assert outcome.changed_voxels == 8 * 24 * 18
     assert current[14, 30, 15] == 0  # the caller's array is not modified
+
+
+def test_clicks_land_where_they_were_made_when_the_model_crops_to_the_body():
+    """body_crop frames (crops) each slice to the body before resizing (refine 2.0.0 and segmentation 2.8.0
+    use it): the click maps and the mask must follow the crop, so a click still repairs exactly its error."""
+    image, truth = two_lung_volume(shape=(30, 96, 96))
+    image[:] = 0.0
+    image[:, 20:76, 16:80] = 0.3                 # the body, well inside a wide field of view
+    truth[:] = 0
+    image[5:25, 30:60, 20:40] = 1.0
+    truth[5:25, 30:60, 20:40] = 1
+    image[5:25, 30:60, 56:76] = 1.0
+    truth[5:25, 30:60, 56:76] = 2
+    current = truth.copy()
+    current[10:18, 30:60, 20:40] = 0
+    session = oracle_refiner(in_plane_policy="body_crop").session(image, geometry_for(image.shape))
+    assert min(session.prepared.frame.pad) < 0   # the frame really crops
+    out, outcome = session.apply(current, Click((14, 45, 30), True))
+    assert outcome.lung == "right_lung" and not outcome.fallback
+    assert (out[10:18, 30:60, 20:40] == 1).mean() >= 0.97
+    assert ((out != truth) & (truth == 0)).sum() <= 0.03 * 8 * 30 * 20
 
 
 def test_negative_click_removes_only_its_error_and_never_the_other_lung():
