@@ -75,7 +75,7 @@ def trained_3d_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image, label = chest(geometry)
     prepared = prepare(image, geometry, config.input)
     volume = stacked_input(prepared.slices, prepared.scale, config.input, chunk=16)
-    lung = prepare((label > 0).astype(np.float32), geometry, config.input).slices
+    lung = prepared.slices_of((label > 0).astype(np.float32))
     target = resize_batch(torch.from_numpy(np.ascontiguousarray(lung[:, None])), (32, 32))[:, 0][None, None]
     optimiser = torch.optim.Adam(network.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)
