@@ -63,6 +63,8 @@ def negative_region(image: np.ndarray, lung: np.ndarray, seed: tuple[int, int, i
     local_seed = tuple(c - b.start for c, b in zip(seed, box))
     mask = lung[box]
     values = np.asarray(image[box], dtype=np.float32)
+    # Depth below the mask's surface; the box's own faces count as surface too, which only makes voxels
+    # half a lung away from the click look shallow: the component reaches them along the rim or not at all.
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     deep = depth > DEEP_VOXELS * max(spacing)
     if deep.sum() < 20:
