@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="click-refinement model folder (default: the bundled one)")
     refine.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     refine.add_argument("--report", type=Path, default=None, help="also write what each click did as JSON")
+    refine.add_argument("--no-image-contrast", action="store_true",
+                        help="negative clicks use the network only, not the image's contrast (which can take "
+                             "consolidated lung beside false tissue)")
     refine.add_argument("--overwrite", action="store_true", help="replace an existing output")
     refine.set_defaults(func=run_refine)
 
@@ -79,7 +82,8 @@ def run_refine(args: argparse.Namespace) -> int:
 
         configure_cpu_threads()
     refiner = Refiner.load(args.model or bundled_refine_model_folder(), device=args.device)
-    session = refiner.session(array.astype(np.float32, copy=False), geometry, source=str(args.input))
+    session = refiner.session(array.astype(np.float32, copy=False), geometry, source=str(args.input),
+                              image_contrast=not args.no_image_contrast)
     report = []
     for number, click in enumerate(clicks, 1):
         labels, outcome = session.apply(labels, click)

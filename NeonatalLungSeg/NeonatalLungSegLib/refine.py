@@ -104,8 +104,11 @@ class Refiner:
                                    "(its input.guidance is empty)")
         return cls(config, build_checked(folder, config), resolve_device(device), folder, precision)
 
-    def session(self, array: np.ndarray, geometry: Geometry, source: str = "input volume") -> RefineSession:
-        return RefineSession(self, array, geometry, source)
+    def session(self, array: np.ndarray, geometry: Geometry, source: str = "input volume",
+                image_contrast: bool = True) -> RefineSession:
+        """``image_contrast=False`` leaves negative clicks to the network alone (see contrast_region.py: the
+        rule can take consolidated lung that looks like the false tissue beside it)."""
+        return RefineSession(self, array, geometry, source, image_contrast=image_contrast)
 
     def refine(self, array: np.ndarray, geometry: Geometry, labels: np.ndarray,
                clicks: list[Click]) -> tuple[np.ndarray, list[ClickOutcome]]:
@@ -134,6 +137,7 @@ class RefineSession:
     geometry: Geometry
     source: str = "input volume"
     clicks: list[_Placed] = field(default_factory=list)
+    image_contrast: bool = True   # negative clicks also use the image's contrast (contrast_region.py)
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.array_shape:
@@ -318,7 +322,7 @@ class RefineSession:
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
         contrast = None
-        if not click.positive:
+        if not click.positive and self.image_contrast:
             contrast = negative_region(self.prepared.slices, canonical == value,
                                        (placed.slice, placed.row, placed.col), self.spacing, self.spread)
         fallback = region is None and contrast is None

@@ -59,6 +59,17 @@ def test_refine_writes_labels_on_the_scan_grid_and_a_report(tmp_path, refine_fol
     assert "click 1" in capsys.readouterr().out
 
 
+def test_the_image_contrast_rule_can_be_switched_off(tmp_path, refine_folder):
+    scan, lungs, clicks = scene(tmp_path)
+    out = tmp_path / "fixed.nii.gz"
+    code = main(["refine", str(scan), "--labels", str(lungs), "--clicks", str(clicks), "-o", str(out),
+                 "--model", str(refine_folder), "--device", "cpu", "--report", str(tmp_path / "r.json"),
+                 "--no-image-contrast"])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [c["image_contrast"] for c in report["clicks"]] == [False, False]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda d: (d / "clicks.json").write_text('{"clicks": []}'), "at least one click"),
     (lambda d: (d / "clicks.json").write_text('{"clicks": [{"index": [50, 1, 1], "sign": "+"}]}'), "outside"),

@@ -99,3 +99,23 @@ def test_bright_vessels_inside_the_lung_are_not_followed():
     depth_from_slab = 34 - np.argwhere(region & vessel)[:, 1] if (region & vessel).any() else np.array([0])
     assert depth_from_slab.max() <= 4                                 # a few voxels of it at most, not the tree
     assert (region & vessel).sum() <= 0.2 * vessel.sum()
+
+
+def test_the_rule_can_be_switched_off_for_a_session():
+    """With image_contrast=False a negative click is the network's alone (here a mask-copying network, so
+    only the small fallback disk goes): for scans where lung may look like tissue (consolidation, BPD)."""
+    refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
+    with torch.no_grad():
+        refiner.network.weight[0, 1, 0, 0] = 40.0
+        refiner.network.bias.fill_(-20.0)
+    image = np.zeros((30, 64, 64), np.float32)
+    image[:, 8:60, 4:60] = 1.0
+    labels = np.zeros(image.shape, np.uint8)
+    labels[5:25, 20:44, 8:26] = 1
+    image[labels > 0] = 0.1
+    current = labels.copy()
+    current[8:22, 44:50, 8:26] = 1
+    session = refiner.session(image, geometry_for(image.shape), image_contrast=False)
+    out, outcome = session.apply(current, Click((15, 47, 17), False))
+    assert outcome.fallback and not outcome.image_contrast
+    assert 0 < ((current == 1) & (out == 0)).sum() <= np.pi * 2.0 ** 2 + 8

@@ -89,7 +89,7 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
 
 
 def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts: list[str], max_clicks: int,
-             device: str, out: Path) -> dict:
+             device: str, out: Path, image_contrast: bool = True) -> dict:
     from NeonatalLungSegLib.engine import Segmenter
     from NeonatalLungSegLib.refine import Refiner
 
@@ -105,8 +105,8 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
         for start in starts:
             initial = np.zeros_like(reference) if start == "empty" else segmenter.segment_array(array, geometry).labels
             started = time.perf_counter()
-            case = simulate_case(refiner.session(array, geometry, str(image_path)), reference, initial, max_clicks,
-                                 sampling)
+            session = refiner.session(array, geometry, str(image_path), image_contrast=image_contrast)
+            case = simulate_case(session, reference, initial, max_clicks, sampling)
             case.pop("labels")
             row = {"case": name, "start": start, **case, "shape": list(reference.shape),
                    "minutes": round((time.perf_counter() - started) / 60, 2)}
@@ -118,7 +118,8 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
                   f"per click", flush=True)
     summary = {"refine_model": _identity(refiner.config),
                "segment_model": _identity(segmenter.config) if segmenter else None,
-               "max_clicks": max_clicks, "device": str(refiner.device), "cpu": _cpu(), "cases": results}
+               "max_clicks": max_clicks, "image_contrast": image_contrast, "device": str(refiner.device),
+               "cpu": _cpu(), "cases": results}
     _write(out, summary)
     return summary
 
@@ -181,7 +182,9 @@ def _plot(path: Path, summary: dict) -> None:
 def markdown(summary: dict) -> str:
     lines = [f"Refinement model {summary['refine_model']['name']} {summary['refine_model']['version']}"
              + (f", starting masks from {summary['segment_model']['name']} {summary['segment_model']['version']}"
-                if summary["segment_model"] else "") + f"; device {summary['device']} ({summary['cpu']}); at most "
+                if summary["segment_model"] else "")
+             + ("" if summary.get("image_contrast", True) else "; image-contrast rule off (network only)")
+             + f"; device {summary['device']} ({summary['cpu']}); at most "
              f"{summary['max_clicks']} clicks.", "",
              "| case | start | Dice at start | " + " | ".join(f"after {n}" for n in REPORT_AFTER)
              + " | NoC@90 | NoC@95 | median s/click |", "|---" * (6 + len(REPORT_AFTER)) + "|"]
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="starting mask; repeatable (default: both)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-image-contrast", action="store_true",
+                        help="negative clicks use the network only (the engine's image-contrast rule off)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -221,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_clicks < 1:
             raise InputError(f"--max-clicks must be >= 1, got {args.max_clicks}")
         evaluate(args.data, args.refine_model or bundled_refine_model_folder(), args.model or default_model_folder(),
-                 args.start or list(STARTS), args.max_clicks, args.device, args.out)
+                 args.start or list(STARTS), args.max_clicks, args.device, args.out,
+                 image_contrast=not args.no_image_contrast)
         print(f"wrote {args.out}/report.md")
 
     return exit_status(body)

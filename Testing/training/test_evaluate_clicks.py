@@ -1,0 +1,70 @@
+"""`neonatal-lung-seg evaluate-clicks` end to end: a data folder in, NoC tables, per-click Dice, a plot and a
+report out, from both starts, with the image-contrast rule on and off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import tiny_config
+from NeonatalLungSegLib.geometry import Geometry, array_to_image
+from NeonatalLungSegLib.model_folder import write_model_folder
+from NeonatalLungSegLib.network import build_network
+from neonatal_lung_training.interactive import noc
+
+GEOMETRY = Geometry((40, 48, 12), (0.9, 0.8, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+
+
+@pytest.fixture(scope="module")
+def refine_folder(tmp_path_factory) -> Path:
+    import torch
+
+    torch.manual_seed(2)
+    config = tiny_config(guidance=("mask", "positive_clicks", "negative_clicks"), in_plane_policy="keep_aspect")
+    folder = tmp_path_factory.mktemp("refine") / "tiny-refine"
+    write_model_folder(folder, config, build_network(config).state_dict(), "float32")
+    return folder
+
+
+def data_folder(root: Path) -> Path:
+    image = np.random.default_rng(0).normal(100, 10, GEOMETRY.array_shape).astype(np.float32)
+    labels = np.zeros(GEOMETRY.array_shape, np.uint8)
+    labels[2:10, 10:30, 4:16] = 1
+    labels[2:10, 10:30, 24:36] = 2
+    image[labels > 0] = 10.0
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    sitk.WriteImage(array_to_image(image, GEOMETRY), str(root / "images" / "case-a.nii.gz"))
+    sitk.WriteImage(array_to_image(labels, GEOMETRY), str(root / "labels" / "case-a.nii.gz"))
+    return root
+
+
+@pytest.mark.parametrize("switch", [[], ["--no-image-contrast"]])
+def test_evaluate_clicks_writes_every_output_from_both_starts(tmp_path, refine_folder, tiny_model_folder, switch):
+    data = data_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    code = noc.main(["--data", str(data), "--refine-model", str(refine_folder), "--model", str(tiny_model_folder),
+                     "--max-clicks", "3", "--device", "cpu", "-o", str(out), *switch])
+    assert code == 0
+    summary = json.loads((out / "noc.json").read_text())
+    assert summary["image_contrast"] is (not switch)
+    assert [(c["case"], c["start"]) for c in summary["cases"]] == [("case-a", "empty"), ("case-a", "model")]
+    for case in summary["cases"]:
+        assert len(case["dice"]) == 4 and all(0.0 <= d <= 1.0 for d in case["dice"])
+        assert 0 <= case["noc90"] <= 3 and 0 <= case["noc95"] <= 3
+    assert summary["cases"][0]["dice"][0] == 0.0               # the empty start is empty
+    report = (out / "report.md").read_text()
+    assert ("rule off" in report) is bool(switch)
+    assert (out / "noc.csv").read_text().count("\n") == 3 and (out / "dice-per-click.png").stat().st_size > 0
+
+
+def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, refine_folder, capsys):
+    (tmp_path / "images").mkdir()
+    code = noc.main(["--data", str(tmp_path), "--refine-model", str(refine_folder), "--start", "empty",
+                     "-o", str(tmp_path / "out")])
+    assert code != 0 and "no images/NAME.nii.gz" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
