@@ -10,24 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import tiny_config
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
-from NeonatalLungSegLib.model_folder import write_model_folder
-from NeonatalLungSegLib.network import build_network
 from neonatal_lung_training.interactive import noc
 
 GEOMETRY = Geometry((40, 48, 12), (0.9, 0.8, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
-
-
-@pytest.fixture(scope="module")
-def refine_folder(tmp_path_factory) -> Path:
-    import torch
-
-    torch.manual_seed(2)
-    config = tiny_config(guidance=("mask", "positive_clicks", "negative_clicks"), in_plane_policy="keep_aspect")
-    folder = tmp_path_factory.mktemp("refine") / "tiny-refine"
-    write_model_folder(folder, config, build_network(config).state_dict(), "float32")
-    return folder
 
 
 def data_folder(root: Path) -> Path:
@@ -44,10 +30,10 @@ def data_folder(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("switch", [[], ["--no-image-contrast"]])
-def test_evaluate_clicks_writes_every_output_from_both_starts(tmp_path, refine_folder, tiny_model_folder, switch):
+def test_evaluate_clicks_writes_every_output_from_both_starts(tmp_path, tiny_refine_folder, tiny_model_folder, switch):
     data = data_folder(tmp_path / "data")
     out = tmp_path / "out"
-    code = noc.main(["--data", str(data), "--refine-model", str(refine_folder), "--model", str(tiny_model_folder),
+    code = noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--model", str(tiny_model_folder),
                      "--max-clicks", "3", "--device", "cpu", "-o", str(out), *switch])
     assert code == 0
     summary = json.loads((out / "noc.json").read_text())
@@ -62,9 +48,9 @@ def test_evaluate_clicks_writes_every_output_from_both_starts(tmp_path, refine_f
     assert (out / "noc.csv").read_text().count("\n") == 3 and (out / "dice-per-click.png").stat().st_size > 0
 
 
-def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, refine_folder, capsys):
+def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, tiny_refine_folder, capsys):
     (tmp_path / "images").mkdir()
-    code = noc.main(["--data", str(tmp_path), "--refine-model", str(refine_folder), "--start", "empty",
+    code = noc.main(["--data", str(tmp_path), "--refine-model", str(tiny_refine_folder), "--start", "empty",
                      "-o", str(tmp_path / "out")])
     assert code != 0 and "no images/NAME.nii.gz" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
