@@ -65,13 +65,17 @@ def test_false_tissue_is_not_followed_beyond_the_search_box():
     assert 0 < region.sum() < false.sum()                             # local: not the whole slab
 
 
-def test_the_engine_removes_false_tissue_the_network_keeps():
-    """A network that only copies the mask (as a refinement network does where it trusts the model) still
-    lets a negative click on bright false tissue remove it, and the other lung is untouched."""
+def mask_copying_refiner():
+    """A network that only copies the mask, as a refinement network does where it trusts the model."""
     refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
     with torch.no_grad():
         refiner.network.weight[0, 1, 0, 0] = 40.0                      # lung = the current mask
         refiner.network.bias.fill_(-20.0)
+    return refiner
+
+
+def carried_into_tissue() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dark lungs in bright tissue (image, true labels) and a mask whose right lung runs into the tissue."""
     image = np.zeros((30, 64, 64), np.float32)
     image[:, 8:60, 4:60] = 1.0                                        # bright body tissue
     labels = np.zeros(image.shape, np.uint8)
@@ -80,7 +84,15 @@ def test_the_engine_removes_false_tissue_the_network_keeps():
     image[labels > 0] = 0.1                                           # dark aerated lungs
     current = labels.copy()
     current[8:22, 44:50, 8:26] = 1                                    # right lung carried into the tissue
-    out, outcome = refiner.session(image, geometry_for(image.shape)).apply(current, Click((15, 47, 17), False))
+    return image, labels, current
+
+
+def test_the_engine_removes_false_tissue_the_network_keeps():
+    """A network that keeps the mask still lets a negative click on bright false tissue remove it, and the
+    other lung is untouched."""
+    image, labels, current = carried_into_tissue()
+    session = mask_copying_refiner().session(image, geometry_for(image.shape))
+    out, outcome = session.apply(current, Click((15, 47, 17), False))
     assert outcome.lung == "right_lung" and outcome.image_contrast and not outcome.fallback
     np.testing.assert_array_equal(out[8:22, 44:50, 8:26], 0)
     assert (out[labels == 1] == 1).mean() >= 0.99
@@ -104,18 +116,8 @@ def test_bright_vessels_inside_the_lung_are_not_followed():
 def test_the_rule_can_be_switched_off_for_a_session():
     """With image_contrast=False a negative click is the network's alone (here a mask-copying network, so
     only the small fallback disk goes): for scans where lung may look like tissue (consolidation, BPD)."""
-    refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
-    with torch.no_grad():
-        refiner.network.weight[0, 1, 0, 0] = 40.0
-        refiner.network.bias.fill_(-20.0)
-    image = np.zeros((30, 64, 64), np.float32)
-    image[:, 8:60, 4:60] = 1.0
-    labels = np.zeros(image.shape, np.uint8)
-    labels[5:25, 20:44, 8:26] = 1
-    image[labels > 0] = 0.1
-    current = labels.copy()
-    current[8:22, 44:50, 8:26] = 1
-    session = refiner.session(image, geometry_for(image.shape), image_contrast=False)
+    image, _, current = carried_into_tissue()
+    session = mask_copying_refiner().session(image, geometry_for(image.shape), image_contrast=False)
     out, outcome = session.apply(current, Click((15, 47, 17), False))
     assert outcome.fallback and not outcome.image_contrast
     assert 0 < ((current == 1) & (out == 0)).sum() <= np.pi * 2.0 ** 2 + 8
