@@ -11,14 +11,10 @@ turns the running job into one ``WorkerError`` naming the exit status and the wo
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
-import weakref
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,75 +27,15 @@ from . import worker_protocol as wp
 from .errors import Cancelled
 from .geometry import Geometry
 from .postprocess import PostprocessOptions
+from .worker_process import (default_python, describe_exit, find_python_slicer, kill_process_tree,
+                             new_group_options, track)
+
+# The process helpers live in worker_process.py; processRunner and the tests import them from here too.
+__all__ = ["WorkerClient", "WorkerJob", "WorkerResult", "default_python", "describe_exit", "find_python_slicer",
+           "kill_process_tree"]
 
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]  # the folder holding NeonatalLungSegLib/
 LOG_TAIL_LINES = 6
-_LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_live_workers() -> None:
-    """The host is exiting without having closed a client (a crash in a slot, no cleanup): kill the workers,
-    which run in their own process groups and would otherwise finish their current request first."""
-    for client in list(_LIVE_CLIENTS):
-        client.terminate()
-
-
-def default_python() -> str:
-    """The interpreter to start the worker with: outside Slicer, this one."""
-    return sys.executable
-
-
-def find_python_slicer(search: Sequence[Path] = ()) -> str | None:
-    """Slicer's own interpreter (PythonSlicer) on PATH or beside ``sys.executable``, or None.
-
-    Inside Slicer ``sys.executable`` is the application, not a Python that can run a script; PythonSlicer
-    sets up the same environment (site-packages with the installed torch) as the application's Python.
-    """
-    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-    found = shutil.which("PythonSlicer")
-    if found:
-        return found
-    for folder in [*search, Path(sys.executable).parent, Path(sys.executable).parent.parent / "bin"]:
-        candidate = Path(folder) / name
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
-def kill_process_tree(process: subprocess.Popen) -> None:
-    """Kill the worker and everything it started (its process group on POSIX, /T on Windows); reap it."""
-    if process.poll() is None:
-        try:
-            if os.name == "nt":
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
-            else:
-                os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-    elif os.name != "nt":
-        try:  # the worker is gone, but a child it started may still hold the group
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "is still running"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (the system ends a process this way when memory runs out)" if name == "SIGKILL" else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with status {returncode}"
 
 
 @dataclass
@@ -240,16 +176,11 @@ class WorkerClient:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
-        kwargs: dict[str, Any] = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        else:
-            kwargs["start_new_session"] = True  # its own process group: cancel kills the whole tree
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log:  # its own process group: cancel kills the whole tree
             self.process = subprocess.Popen([self.python, "-m", "NeonatalLungSegLib.worker", str(self.events_path)],
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=str(self.session), **kwargs)
-        _LIVE_CLIENTS.add(self)
+                                            cwd=str(self.session), **new_group_options())
+        track(self)
         return self
 
     @property
