@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from . import acceleration
 from .contrast_region import negative_region, robust_range
+from .rim_peel import rim_region
 from .clicks import Click, click_amplitude, render_clicks, to_network_pixel
 from .engine import resolve_device
 from .errors import ModelFolderError
@@ -61,6 +62,7 @@ class ClickOutcome:
     fallback: bool = False    # neither the network nor the image changed anything there: a small disk instead
     message: str = ""
     image_contrast: bool = False  # the image's own contrast widened a negative click (contrast_region.py)
+    rim_peel: bool = False        # a negative click on the rim peeled that stretch of it (rim_peel.py)
 
 
 @dataclass
@@ -105,10 +107,11 @@ class Refiner:
         return cls(config, build_checked(folder, config), resolve_device(device), folder, precision)
 
     def session(self, array: np.ndarray, geometry: Geometry, source: str = "input volume",
-                image_contrast: bool = True) -> RefineSession:
+                image_contrast: bool = True, rim_peel: bool = True) -> RefineSession:
         """``image_contrast=False`` leaves negative clicks to the network alone (see contrast_region.py: the
-        rule can take consolidated lung that looks like the false tissue beside it)."""
-        return RefineSession(self, array, geometry, source, image_contrast=image_contrast)
+        rule can take consolidated lung that looks like the false tissue beside it); ``rim_peel=False`` stops
+        negative clicks on the rim from peeling it (rim_peel.py)."""
+        return RefineSession(self, array, geometry, source, image_contrast=image_contrast, rim_peel=rim_peel)
 
     def refine(self, array: np.ndarray, geometry: Geometry, labels: np.ndarray,
                clicks: list[Click]) -> tuple[np.ndarray, list[ClickOutcome]]:
@@ -138,6 +141,7 @@ class RefineSession:
     source: str = "input volume"
     clicks: list[_Placed] = field(default_factory=list)
     image_contrast: bool = True   # negative clicks also use the image's contrast (contrast_region.py)
+    rim_peel: bool = True         # negative clicks on the rim peel it locally (rim_peel.py)
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.array_shape:
@@ -321,11 +325,14 @@ class RefineSession:
                 break
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
-        contrast = None
-        if not click.positive and self.image_contrast:
-            contrast = negative_region(self.prepared.slices, canonical == value,
-                                       (placed.slice, placed.row, placed.col), self.spacing, self.spread)
-        fallback = region is None and contrast is None
+        contrast = peel = None
+        if not click.positive and (self.image_contrast or self.rim_peel):
+            clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)
+            if self.image_contrast:
+                contrast = negative_region(self.prepared.slices, clicked_lung, seed, self.spacing, self.spread)
+            if self.rim_peel:
+                peel = rim_region(clicked_lung, seed, self.spacing)
+        fallback = region is None and contrast is None and peel is None
         view = canonical[low:high + 1]
         if across and (region is None or self._borders_other_lung_more(region, view, value,
                                                                  self.refiner.labels[other_name])):
@@ -341,17 +348,19 @@ class RefineSession:
         if region is not None:
             view[region] = value if click.positive else 0
             changed = int(region.sum())
-        if contrast is not None:
-            contrast &= canonical == value  # what the network's region has not removed already
-            canonical[contrast] = 0
-            changed += int(contrast.sum())
+        for extra in (contrast, peel):
+            if extra is not None:
+                extra &= canonical == value  # what the network's region (or the contrast) has not removed already
+                canonical[extra] = 0
+                changed += int(extra.sum())
         seconds = time.perf_counter() - started
         verb = "added to" if click.positive else "removed from"
         message = (f"{changed * self.geometry.voxel_volume_ml:.2f} mL {verb} the {lung.replace('_', ' ')} "
                    f"({len(predicted)} slices, {seconds:.2f} s{', local edit' if fallback else ''}"
-                   f"{', widened by the image contrast' if contrast is not None else ''})")
+                   f"{', widened by the image contrast' if contrast is not None else ''}"
+                   f"{', rim peeled' if peel is not None else ''})")
         return out, ClickOutcome(lung, click.positive, changed, len(predicted), seconds, fallback, message,
-                                 contrast is not None)
+                                 contrast is not None, peel is not None)
 
     def _disk(self, placed: _Placed, radius_mm: float) -> np.ndarray:
         rows, cols = self.prepared.slices.shape[1:]
