@@ -54,3 +54,37 @@ def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, tin
                      "-o", str(tmp_path / "out")])
     assert code != 0 and "no images/NAME.nii.gz" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_rim_starts_are_the_reference_plus_rims_and_evaluate_clicks_starts_from_them(tmp_path, tiny_refine_folder,
+                                                                                     capsys):
+    from neonatal_lung_training.interactive import rim_starts
+
+    data = data_folder(tmp_path / "data")
+    assert rim_starts.main(["--data", str(data), "--seed", "3"]) == 0
+    start = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "starts" / "case-a.nii.gz")))
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "labels" / "case-a.nii.gz")))
+    added = start != reference
+    assert added.any() and (reference[added] == 0).all()        # only additions, only outside the lungs
+    for value in (1, 2):                                        # each lung's rim stays its own
+        grown = (start == value) & added
+        assert grown.any() and not (grown & (np.abs(np.indices(start.shape)[2] - 20) < 1)).any()
+    before = (data / "starts" / "case-a.nii.gz").read_bytes()
+    assert rim_starts.main(["--data", str(data), "--seed", "4"]) != 0   # never overwritten
+    assert "already exists" in capsys.readouterr().err and (data / "starts" / "case-a.nii.gz").read_bytes() == before
+
+    out = tmp_path / "out"
+    assert noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--start", "given",
+                     "--max-clicks", "2", "--device", "cpu", "--no-rim-peel", "-o", str(out)]) == 0
+    summary = json.loads((out / "noc.json").read_text())
+    case = summary["cases"][0]
+    assert case["start"] == "given" and summary["rim_peel"] is False
+    assert case["dice"][0] == pytest.approx(2 * (reference > 0).sum() / ((reference > 0).sum() + (start > 0).sum()))
+
+
+def test_a_missing_given_start_is_one_line(tmp_path, tiny_refine_folder, capsys):
+    data = data_folder(tmp_path / "data")
+    code = noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--start", "given",
+                     "-o", str(tmp_path / "out")])
+    assert code != 0 and "starts/case-a.nii.gz: missing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -2,8 +2,8 @@
 
     neonatal-lung-seg evaluate-clicks --data runs/proton-eval --start empty --start model -o OUT
 
-For each labelled volume and each starting mask (``empty``, or ``model``: the segmentation model's own
-output), clicks are simulated one at a time (``simulate.next_click``: the centre of the largest 3D error
+For each labelled volume and each starting mask (``empty``; ``model``: the segmentation model's own output;
+``given``: DATA/starts/NAME.nii.gz, e.g. the rim errors of ``rim_starts.py``), clicks are simulated one at a time (``simulate.next_click``: the centre of the largest 3D error
 region, positive on missed lung, negative on false lung, for the lung the error belongs to) and applied
 with ``RefineSession.apply``, each to the result of the clicks before, up to ``--max-clicks`` (20, the
 usual limit). NoC@X is the number of clicks after which Dice of both lungs first reaches X (``--max-clicks``
@@ -33,7 +33,9 @@ from NeonatalLungSegLib.volume_io import read_volume
 
 from .simulate import next_click
 
-STARTS = ("empty", "model")
+STARTS = ("empty", "model", "given")
+DEFAULT_STARTS = ("empty", "model")
+TITLES = {"empty": "from an empty mask", "model": "from the model output", "given": "from the given masks"}
 TARGETS = (0.90, 0.95)
 REPORT_AFTER = (1, 3, 5, 10)
 
@@ -76,7 +78,8 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
         seconds.append(outcome.seconds)
         slices.append(outcome.slices_run)
         kinds.append(("+" if click.positive else "-") + ("R" if click.label == 1 else "L")
-                     + ("*" if outcome.fallback else ""))
+                     + ("*" if outcome.fallback else "") + ("c" if outcome.image_contrast else "")
+                     + ("p" if outcome.rim_peel else ""))  # fallback disk, contrast rule, rim peel
         curve.append(dice(labels > 0, reference > 0))
         right.append(dice(labels == 1, reference == 1))
         left.append(dice(labels == 2, reference == 2))
@@ -89,7 +92,7 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
 
 
 def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts: list[str], max_clicks: int,
-             device: str, out: Path, image_contrast: bool = True) -> dict:
+             device: str, out: Path, image_contrast: bool = True, rim_peel: bool = True) -> dict:
     from NeonatalLungSegLib.engine import Segmenter
     from NeonatalLungSegLib.refine import Refiner
 
@@ -103,9 +106,10 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
         reference = reference.astype(np.uint8)
         sampling = tuple(float(s) for s in geometry.spacing[::-1])
         for start in starts:
-            initial = np.zeros_like(reference) if start == "empty" else segmenter.segment_array(array, geometry).labels
+            initial = _start_mask(start, data, name, reference, array, geometry, segmenter)
             started = time.perf_counter()
-            session = refiner.session(array, geometry, str(image_path), image_contrast=image_contrast)
+            session = refiner.session(array, geometry, str(image_path), image_contrast=image_contrast,
+                                      rim_peel=rim_peel)
             case = simulate_case(session, reference, initial, max_clicks, sampling)
             case.pop("labels")
             row = {"case": name, "start": start, **case, "shape": list(reference.shape),
@@ -118,10 +122,25 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
                   f"per click", flush=True)
     summary = {"refine_model": _identity(refiner.config),
                "segment_model": _identity(segmenter.config) if segmenter else None,
-               "max_clicks": max_clicks, "image_contrast": image_contrast, "device": str(refiner.device),
+               "max_clicks": max_clicks, "image_contrast": image_contrast, "rim_peel": rim_peel, "device": str(refiner.device),
                "cpu": _cpu(), "cases": results}
     _write(out, summary)
     return summary
+
+
+def _start_mask(start: str, data: Path, name: str, reference: np.ndarray, array: np.ndarray, geometry,
+                segmenter) -> np.ndarray:
+    if start == "empty":
+        return np.zeros_like(reference)
+    if start == "model":
+        return segmenter.segment_array(array, geometry).labels
+    path = Path(data) / "starts" / f"{name}.nii.gz"
+    if not path.exists():
+        raise InputError(f"{path}: missing (--start given reads DATA/starts/NAME.nii.gz for every case)")
+    given, given_geometry = image_to_array(read_volume(path, check=True))
+    if given.shape != reference.shape or not np.allclose(given_geometry.spacing, geometry.spacing):
+        raise InputError(f"{path}: not on the grid of its image ({given.shape} vs {reference.shape})")
+    return given.astype(np.uint8)
 
 
 def _identity(config) -> dict:
@@ -155,17 +174,19 @@ def _plot(path: Path, summary: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, start in zip(axes, STARTS):
+    starts = [s for s in STARTS if any(r["start"] == s for r in summary["cases"])] or list(DEFAULT_STARTS)
+    figure, axes = plt.subplots(1, len(starts), figsize=(5 * len(starts), 4), squeeze=False)
+    axes = axes[0]
+    for axis, start in zip(axes, starts):
         rows = [r for r in summary["cases"] if r["start"] == start]
         for row in rows:
             axis.plot(range(len(row["dice"])), row["dice"], marker=".", label=row["case"])
         for target in TARGETS:
             axis.axhline(target, color="grey", linestyle=":", linewidth=1)
-        axis.set_title(f"from {'an empty mask' if start == 'empty' else 'the model output'}")
+        axis.set_title(TITLES[start])
         axis.set_xlabel("clicks")
-        # From the model's output every curve starts high: zoom there, or 0.90 / 0.95 are one line.
-        low = min([min(r["dice"]) for r in rows] or [0.0]) if start == "model" else 0.0
+        # From a model or given mask every curve starts high: zoom there, or 0.90 / 0.95 are one line.
+        low = min([min(r["dice"]) for r in rows] or [0.0]) if start != "empty" else 0.0
         axis.set_ylim(max(0.0, low - 0.02), 1.0)
         axis.grid(alpha=0.3)
         if rows:
@@ -183,7 +204,8 @@ def markdown(summary: dict) -> str:
     lines = [f"Refinement model {summary['refine_model']['name']} {summary['refine_model']['version']}"
              + (f", starting masks from {summary['segment_model']['name']} {summary['segment_model']['version']}"
                 if summary["segment_model"] else "")
-             + ("" if summary.get("image_contrast", True) else "; image-contrast rule off (network only)")
+             + ("" if summary.get("image_contrast", True) else "; image-contrast rule off")
+             + ("" if summary.get("rim_peel", True) else "; rim peel off")
              + f"; device {summary['device']} ({summary['cpu']}); at most "
              f"{summary['max_clicks']} clicks.", "",
              "| case | start | Dice at start | " + " | ".join(f"after {n}" for n in REPORT_AFTER)
@@ -212,11 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None,
                         help="segmentation model giving the 'model' start (default: the bundled model)")
     parser.add_argument("--start", choices=STARTS, action="append", default=None,
-                        help="starting mask; repeatable (default: both)")
+                        help="starting mask; repeatable (default: empty and model; given reads DATA/starts/NAME.nii.gz)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-image-contrast", action="store_true",
                         help="negative clicks use the network only (the engine's image-contrast rule off)")
+    parser.add_argument("--no-rim-peel", action="store_true",
+                        help="negative clicks on the mask's rim do not peel it (the engine's rim rule off)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -226,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_clicks < 1:
             raise InputError(f"--max-clicks must be >= 1, got {args.max_clicks}")
         evaluate(args.data, args.refine_model or bundled_refine_model_folder(), args.model or default_model_folder(),
-                 args.start or list(STARTS), args.max_clicks, args.device, args.out,
-                 image_contrast=not args.no_image_contrast)
+                 args.start or list(DEFAULT_STARTS), args.max_clicks, args.device, args.out,
+                 image_contrast=not args.no_image_contrast, rim_peel=not args.no_rim_peel)
         print(f"wrote {args.out}/report.md")
 
     return exit_status(body)

@@ -1,0 +1,97 @@
+"""Starting masks that are too generous at the lungs' rims, for developing click refinement.
+
+Why: on the real adult proton MRI the segmentation model's remaining error, once its large leaks are
+clicked away, is a one-voxel rim of partial volume over the lung bases and tips (docs/reports/click-
+refinement). Our synthetic development volumes never show it: starting from the model's output there, the
+errors are blobs, and twice a refinement network chosen on them was rejected by the real MRI. This builds
+that kind of error on volumes we may tune on, so rim edits are chosen here and the real MRI stays a test.
+
+For each lung of a reference mask: the voxels just outside it (one 6-connected layer) are added over its
+base (the lowest ``BASE_SHARE`` of its head-foot extent, in physical LPS z) and its apex (the top
+``APEX_SHARE``), and ``PATCHES`` random surface patches elsewhere get two layers, as a model over-reaching
+at one wall would. Never into the other lung. Deterministic for a seed.
+
+    python -m neonatal_lung_training.interactive.rim_starts --data runs/dr-dev6 --seed 5
+
+writes DATA/starts/NAME.nii.gz (on each image's grid), read by ``evaluate-clicks --start given``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from NeonatalLungSegLib.errors import exit_status
+from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
+from NeonatalLungSegLib.volume_io import AtomicOutputs, read_volume
+
+BASE_SHARE = 0.4
+APEX_SHARE = 0.1
+PATCHES = 2
+PATCH_REACH = 0.25   # patch radius as a share of the lung's size (cube root of its volume)
+SIX = ndimage.generate_binary_structure(3, 1)
+
+
+def head_foot_mm(geometry: Geometry) -> np.ndarray:
+    """LPS z (mm, + towards the head) of every voxel, shape (k, j, i)."""
+    k, j, i = np.indices(geometry.array_shape, dtype=np.float32)
+    return geometry.array_index_to_lps(np.stack([k, j, i], axis=-1))[..., 2].astype(np.float32)
+
+
+def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generator,
+              labels: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """``reference`` with rims added as described in the module docstring (a new array)."""
+    start = reference.astype(np.uint8, copy=True)
+    z_mm = head_foot_mm(geometry)
+    sampling = tuple(float(s) for s in geometry.spacing[::-1])
+    positions = None
+    for value in labels:
+        lung = reference == value
+        if not lung.any():
+            continue
+        free = reference == 0
+        shell1 = ndimage.binary_dilation(lung, SIX) & free
+        shell2 = ndimage.binary_dilation(lung, SIX, iterations=2) & free
+        low, high = float(z_mm[lung].min()), float(z_mm[lung].max())
+        extent = high - low
+        bands = (z_mm < low + BASE_SHARE * extent) | (z_mm > high - APEX_SHARE * extent)
+        added = shell1 & bands
+        surface = np.argwhere(shell1 & ~bands)
+        size_mm = (float(lung.sum()) * float(np.prod(geometry.spacing))) ** (1 / 3)
+        if positions is None:
+            positions = np.indices(reference.shape, dtype=np.float32)
+        for _ in range(PATCHES if len(surface) else 0):
+            centre = surface[rng.integers(len(surface))]
+            distance2 = sum(((positions[a] - centre[a]) * sampling[a]) ** 2 for a in range(3))
+            added |= shell2 & (distance2 <= (PATCH_REACH * size_mm) ** 2)
+        start[added & (start == 0)] = value
+    return start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rim_starts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with images/ and labels/")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        from .noc import volume_pairs
+
+        rng = np.random.default_rng(args.seed)
+        with AtomicOutputs() as outputs:  # all starting masks or none; an existing one is refused, never replaced
+            for name, _image, label_path in volume_pairs(args.data):
+                reference, geometry = image_to_array(read_volume(label_path, check=True))
+                start = rim_start(reference.astype(np.uint8), geometry, rng)
+                outputs.write_image(array_to_image(start, geometry), args.data / "starts" / f"{name}.nii.gz")
+                added = int((start != reference).sum())
+                print(f"{name}: {added} rim voxels added ({added / max(1, int((reference > 0).sum())):.1%} of the lungs)")
+
+    return exit_status(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
