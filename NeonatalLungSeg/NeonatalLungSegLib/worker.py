@@ -194,13 +194,15 @@ class Worker:
         return info
 
     def handle_refine_start(self, request: dict[str, Any]) -> None:
-        """Load the refine model (once per folder and device) and prepare the volume once for its clicks."""
+        """Load the refine model (once per folder and device) and prepare the volume once for its clicks; the
+        request's ``image_contrast`` (a bool, default true, checked by the protocol) is the session's switch."""
         try:
             start = time.perf_counter()
             refiner = self.segmenter(request, DEFAULT_REFINE_LOADER)
             geometry = wp.geometry_from_json(request["geometry"])
             array = np.load(request["input"], allow_pickle=False)
-            session = refiner.session(array, geometry, source=request.get("source", "input volume"))
+            session = refiner.session(array, geometry, source=request.get("source", "input volume"),
+                                      image_contrast=request.get("image_contrast", True))
             self.sessions.pop(request["session"], None)
             self.sessions[request["session"]] = session
             while len(self.sessions) > MAX_REFINE_SESSIONS:

@@ -243,11 +243,13 @@ class WorkerClient:
         return self._submit(WorkerJob(self, request_id, geometry), message)
 
     def start_refine(self, array: np.ndarray, geometry: Geometry, model_folder: Path | str, device: str = "auto",
-                     loader: str | None = None, source: str = "input volume") -> WorkerJob:
+                     loader: str | None = None, source: str = "input volume", image_contrast: bool = True) -> WorkerJob:
         """Load a click-refinement model and prepare one volume in the worker; the job's result is a
-        ``worker_refine.RefineReady`` naming the session every later click refers to."""
+        ``worker_refine.RefineReady`` naming the session every later click refers to. ``image_contrast=False``
+        leaves the session's negative clicks to the network alone (``Refiner.session``)."""
         from .worker_refine import start_message
-        return self._submit_built(start_message, array, geometry, model_folder, device, loader, source)
+        return self._submit_built(start_message, array, geometry, model_folder, device, loader, source,
+                                  image_contrast)
 
     def submit_click(self, session: str, labels: np.ndarray, geometry: Geometry, click: Any) -> WorkerJob:
         """One click (``clicks.Click``) on the current ``labels``; the job's result is a

@@ -54,6 +54,11 @@ REQUIRED_FIELDS: dict[str, dict[str, Any]] = {
     "error": {"error_type": str, "message": str},
     "bye": {},
 }
+# Fields a message may leave out, checked when present: a wrong type here would otherwise be read as a
+# default (a string "false" is truthy) and silently change what the worker does.
+OPTIONAL_FIELDS: dict[str, dict[str, Any]] = {
+    "refine_start": {"image_contrast": bool},
+}
 
 
 class ProtocolError(ValueError):
@@ -77,7 +82,8 @@ def encode(message: Mapping[str, Any]) -> str:
 
 
 def validate(message: Any) -> dict[str, Any]:
-    """Raise ProtocolError unless ``message`` is a known message of this version with its required fields."""
+    """Raise ProtocolError unless ``message`` is a known message of this version with its required fields
+    (and its optional fields, where present, of their types)."""
     if not isinstance(message, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(message).__name__}")
     version = message.get("protocol")
@@ -87,7 +93,8 @@ def validate(message: Any) -> dict[str, Any]:
     kind = message.get("type")
     if kind not in REQUIRED_FIELDS:
         raise ProtocolError(f"unknown message type {kind!r}")
-    for name, expected in REQUIRED_FIELDS[kind].items():
+    optional = {name: OPTIONAL_FIELDS[kind][name] for name in OPTIONAL_FIELDS.get(kind, {}) if name in message}
+    for name, expected in {**REQUIRED_FIELDS[kind], **optional}.items():
         value = message.get(name)
         if not isinstance(value, expected) or isinstance(value, bool) and expected is not bool:
             raise ProtocolError(f"'{kind}' message needs field '{name}' of type "

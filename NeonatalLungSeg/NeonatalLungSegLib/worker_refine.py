@@ -114,16 +114,19 @@ def new_session_id() -> str:
 
 
 def start_message(client: WorkerClient, request_id: str, folder: Path, array: np.ndarray, geometry: Geometry,
-                  model_folder: Path | str, device: str, loader: str | None,
-                  source: str) -> tuple[WorkerJob, dict[str, Any]]:
-    """The ``refine_start`` request (the volume written to ``folder/input.npy``) and its job."""
+                  model_folder: Path | str, device: str, loader: str | None, source: str,
+                  image_contrast: bool = True) -> tuple[WorkerJob, dict[str, Any]]:
+    """The ``refine_start`` request (the volume written to ``folder/input.npy``) and its job.
+
+    ``image_contrast`` is sent as given, not coerced, so a non-bool fails here (ProtocolError) instead of
+    turning into a silent True."""
     if tuple(array.shape) != geometry.array_shape:
         raise ValueError(f"array shape {tuple(array.shape)} does not match geometry {geometry.array_shape}")
-    np.save(folder / "input.npy", np.ascontiguousarray(array))
     message = wp.make_message("refine_start", id=request_id, session=new_session_id(),
                               input=str(folder / "input.npy"), geometry=wp.geometry_to_json(geometry),
-                              model=str(model_folder), device=device, source=source,
+                              model=str(model_folder), device=device, source=source, image_contrast=image_contrast,
                               **({"loader": loader} if loader else {}))
+    np.save(folder / "input.npy", np.ascontiguousarray(array))
     job = RefineStartJob(client, request_id, geometry)
     job.status = "Starting AI correction..."
     return job, message

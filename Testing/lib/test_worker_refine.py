@@ -34,6 +34,22 @@ def volume():
     return image, labels, geometry
 
 
+def carried_into_tissue():
+    """Dark lungs in bright tissue and labels whose right lung runs into the tissue below it: a negative click
+    there is where the image-contrast rule widens the network's region (contrast_region.py)."""
+    image = np.zeros((12, 40, 40), np.float32)
+    image[:, 4:38, 2:38] = 1.0
+    truth = np.zeros(image.shape, np.uint8)
+    truth[2:10, 12:28, 5:17] = 1
+    truth[2:10, 12:28, 23:35] = 2
+    image[truth > 0] = 0.1
+    labels = truth.copy()
+    labels[3:9, 28:33, 5:17] = 1
+    geometry = Geometry(size=(40, 40, 12), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    return image, labels, geometry, Click((6, 30, 10), False)
+
+
 @pytest.fixture
 def client(tmp_path):
     c = WorkerClient(session_dir=tmp_path / "session")
@@ -132,3 +148,44 @@ def test_click_errors_are_one_line_and_the_worker_stays_up(client, tiny_refine_f
     with pytest.raises(ValueError, match="does not match"):
         client.submit_click("s-unknown", labels[:2], geometry, Click((1, 1, 1), True))
     assert client.alive
+
+
+def test_image_contrast_must_be_a_bool_and_a_bad_one_is_one_error(client, tiny_refine_folder):
+    """A refine_start whose image_contrast is not a JSON bool is refused as a protocol error (one line), on
+    either side: the client cannot build it, the worker answers a hand-written one and serves on."""
+    fields = dict(id="r1", session="s1", input="x.npy", geometry={}, model="m", device="cpu")
+    for good in (True, False):
+        assert wp.decode(wp.encode(wp.make_message("refine_start", image_contrast=good, **fields)))[
+            "image_contrast"] is good
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(wp.ProtocolError, match="'image_contrast' of type bool"):
+            wp.make_message("refine_start", image_contrast=bad, **fields)
+    image, labels, geometry = volume()
+    with pytest.raises(wp.ProtocolError, match="image_contrast"):
+        client.start_refine(image, geometry, tiny_refine_folder, image_contrast="false")
+    line = wp.encode(wp.make_message("refine_start", **fields)).replace('"device"', '"image_contrast":"false","device"')
+    events = io.StringIO()
+    Worker(events).serve(io.StringIO(line))
+    got = [wp.decode(text) for text in events.getvalue().splitlines()]
+    assert [e["type"] for e in got] == ["hello", "error", "bye"]
+    assert got[1]["error_type"] == "ProtocolError" and "'image_contrast' of type bool" in got[1]["message"]
+    assert "\n" not in got[1]["message"]
+
+
+def test_the_image_contrast_switch_reaches_the_session_in_the_worker(client, tiny_refine_folder):
+    """One worker, one volume, three sessions (default, on, off): a negative click on tissue the labels carried
+    into is widened by the image contrast unless the session was started with image_contrast=False, and the
+    labels are exactly the engine's with the same switch."""
+    image, labels, geometry, click = carried_into_tissue()
+    refiner = Refiner.load(tiny_refine_folder, device="cpu")
+    for switch in (None, True, False):
+        start = (client.start_refine(image, geometry, tiny_refine_folder, device="cpu") if switch is None else
+                 client.start_refine(image, geometry, tiny_refine_folder, device="cpu", image_contrast=switch))
+        assert start.wait(180), start.status
+        job = client.submit_click(start.result().session, labels, geometry, click)
+        assert job.wait(120), job.status
+        result = job.result()
+        expected, outcome = refiner.session(image, geometry, image_contrast=switch is not False).apply(labels, click)
+        assert result.image_contrast is outcome.image_contrast is (switch is not False)
+        assert ("image contrast" in result.message) is (switch is not False)
+        np.testing.assert_array_equal(result.labels, expected)
