@@ -56,6 +56,7 @@ class ClickResult:
     fallback: bool
     message: str
     image_contrast: bool
+    rim_peel: bool
     volumes: dict
     label_names: dict
     model: dict
@@ -98,6 +99,7 @@ class ClickJob(WorkerJob):
                            slices_run=int(outcome.get("slices_run", 0)), seconds=float(outcome.get("seconds", 0.0)),
                            fallback=bool(outcome.get("fallback", False)), message=str(outcome.get("message", "")),
                            image_contrast=bool(outcome.get("image_contrast", False)),
+                           rim_peel=bool(outcome.get("rim_peel", False)),
                            volumes=event["volumes"], label_names=event["label_names"], model=event["model_info"],
                            load_count=event["load_count"], pid=event["pid"], events=list(self.events))
 

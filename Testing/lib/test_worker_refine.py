@@ -92,7 +92,7 @@ def test_worker_loop_refuses_a_click_without_session_and_a_bad_click(tmp_path, t
     result = got[6]
     assert result["outcome"]["lung"] == "right_lung" and result["session"] == "s1"
     assert set(result["outcome"]) == {"lung", "positive", "changed_voxels", "slices_run", "seconds", "fallback",
-                                      "message", "image_contrast"}
+                                      "message", "image_contrast", "rim_peel"}
 
 
 def test_clicks_in_the_worker_process_match_the_engine_and_share_the_segment_worker(
