@@ -195,10 +195,15 @@ class AICorrection:
 
     ``click`` sends at once when a refine session is ready, else first prepares one (the refine model is
     loaded once per worker, the volume once per session); one click is handled at a time.
+
+    ``imageContrast`` is the engine's per-session switch for remove clicks (off: the network alone, for
+    consolidated lung that looks like the tissue beside it). It is fixed when a session is prepared, so the
+    first click after a change prepares a new session; the labels carry every earlier correction, but the
+    earlier clicks no longer guide the network.
     """
 
     def __init__(self, runner, segmentationNode, volumeNode, modelFolder, device="auto",
-                 saveStateForUndo=lambda: None, edits=None):
+                 saveStateForUndo=lambda: None, edits=None, imageContrast=True):
         from NeonatalLungSegLib.model_folder import read_config
 
         if segmentationNode is None or volumeNode is None:
@@ -209,8 +214,9 @@ class AICorrection:
         self.runner, self.segmentationNode, self.volumeNode = runner, segmentationNode, volumeNode
         self.modelFolder, self.device = modelFolder, device
         self.saveStateForUndo, self.edits = saveStateForUndo, edits
+        self.imageContrast = imageContrast
         self.geometry = mrmlNodes.volumeGeometry(volumeNode)
-        self.session = self._sessionWorker = None
+        self.session = self._sessionWorker = self._sessionImageContrast = None
         self._job = self._pending = self._sent = None
         self.status = ""
 
@@ -224,12 +230,14 @@ class AICorrection:
         if self.busy:
             return False
         click = clickFromRas(self.volumeNode, ras, positive, lung)
-        if self.session is None or not self.runner.sessionValid(self._sessionWorker):
+        if (self.session is None or not self.runner.sessionValid(self._sessionWorker)
+                or self._sessionImageContrast != self.imageContrast):
             self._pending = click
             self._job = self.runner.startRefine(mrmlNodes.volumeArray(self.volumeNode).astype(np.float32),
                                                 self.geometry, self.modelFolder, self.device,
-                                                source=f"volume '{self.volumeNode.GetName()}'")
-            self._sessionWorker = self._job.worker
+                                                source=f"volume '{self.volumeNode.GetName()}'",
+                                                imageContrast=self.imageContrast)
+            self._sessionWorker, self._sessionImageContrast = self._job.worker, self.imageContrast
             self.status = "Loading the AI correction model..."
         else:
             self._send(click)

@@ -69,12 +69,13 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
         return self.finishSegmentation(job, parameterNode)
 
     def startAICorrection(self, segmentationNode, volumeNode, modelFolder, device="auto",
-                          saveStateForUndo=lambda: None):
+                          saveStateForUndo=lambda: None, imageContrast=True):
         """The click flow of AI correct on this segmentation (``aiCorrect.AICorrection``), in the same worker
-        process as Segment. ``saveStateForUndo`` is the Segment Editor's (one undo step per click)."""
+        process as Segment. ``saveStateForUndo`` is the Segment Editor's (one undo step per click);
+        ``imageContrast`` False keeps remove clicks to the network alone (the engine's switch)."""
         self.edits.watch(segmentationNode)
         return aiCorrect.AICorrection(self.runner, segmentationNode, volumeNode, modelFolder,
-                                      pipeline.engineDevice(device), saveStateForUndo, self.edits)
+                                      pipeline.engineDevice(device), saveStateForUndo, self.edits, imageContrast)
 
     def watchEdits(self, segmentationNode):
         """Count the reviewer's edits of a segmentation this module made (e.g. one from a loaded scene)."""

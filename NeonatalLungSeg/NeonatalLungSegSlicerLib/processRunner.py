@@ -50,13 +50,13 @@ class ProcessRunner:
         job.request = request
         return job
 
-    def startRefine(self, array, geometry, modelFolder, device="auto", source="input volume"):
+    def startRefine(self, array, geometry, modelFolder, device="auto", source="input volume", imageContrast=True):
         """Prepare a click-refinement session for one volume in the same worker (loads the refine model once);
         returns a job whose result names the session. A session lives as long as this worker: see
-        ``sessionValid``."""
+        ``sessionValid``. ``imageContrast`` is the session's switch for the image-contrast rule of remove clicks."""
         client = self._client()
         job = client.start_refine(array, geometry, modelFolder, device=device, loader=self.refineLoader,
-                                  source=source)
+                                  source=source, image_contrast=imageContrast)
         job.worker = client
         return job
 

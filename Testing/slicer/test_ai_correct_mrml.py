@@ -207,3 +207,39 @@ def test_edit_counter_merges_the_events_of_one_operation_and_skips_module_writes
         editor.close()
         scene.RemoveNode(segmentation)
         scene.RemoveNode(volume)
+
+
+def test_image_contrast_switch_of_the_logic_decides_what_a_remove_click_may_use(module, tiny_refine_folder):
+    """Dark lungs in bright tissue, the right lung's segment carried into the tissue below it: a remove click
+    there is widened by the image contrast when AI correct starts with the switch on, never when off."""
+    scene = slicer_harness.mrml_environment()["scene"]
+    array = np.zeros((12, 40, 40), np.int16)
+    array[:, 4:38, 2:38] = 200                                       # body tissue
+    lungs = np.zeros(array.shape, np.uint8)
+    lungs[2:10, 12:28, 5:17] = 1
+    lungs[2:10, 12:28, 23:35] = 2
+    array[lungs > 0] = 20                                            # aerated lungs
+    lungs[3:9, 28:33, 5:17] = 1                                      # carried into the tissue
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "carried into tissue")
+    slicer.util.updateVolumeFromArray(volume, array)
+    volume.SetSpacing(1.0, 1.0, 2.0)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "carried")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    ids = {value: segmentation.GetSegmentation().AddEmptySegment("", name)
+           for value, name in ((1, "Right lung"), (2, "Left lung"))}
+    logic = module.NeonatalLungSegLogic()
+    try:
+        for switch in (True, False):
+            for value, segmentId in ids.items():  # the same starting segmentation each time
+                slicer.util.updateSegmentBinaryLabelmapFromArray((lungs == value).astype(np.uint8), segmentation,
+                                                                 segmentId, volume)
+            correction = logic.startAICorrection(segmentation, volume, str(tiny_refine_folder), "CPU",
+                                                 imageContrast=switch)
+            assert correction.click(rasOf(volume, (6, 30, 10)), False, "right_lung")
+            result = correction.wait(300)
+            assert result.lung == "right_lung" and not result.positive and result.changed_voxels > 0
+            assert result.image_contrast is switch
+    finally:
+        logic.close()
+        scene.RemoveNode(segmentation)
+        scene.RemoveNode(volume)
