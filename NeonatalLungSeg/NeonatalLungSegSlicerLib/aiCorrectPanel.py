@@ -53,7 +53,8 @@ class AICorrectPanel:
                 raise ValueError("the required Python packages are not installed.")
             self.correction = self.logic.startAICorrection(
                 segmentation, volume, node.refineModelFolder, node.device,
-                saveStateForUndo=self.ui.segmentEditorWidget.saveStateForUndo)
+                saveStateForUndo=self.ui.segmentEditorWidget.saveStateForUndo,
+                imageContrast=node.aiCorrectImageContrast)
         except Exception as error:  # one line in the panel; the toggle goes back off
             self.stop()
             self._status(f"AI correct is off: {error}")
@@ -80,6 +81,9 @@ class AICorrectPanel:
             return
         lung = aiCorrect.activeLung(self.ui.segmentEditorWidget.mrmlSegmentEditorNode(),
                                     correction.segmentationNode)
+        node = self._parameterNode()
+        if node is not None:  # the checkbox as it is now: a change starts a new session (AICorrection.click)
+            correction.imageContrast = node.aiCorrectImageContrast
         try:
             started = correction.click(ras, positive, lung)
         except Exception as error:  # outside the volume, overlapping lungs, ...: one line, nothing changed

@@ -31,3 +31,4 @@ class NeonatalLungSegParameterNode:
     trainingFolder: str = str(DEFAULT_TRAINING_FOLDER)
     reviewer: str = ""
     refineModelFolder: str = str(resources.defaultRefineModelFolder())
+    aiCorrectImageContrast: bool = True

@@ -150,3 +150,45 @@ def test_ai_correct_without_a_segmentation_or_with_a_bad_model_says_why(panel, t
     panel.node.refineModelFolder = panel.node.modelFolder  # a segmentation model
     ui.aiCorrectButton.click()
     assert "not a click-refinement model" in ui.aiCorrectStatusLabel.text
+
+
+def test_image_contrast_checkbox_reaches_each_refine_session_start(panel, monkeypatch):
+    """The checkbox is bound to the parameter node (checked by default); its state is what the worker's
+    refine_start gets, and a change while AI correct is on makes the next click start a new session."""
+    from NeonatalLungSegLib.worker_client import WorkerClient
+    from NeonatalLungSegSlicerLib import aiCorrect
+
+    ui, w, volume, node = panel.ui, panel.widget, panel.volume, panel.node
+    box = ui.aiCorrectImageContrastCheckBox
+    assert node.aiCorrectImageContrast is True and box.checked
+    assert "consolidated" in box.toolTip and "undo" in box.toolTip
+    starts = []
+    original = WorkerClient.start_refine
+
+    def spy(self, *args, **kwargs):
+        starts.append(kwargs.get("image_contrast"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkerClient, "start_refine", spy)
+    ui.segmentButton.click()
+    until(lambda: w._job is None, w._timer.fire)
+    box.checked = False  # the reviewer unticks it: stored in the parameter node
+    assert node.aiCorrectImageContrast is False
+    ui.aiCorrectButton.click()
+    view = slicer.app.layoutManager().sliceWidget("Red")
+    labels = aiCorrect.currentLabels(node.outputSegmentation, volume)
+    empty = [tuple(int(v) for v in p) for p in np.argwhere(labels == 0) if p[0] == 5]
+
+    def click(kji):
+        clickAt(view, volume, kji)
+        until(lambda: not w._aiCorrect.busy, w._aiCorrect.timer.fire)
+        assert not ui.aiCorrectStatusLabel.text.startswith("AI correct failed"), ui.aiCorrectStatusLabel.text
+
+    click(empty[0])
+    first = w._aiCorrect.correction.session
+    assert starts == [False] and first
+    click(empty[-1])
+    assert starts == [False] and w._aiCorrect.correction.session == first  # same switch: same session
+    box.checked = True  # while AI correct is on: the next click prepares a new session with the rule on
+    click(empty[len(empty) // 2])
+    assert starts == [False, True] and w._aiCorrect.correction.session not in (None, first)
