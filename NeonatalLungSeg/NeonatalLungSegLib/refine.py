@@ -32,7 +32,7 @@ import torch
 from scipy import ndimage
 
 from . import acceleration
-from .contrast_region import negative_region, robust_range
+from .contrast_region import negative_region, robust_range, within_click_depth
 from .rim_peel import rim_region
 from .clicks import Click, click_amplitude, render_clicks, to_network_pixel
 from .engine import resolve_device
@@ -142,6 +142,7 @@ class RefineSession:
     clicks: list[_Placed] = field(default_factory=list)
     image_contrast: bool = True   # negative clicks also use the image's contrast (contrast_region.py)
     rim_peel: bool = True         # negative clicks on the rim peel it locally (rim_peel.py)
+    depth_limit: bool = True      # a negative click takes nothing deeper than about twice its own depth
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.array_shape:
@@ -325,13 +326,17 @@ class RefineSession:
                 break
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
+        if region is not None and not click.positive and self.depth_limit:
+            region = self._region(region & within_click_depth(canonical[low:high + 1] == value,
+                                                              (placed.slice - low, placed.row, placed.col),
+                                                              self.spacing), placed, placed.slice - low)
         contrast = peel = None
         if not click.positive and (self.image_contrast or self.rim_peel):
             clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)
             if self.image_contrast:
                 contrast = negative_region(self.prepared.slices, clicked_lung, seed, self.spacing, self.spread)
             if self.rim_peel:
-                peel = rim_region(clicked_lung, seed, self.spacing)
+                peel = rim_region(clicked_lung, seed, self.spacing, image=self.prepared.slices, spread=self.spread)
         fallback = region is None and contrast is None and peel is None
         view = canonical[low:high + 1]
         if across and (region is None or self._borders_other_lung_more(region, view, value,

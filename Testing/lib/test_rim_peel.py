@@ -103,7 +103,8 @@ def test_the_engine_peels_a_rim_the_network_and_the_contrast_keep():
     out, outcome = session.apply(current, Click(seed, False))
     assert outcome.rim_peel and not outcome.fallback and not outcome.image_contrast
     removed = (current == 1) & (out == 0)
-    assert removed[:, 44].sum() >= 40 and not removed[:, :43].any()  # the rim row, nothing above it but its edge
+    assert removed[:, 44].sum() >= 40                               # the rim row around the click
+    assert (layers_of(current == 1)[removed] == 1).all()            # and nothing deeper than it
     np.testing.assert_array_equal(out[labels == 2], 2)              # the other lung untouched
 
 
@@ -113,3 +114,44 @@ def test_the_peel_can_be_switched_off_for_a_session():
     out, outcome = session.apply(current, Click(seed, False))
     assert outcome.fallback and not outcome.rim_peel
     assert 0 < ((current == 1) & (out == 0)).sum() <= np.pi * 2.0 ** 2 + 8
+
+
+def test_with_the_image_the_peel_keeps_rim_voxels_that_look_like_the_lung():
+    """A false rim brighter than the lung (partial volume with the tissue beyond): where the patch reaches the
+    lung's own surface, which is as dark as the lung, that surface stays."""
+    lung = ball_lung()
+    mask, rim = with_rim(lung, slice(55, 80))
+    image = np.where(lung, 10.0, 60.0).astype(np.float32)
+    image[rim] = 35.0
+    seed = tuple(int(v) for v in np.argwhere(rim & (layers_of(mask) == 1))[0])   # at the cap's edge
+    geometric = rim_region(mask, seed, SPACING, reach=0.4)
+    guided = rim_region(mask, seed, SPACING, reach=0.4, image=image, spread=50.0)
+    assert (geometric & lung).sum() > 0                                # geometry alone takes real lung there
+    assert guided is not None and guided[seed] and not (guided & lung).any()
+    assert (guided & rim).sum() >= 0.9 * (geometric & rim).sum()
+
+
+def test_with_the_image_a_rim_that_looks_like_the_lung_is_peeled_by_geometry():
+    lung = ball_lung()
+    mask, rim = with_rim(lung, slice(55, 80))
+    image = np.where(mask, 10.0, 60.0).astype(np.float32)             # the false rim as dark as the lung
+    seed = tuple(int(v) for v in np.argwhere(rim & (layers_of(mask) == 1))[0])
+    np.testing.assert_array_equal(rim_region(mask, seed, SPACING, image=image, spread=50.0),
+                                  rim_region(mask, seed, SPACING))
+
+
+def test_a_part_no_thicker_than_the_rim_is_not_peeled():
+    """A thin sheet of lung (two voxels, nothing deeper behind it) is not a rim: nothing is proposed (an
+    early version then returned everything around the click that was not rim, background included)."""
+    mask = np.zeros((30, 60, 60), bool)
+    mask[5:25, 10:50, 20:22] = True
+    assert rim_region(mask, (15, 30, 20), SPACING) is None
+    lung = ball_lung()
+    mask, rim = with_rim(lung, slice(55, 80))
+    image = np.where(mask, 10.0, 60.0).astype(np.float32)
+    seed = tuple(int(v) for v in np.argwhere(rim & (layers_of(mask) == 1))[0])
+    image[seed] = 10.0
+    image[tuple(slice(c - 1, c + 2) for c in seed)][mask[tuple(slice(c - 1, c + 2) for c in seed)]] = 40.0
+    image[seed] = 10.0                                               # the clicked voxel unlike its rim
+    region = rim_region(mask, seed, SPACING, image=image, spread=50.0)
+    assert region is None or (region[seed] and not (region & ~mask).any())
