@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     refine.add_argument("--no-image-contrast", action="store_true",
                         help="negative clicks use the network only, not the image's contrast (which can take "
                              "consolidated lung beside false tissue)")
+    refine.add_argument("--no-rim-peel", action="store_true",
+                        help="negative clicks on the mask's outer layers do not peel the rim around them")
     refine.add_argument("--overwrite", action="store_true", help="replace an existing output")
     refine.set_defaults(func=run_refine)
 
@@ -83,7 +85,7 @@ def run_refine(args: argparse.Namespace) -> int:
         configure_cpu_threads()
     refiner = Refiner.load(args.model or bundled_refine_model_folder(), device=args.device)
     session = refiner.session(array.astype(np.float32, copy=False), geometry, source=str(args.input),
-                              image_contrast=not args.no_image_contrast)
+                              image_contrast=not args.no_image_contrast, rim_peel=not args.no_rim_peel)
     report = []
     for number, click in enumerate(clicks, 1):
         labels, outcome = session.apply(labels, click)
@@ -91,7 +93,8 @@ def run_refine(args: argparse.Namespace) -> int:
               flush=True)
         report.append({"click": click.to_dict(), "lung": outcome.lung, "changed_voxels": outcome.changed_voxels,
                        "slices_run": outcome.slices_run, "seconds": round(outcome.seconds, 3),
-                       "fallback": outcome.fallback, "image_contrast": outcome.image_contrast})
+                       "fallback": outcome.fallback, "image_contrast": outcome.image_contrast,
+                       "rim_peel": outcome.rim_peel})
     started = time.perf_counter()
     with outputs:
         outputs.write_image(array_to_image(labels, geometry), args.output)

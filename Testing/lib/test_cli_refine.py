@@ -59,15 +59,15 @@ def test_refine_writes_labels_on_the_scan_grid_and_a_report(tmp_path, refine_fol
     assert "click 1" in capsys.readouterr().out
 
 
-def test_the_image_contrast_rule_can_be_switched_off(tmp_path, refine_folder):
+@pytest.mark.parametrize("switch, field", [("--no-image-contrast", "image_contrast"), ("--no-rim-peel", "rim_peel")])
+def test_the_image_contrast_and_rim_peel_rules_can_be_switched_off(tmp_path, refine_folder, switch, field):
     scan, lungs, clicks = scene(tmp_path)
     out = tmp_path / "fixed.nii.gz"
     code = main(["refine", str(scan), "--labels", str(lungs), "--clicks", str(clicks), "-o", str(out),
-                 "--model", str(refine_folder), "--device", "cpu", "--report", str(tmp_path / "r.json"),
-                 "--no-image-contrast"])
+                 "--model", str(refine_folder), "--device", "cpu", "--report", str(tmp_path / "r.json"), switch])
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())
-    assert [c["image_contrast"] for c in report["clicks"]] == [False, False]
+    assert [c[field] for c in report["clicks"]] == [False, False]
 
 
 @pytest.mark.parametrize("edit, message", [
