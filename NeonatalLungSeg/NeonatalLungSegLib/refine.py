@@ -327,9 +327,9 @@ class RefineSession:
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
         if region is not None and not click.positive and self.depth_limit:
-            region = self._region(region & within_click_depth(canonical[low:high + 1] == value,
-                                                              (placed.slice - low, placed.row, placed.col),
-                                                              self.spacing), placed, placed.slice - low)
+            region = self._region(within_click_depth(region, canonical[low:high + 1] == value,
+                                                     (placed.slice - low, placed.row, placed.col), self.spacing),
+                                  placed, placed.slice - low)
         contrast = peel = None
         if not click.positive and (self.image_contrast or self.rim_peel):
             clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)

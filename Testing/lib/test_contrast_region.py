@@ -153,3 +153,21 @@ def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_net
     session.depth_limit = False                                        # without the limit the core goes too
     unlimited, _ = session.apply(current, Click((15, 45, 17), False))
     assert (unlimited[8:22, 24:40, 12:22] == 0).all()
+
+
+def test_the_depth_limit_on_crops_equals_the_whole_window():
+    """within_click_depth takes depths on crops for speed; it must keep exactly what the whole window's
+    distance map would."""
+    from scipy import ndimage
+
+    from NeonatalLungSegLib.contrast_region import DEPTH_FACTOR, within_click_depth
+
+    rng = np.random.default_rng(4)
+    spacing = (2.5, 0.8, 1.1)
+    for _ in range(5):
+        mask = ndimage.gaussian_filter(rng.random((17, 70, 60)), 3) > 0.5
+        region = mask & (ndimage.gaussian_filter(rng.random(mask.shape), 2) > 0.5)
+        seed = tuple(int(v) for v in np.argwhere(region)[len(np.argwhere(region)) // 3])
+        depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+        expected = region & (depth <= DEPTH_FACTOR * depth[seed] + max(spacing))
+        np.testing.assert_array_equal(within_click_depth(region, mask, seed, spacing), expected)
