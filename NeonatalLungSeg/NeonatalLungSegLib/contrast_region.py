@@ -56,7 +56,7 @@ def robust_range(image: np.ndarray) -> float:
 
 
 def negative_region(image: np.ndarray, lung: np.ndarray, seed: tuple[int, int, int],
-                    spacing: tuple[float, float, float], spread: float) -> np.ndarray | None:
+                    spacing: tuple[float, float, float], spread: float, on_rim: bool = False) -> np.ndarray | None:
     """Voxels of ``lung`` (bool, same grid as ``image``) to remove for a negative click at ``seed``, or None.
 
     ``spacing`` is mm per array axis; ``spread`` the image's robust intensity range (``robust_range``).
@@ -73,7 +73,7 @@ def negative_region(image: np.ndarray, lung: np.ndarray, seed: tuple[int, int, i
     # Depth below the mask's surface; the box's own faces count as surface too, which only makes voxels
     # half a lung away from the click look shallow: the component reaches them along the rim or not at all.
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    if _layer_at(mask, local_seed) <= RIM_LAYERS:
+    if not on_rim and _layer_at(mask, local_seed) <= RIM_LAYERS:
         return None  # a thin error: its voxels are partial volume, their intensity says nothing (rim_peel.py)
     deep = depth > DEEP_VOXELS * max(spacing)
     if deep.sum() < 20:

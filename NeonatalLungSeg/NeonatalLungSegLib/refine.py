@@ -333,10 +333,11 @@ class RefineSession:
         contrast = peel = None
         if not click.positive and (self.image_contrast or self.rim_peel):
             clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)
-            if self.image_contrast:
-                contrast = negative_region(self.prepared.slices, clicked_lung, seed, self.spacing, self.spread)
             if self.rim_peel:
                 peel = rim_region(clicked_lung, seed, self.spacing, image=self.prepared.slices, spread=self.spread)
+            if self.image_contrast:  # on the rim only where the peel declines (contrast_region.py)
+                contrast = negative_region(self.prepared.slices, clicked_lung, seed, self.spacing, self.spread,
+                                           on_rim=peel is None)
         fallback = region is None and contrast is None and peel is None
         view = canonical[low:high + 1]
         if across and (region is None or self._borders_other_lung_more(region, view, value,

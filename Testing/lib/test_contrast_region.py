@@ -132,6 +132,8 @@ def test_a_click_on_a_thin_rim_is_not_judged_by_its_intensity():
     spread = robust_range(image)
     assert negative_region(image, mask, (15, 35, 24), SPACING, spread) is None   # layer 1
     assert negative_region(image, mask, (15, 34, 24), SPACING, spread) is None   # layer 2
+    rim = negative_region(image, mask, (15, 35, 24), SPACING, spread, on_rim=True)  # where the peel declines
+    assert rim is not None and rim[4:26, 34:36, 8:40].mean() > 0.5 and not rim[:, :34].any()
 
 
 def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_network_says_so():
