@@ -21,9 +21,10 @@ than like the rest of that lung, connected to the click:
    the limit keeps the component from running down the bright vessels inside the real lung (a click on
    proton-0012 removed 785 voxels of real lung that way before it existed).
 
-No proposal either when the click lies in the mask's outer ``RIM_LAYERS`` voxel layers: in so thin an
-error every voxel is partial volume, and on held-out synthetic rims the component followed the lung's own
-blurred edge (15,241 voxels of real lung at one click); ``rim_peel.py`` judges those clicks.
+No proposal either when the click lies in the mask's outer ``RIM_LAYERS`` voxel layers, unless ``on_rim``
+(the rim peel declined the click): in so thin an error every voxel is partial volume, and on held-out
+synthetic rims the component followed the lung's own blurred edge (15,241 voxels of real lung at one
+click); ``rim_peel.py`` judges those clicks first.
 
 "Near" is a box of ``REACH`` times the clicked lung's size (the cube root of its volume) on each side of
 the click, so the edit scales from a newborn's 40 mL lung to an adult's 2.5 L one and stays local: the
