@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -127,3 +127,36 @@ def to_network_pixel(row: float, col: float, shape: tuple[int, int], pad: tuple[
     top, bottom, left, right = pad
     height, width = shape[0] + top + bottom, shape[1] + left + right
     return ((row + top + 0.5) * size[0] / height - 0.5, (col + left + 0.5) * size[1] / width - 0.5)
+
+
+@dataclass(frozen=True)
+class ClickOutcome:
+    """What one click did: for the status bar, the undo history and the correction record.
+
+    Here, not in refine.py, because the Slicer side reads it back from the worker without importing torch
+    (``worker_refine.ClickResult`` extends it)."""
+
+    lung: str | None          # "right_lung" / "left_lung" edited, None when the click could do nothing
+    positive: bool
+    changed_voxels: int
+    slices_run: int           # slices the network ran on
+    seconds: float
+    fallback: bool = False    # neither the network nor the image changed anything there: a small disk instead
+    message: str = ""
+    image_contrast: bool = False  # the image's own contrast widened a negative click (contrast_region.py)
+    rim_peel: bool = False        # a negative click on the rim peeled that stretch of it (rim_peel.py)
+
+
+_CASTS = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def outcome_fields(outcome: dict[str, Any]) -> dict[str, Any]:
+    """``ClickOutcome``'s fields from a JSON outcome object (``dataclasses.asdict`` of one), each cast to its
+    type; a missing field takes its default, or its type's zero."""
+    values: dict[str, Any] = {}
+    for spec in fields(ClickOutcome):
+        cast = _CASTS.get(str(spec.type))
+        default = spec.default if spec.default is not MISSING else (cast() if cast else None)
+        raw = outcome.get(spec.name, default)
+        values[spec.name] = cast(raw) if cast and raw is not None else raw
+    return values

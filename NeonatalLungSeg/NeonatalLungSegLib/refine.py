@@ -34,7 +34,7 @@ from scipy import ndimage
 from . import acceleration
 from .contrast_region import negative_region, robust_range, within_click_depth
 from .rim_peel import rim_region
-from .clicks import Click, click_amplitude, render_clicks, to_network_pixel
+from .clicks import Click, ClickOutcome, click_amplitude, render_clicks, to_network_pixel
 from .engine import resolve_device
 from .errors import ModelFolderError
 from .geometry import Geometry
@@ -48,21 +48,6 @@ SNAP_RADIUS_MM = 4.0    # a click just beside the network's change still selects
 FALLBACK_RADIUS_MM = 2.0
 ACROSS_REACH = 0.25      # a positive click may lie this share of the lungs' centre distance across the midline
 ACROSS_MARGIN_MM = 10.0  # ... and then add up to this far past the click
-
-
-@dataclass(frozen=True)
-class ClickOutcome:
-    """What one click did: for the status bar, the undo history and the correction record."""
-
-    lung: str | None          # "right_lung" / "left_lung" edited, None when the click could do nothing
-    positive: bool
-    changed_voxels: int
-    slices_run: int           # slices the network ran on
-    seconds: float
-    fallback: bool = False    # neither the network nor the image changed anything there: a small disk instead
-    message: str = ""
-    image_contrast: bool = False  # the image's own contrast widened a negative click (contrast_region.py)
-    rim_peel: bool = False        # a negative click on the rim peeled that stretch of it (rim_peel.py)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import worker_protocol as wp
-from .clicks import Click
+from .clicks import Click, ClickOutcome, outcome_fields
 from .geometry import Geometry
 from .worker_client import WorkerJob
 
@@ -41,22 +41,14 @@ class RefineReady:
     seconds: float
 
 
-@dataclass
-class ClickResult:
-    """The labels after one click and what the click did (the engine's ClickOutcome fields)."""
+@dataclass(frozen=True, kw_only=True)
+class ClickResult(ClickOutcome):
+    """The labels after one click, what the click did (the engine's ``ClickOutcome``, inherited so the two
+    never drift apart) and the worker's bookkeeping."""
 
     labels: np.ndarray
     geometry: Geometry
     session: str
-    lung: str | None
-    positive: bool
-    changed_voxels: int
-    slices_run: int
-    seconds: float
-    fallback: bool
-    message: str
-    image_contrast: bool
-    rim_peel: bool
     volumes: dict
     label_names: dict
     model: dict
@@ -93,14 +85,9 @@ class ClickJob(WorkerJob):
         labels = np.load(event["labels"], allow_pickle=False)
         if labels.shape != self.geometry.array_shape:
             raise wp.ProtocolError(f"refined labels have shape {labels.shape}, the volume {self.geometry.array_shape}")
-        return ClickResult(labels=labels, geometry=self.geometry, session=str(event.get("session", "")),
-                           lung=outcome.get("lung"), positive=bool(outcome.get("positive")),
-                           changed_voxels=int(outcome.get("changed_voxels", 0)),
-                           slices_run=int(outcome.get("slices_run", 0)), seconds=float(outcome.get("seconds", 0.0)),
-                           fallback=bool(outcome.get("fallback", False)), message=str(outcome.get("message", "")),
-                           image_contrast=bool(outcome.get("image_contrast", False)),
-                           rim_peel=bool(outcome.get("rim_peel", False)),
-                           volumes=event["volumes"], label_names=event["label_names"], model=event["model_info"],
+        return ClickResult(**outcome_fields(outcome), labels=labels, geometry=self.geometry,
+                           session=str(event.get("session", "")), volumes=event["volumes"],
+                           label_names=event["label_names"], model=event["model_info"],
                            load_count=event["load_count"], pid=event["pid"], events=list(self.events))
 
     def _read_result(self, event: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ prepared once per session, and each click answers with exactly the labels the en
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -189,3 +190,18 @@ def test_the_image_contrast_switch_reaches_the_session_in_the_worker(client, tin
         assert result.image_contrast is outcome.image_contrast is (switch is not False)
         assert ("image contrast" in result.message) is (switch is not False)
         np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_a_click_result_carries_every_field_of_the_engine_outcome():
+    """ClickResult extends ClickOutcome, and the worker's JSON outcome comes back field for field, typed: a
+    field added to the engine's outcome reaches the Slicer side without a second list to keep in step."""
+    from dataclasses import asdict, fields
+
+    from NeonatalLungSegLib.clicks import ClickOutcome, outcome_fields
+
+    outcome = ClickOutcome("left_lung", False, 42, 17, 0.25, fallback=True, message="m", image_contrast=True,
+                           rim_peel=True)
+    assert ClickOutcome(**outcome_fields(json.loads(json.dumps(asdict(outcome))))) == outcome
+    assert {f.name for f in fields(ClickOutcome)} <= {f.name for f in fields(ClickResult)}
+    assert outcome_fields({"positive": 1, "changed_voxels": "3"})["changed_voxels"] == 3   # cast, defaults
+    assert outcome_fields({})["lung"] is None and outcome_fields({})["rim_peel"] is False
