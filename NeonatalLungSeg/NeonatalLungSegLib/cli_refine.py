@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,37 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     refine.set_defaults(func=run_refine)
 
 
-def _labels_on_grid(path: Path, geometry) -> np.ndarray:
-    """Labels checked for grid and values only: an empty (all-zero) mask is a valid start."""
-    from .geometry import image_to_array
-    from .volume_io import read_volume
-
-    array, labels_geometry = image_to_array(read_volume(path, check=False))
-    if labels_geometry.size != geometry.size or not np.allclose(labels_geometry.spacing, geometry.spacing,
-                                                                 atol=1e-3) \
-            or not np.allclose(labels_geometry.origin, geometry.origin, atol=1e-2) \
-            or not np.allclose(labels_geometry.direction, geometry.direction, atol=1e-4):
-        raise InputError(f"{path}: labels are not on the scan's grid (size {labels_geometry.size} vs "
-                         f"{geometry.size}, or another spacing, origin or direction)")
-    values = np.unique(array)
-    if not set(values.tolist()) <= {0, 1, 2}:
-        raise InputError(f"{path}: labels must be 0, 1 (right lung) and 2 (left lung), found {values[:8].tolist()}")
-    return array.astype(np.uint8)
-
-
 def run_refine(args: argparse.Namespace) -> int:
     from .clicks import read_clicks
     from .geometry import array_to_image, image_to_array
     from .refine import Refiner
     from .registry import bundled_refine_model_folder
-    from .volume_io import AtomicOutputs, read_volume
+    from .volume_io import AtomicOutputs, read_labels_on_grid, read_volume
 
     protected = {Path(args.input), Path(args.labels), Path(args.clicks)}
     if any(Path(args.output).resolve() == p.resolve() for p in protected):
         raise InputError(f"{args.output}: the output would replace an input; choose another file")
     image = read_volume(args.input, check=True)
     array, geometry = image_to_array(image)
-    labels = _labels_on_grid(args.labels, geometry)
+    labels = read_labels_on_grid(args.labels, geometry)
     clicks = read_clicks(args.clicks, geometry)
     outputs = AtomicOutputs(overwrite=args.overwrite, protected=protected)
     outputs.check(args.output)
@@ -91,10 +74,8 @@ def run_refine(args: argparse.Namespace) -> int:
         labels, outcome = session.apply(labels, click)
         print(f"click {number} ({'+' if click.positive else '-'} at k,j,i {list(click.index)}): {outcome.message}",
               flush=True)
-        report.append({"click": click.to_dict(), "lung": outcome.lung, "changed_voxels": outcome.changed_voxels,
-                       "slices_run": outcome.slices_run, "seconds": round(outcome.seconds, 3),
-                       "fallback": outcome.fallback, "image_contrast": outcome.image_contrast,
-                       "rim_peel": outcome.rim_peel})
+        fields = {k: v for k, v in asdict(outcome).items() if k != "message"}  # every field the engine reports
+        report.append({"click": click.to_dict(), **fields, "seconds": round(outcome.seconds, 3)})
     started = time.perf_counter()
     with outputs:
         outputs.write_image(array_to_image(labels, geometry), args.output)

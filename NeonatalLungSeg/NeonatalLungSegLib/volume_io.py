@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, OutputError, OutputExistsError
+from .geometry import Geometry, image_to_array
 from .input_checks import (FoldedItkWarnings, check_claimed_size, check_dicom_series, check_direction,
                            check_float64_range, check_nifti, voxel_bytes)
 
@@ -283,3 +284,21 @@ def verify_image_file(path: Path, image: sitk.Image, final: Path | None = None) 
     if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back),
                                                                sitk.GetArrayViewFromImage(image)):
         raise OutputError(f"{where}: verification after writing failed (voxels differ); nothing was written")
+
+
+def read_labels_on_grid(path: Path, geometry: Geometry) -> np.ndarray:
+    """Lung labels (0, 1 right, 2 left) that must lie on ``geometry``'s grid, as uint8 (k, j, i).
+
+    Checked for grid and values only: an empty (all-zero) mask is a valid start for click refinement,
+    whether it comes from ``refine --labels`` or an evaluation's starting masks."""
+    array, labels_geometry = image_to_array(read_volume(path, check=False))
+    if labels_geometry.size != geometry.size or not np.allclose(labels_geometry.spacing, geometry.spacing,
+                                                                 atol=1e-3) \
+            or not np.allclose(labels_geometry.origin, geometry.origin, atol=1e-2) \
+            or not np.allclose(labels_geometry.direction, geometry.direction, atol=1e-4):
+        raise InputError(f"{path}: labels are not on the scan's grid (size {labels_geometry.size} vs "
+                         f"{geometry.size}, or another spacing, origin or direction)")
+    values = np.unique(array)
+    if not set(values.tolist()) <= {0, 1, 2}:
+        raise InputError(f"{path}: labels must be 0, 1 (right lung) and 2 (left lung), found {values[:8].tolist()}")
+    return array.astype(np.uint8)

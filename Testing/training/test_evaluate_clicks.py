@@ -88,3 +88,16 @@ def test_a_missing_given_start_is_one_line(tmp_path, tiny_refine_folder, capsys)
                      "-o", str(tmp_path / "out")])
     assert code != 0 and "starts/case-a.nii.gz: missing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_given_start_off_the_image_grid_is_one_line(tmp_path, tiny_refine_folder, capsys):
+    """The same grid check as `refine --labels` (volume_io.read_labels_on_grid): a shifted origin is refused."""
+    data = data_folder(tmp_path / "data")
+    shifted = Geometry(GEOMETRY.size, GEOMETRY.spacing, (5.0, 0.0, 0.0), GEOMETRY.direction)
+    (data / "starts").mkdir()
+    sitk.WriteImage(array_to_image(np.zeros(GEOMETRY.array_shape, np.uint8), shifted),
+                    str(data / "starts" / "case-a.nii.gz"))
+    code = noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--start", "given",
+                     "-o", str(tmp_path / "out")])
+    assert code != 0 and "not on the scan's grid" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -3,10 +3,10 @@
     neonatal-lung-seg evaluate-clicks --data runs/proton-eval --start empty --start model -o OUT
 
 For each labelled volume and each starting mask (``empty``; ``model``: the segmentation model's own output;
-``given``: DATA/starts/NAME.nii.gz, e.g. the rim errors of ``rim_starts.py``), clicks are simulated one at a time (``simulate.next_click``: the centre of the largest 3D error
-region, positive on missed lung, negative on false lung, for the lung the error belongs to) and applied
-with ``RefineSession.apply``, each to the result of the clicks before, up to ``--max-clicks`` (20, the
-usual limit). NoC@X is the number of clicks after which Dice of both lungs first reaches X (``--max-clicks``
+``given``: DATA/starts/NAME.nii.gz, e.g. the rim errors of ``rim_starts.py``), clicks are simulated one at a
+time (``simulate.next_click``: the centre of the largest 3D error region, positive on missed lung, negative
+on false lung, for the lung the error belongs to) and applied with ``RefineSession.apply``, each to the
+result of the clicks before, up to ``--max-clicks`` (20, the usual limit). NoC@X is the number of clicks after which Dice of both lungs first reaches X (``--max-clicks``
 when it never does, the usual convention; the report says how often that happened).
 
 Writes OUT/noc.json (every Dice and every click's seconds), OUT/noc.csv (one row per case and start),
@@ -29,7 +29,7 @@ from NeonatalLungSegLib.clicks import Click
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import image_to_array
 from NeonatalLungSegLib.measure import dice
-from NeonatalLungSegLib.volume_io import read_volume
+from NeonatalLungSegLib.volume_io import read_labels_on_grid, read_volume
 
 from .simulate import next_click
 
@@ -98,8 +98,12 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
 
     refiner = Refiner.load(refine_model, device=device)
     segmenter = Segmenter.load(segment_model, device=device) if "model" in starts else None
+    pairs = volume_pairs(data)
+    if "given" in starts:  # a missing starting mask is found now, not after the other cases' minutes
+        for name, _, _ in pairs:
+            given_start(data, name)
     results = []
-    for name, image_path, label_path in volume_pairs(data):
+    for name, image_path, label_path in pairs:
         array, geometry = image_to_array(read_volume(image_path, check=True))
         array = array.astype(np.float32, copy=False)
         reference, _ = image_to_array(read_volume(label_path, check=True))
@@ -122,8 +126,8 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
                   f"per click", flush=True)
     summary = {"refine_model": _identity(refiner.config),
                "segment_model": _identity(segmenter.config) if segmenter else None,
-               "max_clicks": max_clicks, "image_contrast": image_contrast, "rim_peel": rim_peel, "device": str(refiner.device),
-               "cpu": _cpu(), "cases": results}
+               "max_clicks": max_clicks, "image_contrast": image_contrast, "rim_peel": rim_peel,
+               "device": str(refiner.device), "cpu": _cpu(), "cases": results}
     _write(out, summary)
     return summary
 
@@ -134,13 +138,15 @@ def _start_mask(start: str, data: Path, name: str, reference: np.ndarray, array:
         return np.zeros_like(reference)
     if start == "model":
         return segmenter.segment_array(array, geometry).labels
+    return read_labels_on_grid(given_start(data, name), geometry)
+
+
+def given_start(data: Path, name: str) -> Path:
+    """DATA/starts/NAME.nii.gz, the ``given`` starting mask of a case (checked before any case is scored)."""
     path = Path(data) / "starts" / f"{name}.nii.gz"
     if not path.exists():
         raise InputError(f"{path}: missing (--start given reads DATA/starts/NAME.nii.gz for every case)")
-    given, given_geometry = image_to_array(read_volume(path, check=True))
-    if given.shape != reference.shape or not np.allclose(given_geometry.spacing, geometry.spacing):
-        raise InputError(f"{path}: not on the grid of its image ({given.shape} vs {reference.shape})")
-    return given.astype(np.uint8)
+    return path
 
 
 def _identity(config) -> dict:
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None,
                         help="segmentation model giving the 'model' start (default: the bundled model)")
     parser.add_argument("--start", choices=STARTS, action="append", default=None,
-                        help="starting mask; repeatable (default: empty and model; given reads DATA/starts/NAME.nii.gz)")
+                        help="starting mask; repeatable (default: empty and model; "
+                             "given reads DATA/starts/NAME.nii.gz)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-image-contrast", action="store_true",

@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 reference, geometry = image_to_array(read_volume(label_path, check=True))
                 start = rim_start(reference.astype(np.uint8), geometry, rng)
                 outputs.write_image(array_to_image(start, geometry), args.data / "starts" / f"{name}.nii.gz")
-                added = int((start != reference).sum())
-                print(f"{name}: {added} rim voxels added ({added / max(1, int((reference > 0).sum())):.1%} of the lungs)")
+                added, lungs = int((start != reference).sum()), max(1, int((reference > 0).sum()))
+                print(f"{name}: {added} rim voxels added ({added / lungs:.1%} of the lungs)")
 
     return exit_status(body)
 
