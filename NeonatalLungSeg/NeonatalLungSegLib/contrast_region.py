@@ -39,13 +39,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .rim_peel import MAX_LAYERS as RIM_PEEL_LAYERS
+from .rim_peel import MAX_LAYERS as RIM_LAYERS  # a click in the outer layers is on a rim: rim_peel.py first
 
 REACH = 0.5           # half-width of the search box, as a share of the clicked lung's size
 MIN_CONTRAST = 0.08   # click and lung levels closer than this share of the robust range: no proposal
 DEEP_VOXELS = 2.0     # a lung voxel this many voxels inside the mask gives the lung's own level
 DEPTH_FACTOR = 2.0    # a false region is at most about twice as deep in the mask as its centre (the click)
-RIM_LAYERS = RIM_PEEL_LAYERS  # a click in the mask's outer layers is on a rim: left to rim_peel.py
 SIX = ndimage.generate_binary_structure(3, 1)
 
 
