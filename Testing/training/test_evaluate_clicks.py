@@ -101,3 +101,25 @@ def test_a_given_start_off_the_image_grid_is_one_line(tmp_path, tiny_refine_fold
                      "-o", str(tmp_path / "out")])
     assert code != 0 and "not on the scan's grid" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_partial_volume_rims_take_only_voxels_between_lung_and_tissue():
+    """``--partial-volume``: the rim grows into the dim shell a model over-reaches into, never into tissue."""
+    from neonatal_lung_training.interactive.rim_starts import rim_start
+
+    geometry = Geometry((40, 40, 40), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    reference = np.zeros(geometry.array_shape, np.uint8)
+    reference[8:32, 8:32, 8:20] = 1
+    image = np.full(geometry.array_shape, 100.0, np.float32)          # tissue
+    image[reference == 1] = 10.0                                       # lung
+    dim = np.zeros_like(reference, dtype=bool)
+    dim[7:33, 7:33, 7:21] = True                                       # a partial-volume shell on every side
+    dim &= reference == 0
+    image[dim] = 40.0                                                  # a third of the way to tissue
+    image[:, :, 20] = 90.0                                             # except on the +i side: nearly tissue
+    start = rim_start(reference, geometry, np.random.default_rng(0), image=image)
+    added = (start == 1) & (reference == 0)
+    assert added.any() and dim[added].all()                            # only the dim shell, one layer deep here
+    assert not added[:, :, 20].any()                                   # never the bright side
+    plain = rim_start(reference, geometry, np.random.default_rng(0))
+    assert ((plain == 1) & (reference == 0) & ~dim).any()              # without the image: the shell, whatever it looks like

@@ -11,6 +11,12 @@ base (the lowest ``BASE_SHARE`` of its head-foot extent, in physical LPS z) and 
 ``APEX_SHARE``), and ``PATCHES`` random surface patches elsewhere get two layers, as a model over-reaching
 at one wall would. Never into the other lung. Deterministic for a seed.
 
+``--partial-volume``: the rims grow (two layers over the bands, three in the patches) only into partial
+volume, voxels less than ``PARTIAL_SHARE`` of the way from the lung's level (its median deep inside) to the
+tissue's (the median two to four voxels outside it). A model over-reaches there, and the darkest of them
+look like lung to a rule that judges the clicked voxel; without the option the rims take every voxel of
+the shell, mostly the brighter partial volume and tissue.
+
     python -m neonatal_lung_training.interactive.rim_starts --data runs/dr-dev6 --seed 5
 
 writes DATA/starts/NAME.nii.gz (on each image's grid), read by ``evaluate-clicks --start given``.
@@ -27,12 +33,13 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
-from NeonatalLungSegLib.volume_io import AtomicOutputs, read_volume
+from NeonatalLungSegLib.volume_io import AtomicOutputs, read_labels_on_grid, read_volume
 
 BASE_SHARE = 0.4
 APEX_SHARE = 0.1
 PATCHES = 2
 PATCH_REACH = 0.25   # patch radius as a share of the lung's size (cube root of its volume)
+PARTIAL_SHARE = 0.75  # --partial-volume: how far from the lung's level towards the tissue's a rim voxel may be
 SIX = ndimage.generate_binary_structure(3, 1)
 
 
@@ -42,9 +49,30 @@ def head_foot_mm(geometry: Geometry) -> np.ndarray:
     return geometry.array_index_to_lps(np.stack([k, j, i], axis=-1))[..., 2].astype(np.float32)
 
 
+def partial_volume(image: np.ndarray, lung: np.ndarray, share: float = 0.75) -> np.ndarray:
+    """Voxels less than ``share`` of the way from the lung's level to the tissue's around it."""
+    deep = ndimage.binary_erosion(lung, SIX, iterations=3)
+    outside = ndimage.binary_dilation(lung, SIX, iterations=4) & ~ndimage.binary_dilation(lung, SIX, iterations=2)
+    if not deep.any() or not outside.any():
+        return np.zeros_like(lung)
+    lung_level, tissue_level = float(np.median(image[deep])), float(np.median(image[outside]))
+    return (image - lung_level) * np.sign(tissue_level - lung_level) < share * abs(tissue_level - lung_level)
+
+
+def _grow(seed: np.ndarray, allowed: np.ndarray, layers: int) -> np.ndarray:
+    """Voxels of ``allowed`` reached from ``seed`` in ``layers`` 6-connected steps (``seed`` excluded)."""
+    grown = seed.copy()
+    for _ in range(layers):
+        grown |= ndimage.binary_dilation(grown, SIX) & allowed
+    return grown & ~seed
+
+
 def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generator,
-              labels: tuple[int, int] = (1, 2)) -> np.ndarray:
-    """``reference`` with rims added as described in the module docstring (a new array)."""
+              labels: tuple[int, int] = (1, 2), image: np.ndarray | None = None) -> np.ndarray:
+    """``reference`` with rims added as described in the module docstring (a new array).
+
+    With ``image`` (same grid), the partial-volume variant: rims only into partial-volume voxels.
+    """
     start = reference.astype(np.uint8, copy=True)
     z_mm = head_foot_mm(geometry)
     sampling = tuple(float(s) for s in geometry.spacing[::-1])
@@ -54,8 +82,12 @@ def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generato
         if not lung.any():
             continue
         free = reference == 0
-        shell1 = ndimage.binary_dilation(lung, SIX) & free
-        shell2 = ndimage.binary_dilation(lung, SIX, iterations=2) & free
+        if image is None:
+            shell1 = ndimage.binary_dilation(lung, SIX) & free
+            shell2 = ndimage.binary_dilation(lung, SIX, iterations=2) & free
+        else:   # one layer deeper each, through lung-like voxels only
+            like = free & partial_volume(image, lung, PARTIAL_SHARE)
+            shell1, shell2 = _grow(lung, like, 2), _grow(lung, like, 3)
         low, high = float(z_mm[lung].min()), float(z_mm[lung].max())
         extent = high - low
         bands = (z_mm < low + BASE_SHARE * extent) | (z_mm > high - APEX_SHARE * extent)
@@ -76,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rim_starts", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with images/ and labels/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--partial-volume", action="store_true",
+                        help="rims only into partial volume (voxels below PARTIAL_SHARE of the way from lung to tissue)")
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -83,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
 
         rng = np.random.default_rng(args.seed)
         with AtomicOutputs() as outputs:  # all starting masks or none; an existing one is refused, never replaced
-            for name, _image, label_path in volume_pairs(args.data):
-                reference, geometry = image_to_array(read_volume(label_path, check=True))
-                start = rim_start(reference.astype(np.uint8), geometry, rng)
+            for name, image_path, label_path in volume_pairs(args.data):
+                image = None
+                if args.partial_volume:
+                    image, geometry = image_to_array(read_volume(image_path, check=True))
+                    reference = read_labels_on_grid(label_path, geometry)
+                else:
+                    reference, geometry = image_to_array(read_volume(label_path, check=True))
+                start = rim_start(reference.astype(np.uint8), geometry, rng, image=image)
                 outputs.write_image(array_to_image(start, geometry), args.data / "starts" / f"{name}.nii.gz")
                 added, lungs = int((start != reference).sum()), max(1, int((reference > 0).sum()))
                 print(f"{name}: {added} rim voxels added ({added / lungs:.1%} of the lungs)")
