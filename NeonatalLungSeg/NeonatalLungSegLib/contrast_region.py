@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from .rim_peel import MAX_LAYERS as RIM_LAYERS  # a click in the outer layers is on a rim: rim_peel.py first
+from .rim_peel import REACH as RIM_REACH
 
 REACH = 0.5           # half-width of the search box, as a share of the clicked lung's size
 MIN_CONTRAST = 0.08   # click and lung levels closer than this share of the robust range: no proposal
@@ -128,6 +129,23 @@ def within_click_depth(region: np.ndarray, mask: np.ndarray, seed: tuple[int, ..
     kept = np.zeros_like(region)
     kept[crop] = region[crop] & (ndimage.distance_transform_edt(mask[crop], sampling=spacing) <= limit)
     return kept
+
+
+def within_rim_reach(region: np.ndarray, mask: np.ndarray, seed: tuple[int, ...],
+                     spacing: tuple[float, float, float], lung_mm3: float, reach: float = RIM_REACH) -> np.ndarray:
+    """``region`` cut to a ball of ``reach`` times the lung's size (the cube root of ``lung_mm3``) around
+    ``seed`` when the seed lies in ``mask``'s outer layers; ``region`` itself otherwise.
+
+    A negative click on the rim concerns the rim near it (rim_peel.py), but the network's region of change
+    is whatever connects to the click, and a network that pulls the whole surface in by a voxel makes that
+    one thin shell over the lung: one click on a held-out synthetic lung's base took 12,557 voxels of real
+    lung over 107 slices for an error of 6,741. Deeper clicks are on thick errors and keep their region.
+    """
+    if _layer_at(mask, seed) > RIM_LAYERS:
+        return region
+    radius = reach * lung_mm3 ** (1 / 3)
+    grid = np.ogrid[tuple(slice(0, n) for n in region.shape)]
+    return region & (sum(((g - c) * s) ** 2 for g, c, s in zip(grid, seed, spacing)) <= radius ** 2)
 
 
 def _depth_at(mask: np.ndarray, seed: tuple[int, ...], spacing: tuple[float, float, float]) -> float:

@@ -32,7 +32,7 @@ import torch
 from scipy import ndimage
 
 from . import acceleration
-from .contrast_region import negative_region, robust_range, within_click_depth
+from .contrast_region import negative_region, robust_range, within_click_depth, within_rim_reach
 from .rim_peel import rim_region
 from .clicks import Click, ClickOutcome, click_amplitude, render_clicks, to_network_pixel
 from .engine import resolve_device
@@ -128,6 +128,7 @@ class RefineSession:
     image_contrast: bool = True   # negative clicks also use the image's contrast (contrast_region.py)
     rim_peel: bool = True         # negative clicks on the rim peel it locally (rim_peel.py)
     depth_limit: bool = True      # a negative click takes nothing deeper than about twice its own depth
+    rim_reach: bool = True        # ... and from the rim, nothing farther than the rim peel's reach
 
     def __post_init__(self) -> None:
         if tuple(self.array.shape) != self.geometry.array_shape:
@@ -315,6 +316,11 @@ class RefineSession:
             region = self._region(within_click_depth(region, canonical[low:high + 1] == value,
                                                      (placed.slice - low, placed.row, placed.col), self.spacing),
                                   placed, placed.slice - low)
+        if region is not None and not click.positive and self.rim_reach:
+            lung_mm3 = float((canonical == value).sum()) * float(np.prod(self.spacing))
+            region = self._region(within_rim_reach(region, canonical[low:high + 1] == value,
+                                                   (placed.slice - low, placed.row, placed.col), self.spacing,
+                                                   lung_mm3), placed, placed.slice - low)
         contrast = peel = None
         if not click.positive and (self.image_contrast or self.rim_peel):
             clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)

@@ -152,7 +152,7 @@ def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_net
     assert outcome.changed_voxels > 0 and removed[:, 44:46].sum() > 0
     assert (out[8:22, 24:40, 12:22] == 1).all()                        # the core of the lung is kept
     np.testing.assert_array_equal(out[labels == 2], 2)
-    session.depth_limit = False                                        # without the limit the core goes too
+    session.depth_limit = session.rim_reach = False                    # without the limits the core goes too
     unlimited, _ = session.apply(current, Click((15, 45, 17), False))
     assert (unlimited[8:22, 24:40, 12:22] == 0).all()
 
@@ -173,3 +173,41 @@ def test_the_depth_limit_on_crops_equals_the_whole_window():
         depth = ndimage.distance_transform_edt(mask, sampling=spacing)
         expected = region & (depth <= DEPTH_FACTOR * depth[seed] + max(spacing))
         np.testing.assert_array_equal(within_click_depth(region, mask, seed, spacing), expected)
+
+
+def test_a_rim_click_takes_only_the_rim_near_it_when_the_network_pulls_in_the_whole_surface():
+    """A network that calls nothing lung proposes, within the depth limit, a shell over the whole lung, all
+    connected to a click on a two-voxel false rim: the edit keeps to a ball of the rim peel's reach."""
+    from NeonatalLungSegLib.rim_peel import REACH
+
+    refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
+    with torch.no_grad():
+        refiner.network.bias.fill_(-20.0)                              # lung nowhere
+    image, labels, current = carried_into_tissue()
+    current[5:25, 44:46, 8:26] = 1                                     # two rows too far, dark as lung
+    image[5:25, 44:46, 8:26] = 0.1
+    current[8:22, 46:50] = 0
+    click, spacing = (15, 45, 17), np.array([2.0, 1.0, 1.0])          # k, j, i in mm (geometry_for)
+    radius = REACH * ((current == 1).sum() * 2.0) ** (1 / 3)
+    session = refiner.session(image, geometry_for(image.shape), image_contrast=False, rim_peel=False)
+    distances = {}
+    for rim_reach in (True, False):
+        session.rim_reach = rim_reach
+        out, outcome = session.apply(current, Click(click, False))
+        removed = np.argwhere((current == 1) & (out == 0))
+        assert outcome.changed_voxels == len(removed) > 0
+        distances[rim_reach] = np.sqrt((((removed - click) * spacing) ** 2).sum(axis=1))
+        np.testing.assert_array_equal(out[labels == 2], 2)
+    assert distances[True].max() <= radius
+    assert distances[False].max() > 1.5 * radius                       # without it: the shell's far side too
+
+
+def test_the_rim_reach_leaves_a_deep_clicks_region_alone():
+    from NeonatalLungSegLib.contrast_region import within_rim_reach
+
+    mask = np.zeros((20, 40, 40), bool)
+    mask[2:18, 5:35, 5:35] = True
+    region = mask.copy()
+    np.testing.assert_array_equal(within_rim_reach(region, mask, (10, 20, 20), SPACING, 1e6), region)  # deep
+    rim = within_rim_reach(region, mask, (10, 5, 20), SPACING, 1e3, reach=0.5)                        # layer 1
+    assert rim[10, 5, 20] and 0 < rim.sum() < region.sum() and not rim[2].any()
