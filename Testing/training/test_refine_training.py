@@ -55,6 +55,30 @@ def test_guidance_batch_has_a_mask_and_click_maps_in_range():
     assert (focus <= ((maps[:, 0] > 0.5) != (target > 0.5))).all()
 
 
+def test_rim_starts_in_training_are_the_target_plus_partial_volume_on_a_stretch_of_border():
+    from neonatal_lung_training.interactive.simulate import rim_mask
+
+    target = np.zeros((64, 64), bool)
+    target[16:48, 12:32] = True
+    image = np.full(target.shape, 100.0, np.float32)                 # tissue
+    image[target] = 10.0                                              # lung
+    image[14:50, 10:34][~target[14:50, 10:34]] = 30.0                 # two pixels of partial volume around it
+    image[:, 32:34] = 95.0                                            # but tissue-bright on the right side
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        mask = rim_mask(target, image, rng)
+        added = mask & ~target
+        assert (mask >= target).all() and added.any()
+        assert (image[added] == 30.0).all()                           # only partial volume, never tissue
+    config = RefineTrainConfig(empty_fraction=0.0, parent_fraction=0.0, rim_fraction=1.0, max_clicks=1)
+    targets = np.repeat(target[None].astype(np.float32), 4, axis=0)
+    with pytest.raises(ValueError, match="images"):
+        guidance_batch(targets, np.zeros_like(targets), config, rng)
+    maps, focus = guidance_batch(targets, np.zeros_like(targets), config, rng, np.repeat(image[None], 4, axis=0))
+    assert ((maps[:, 0] > 0.5) >= target).all() and ((maps[:, 0] > 0.5) & ~target).any()
+    assert maps[:, 2].max() > 0.5 and maps[:, 1].max() == 0           # the errors are false lung: negative clicks
+
+
 def test_click_focus_loss_grades_only_the_clicked_error():
     from neonatal_lung_training.interactive.train import click_focus_loss
 
@@ -77,12 +101,13 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     config = {"data": str(data), "split_file": str(tmp_path / "split.json"), "parent_model": str(parent),
               "output": str(tmp_path / "refine"), "run_dir": str(tmp_path / "run"), "batch_size": 4,
               "steps_per_epoch": 2, "epochs": 2, "data_description": "toy ellipsoids; no real MRI",
-              "augment": {"enabled": False}}
+              "rim_fraction": 0.3, "augment": {"enabled": False}}
     (tmp_path / "c.yaml").write_text(json.dumps(config))
     assert main(["--config", str(tmp_path / "c.yaml")]) == 0
     refiner = Refiner.load(tmp_path / "refine", device="cpu")
     assert refiner.config.training["best_epoch"] in (1, 2)
     assert (tmp_path / "refine" / "MODEL_CARD.md").read_text().count("positive_clicks") == 1
+    assert "into partial volume (30%)" in refiner.config.training["recipe"]
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
     # a run stopped for time: the folder is written from the best checkpoint without training further
     config["output"] = str(tmp_path / "refine-again")

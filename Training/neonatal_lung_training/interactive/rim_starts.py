@@ -35,6 +35,8 @@ from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
 from NeonatalLungSegLib.volume_io import AtomicOutputs, read_labels_on_grid, read_volume
 
+from .simulate import grow_into, partial_volume
+
 BASE_SHARE = 0.4
 APEX_SHARE = 0.1
 PATCHES = 2
@@ -47,24 +49,6 @@ def head_foot_mm(geometry: Geometry) -> np.ndarray:
     """LPS z (mm, + towards the head) of every voxel, shape (k, j, i)."""
     k, j, i = np.indices(geometry.array_shape, dtype=np.float32)
     return geometry.array_index_to_lps(np.stack([k, j, i], axis=-1))[..., 2].astype(np.float32)
-
-
-def partial_volume(image: np.ndarray, lung: np.ndarray, share: float = 0.75) -> np.ndarray:
-    """Voxels less than ``share`` of the way from the lung's level to the tissue's around it."""
-    deep = ndimage.binary_erosion(lung, SIX, iterations=3)
-    outside = ndimage.binary_dilation(lung, SIX, iterations=4) & ~ndimage.binary_dilation(lung, SIX, iterations=2)
-    if not deep.any() or not outside.any():
-        return np.zeros_like(lung)
-    lung_level, tissue_level = float(np.median(image[deep])), float(np.median(image[outside]))
-    return (image - lung_level) * np.sign(tissue_level - lung_level) < share * abs(tissue_level - lung_level)
-
-
-def _grow(seed: np.ndarray, allowed: np.ndarray, layers: int) -> np.ndarray:
-    """Voxels of ``allowed`` reached from ``seed`` in ``layers`` 6-connected steps (``seed`` excluded)."""
-    grown = seed.copy()
-    for _ in range(layers):
-        grown |= ndimage.binary_dilation(grown, SIX) & allowed
-    return grown & ~seed
 
 
 def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generator,
@@ -87,7 +71,7 @@ def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generato
             shell2 = ndimage.binary_dilation(lung, SIX, iterations=2) & free
         else:   # one layer deeper each, through lung-like voxels only
             like = free & partial_volume(image, lung, PARTIAL_SHARE)
-            shell1, shell2 = _grow(lung, like, 2), _grow(lung, like, 3)
+            shell1, shell2 = grow_into(lung, like, 2), grow_into(lung, like, 3)
         low, high = float(z_mm[lung].min()), float(z_mm[lung].max())
         extent = high - low
         bands = (z_mm < low + BASE_SHARE * extent) | (z_mm > high - APEX_SHARE * extent)

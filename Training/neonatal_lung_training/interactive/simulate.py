@@ -83,6 +83,44 @@ def perturbed_mask(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def partial_volume(image: np.ndarray, lung: np.ndarray, share: float = 0.75) -> np.ndarray:
+    """Voxels less than ``share`` of the way from the lung's level (its median three voxels in) to the
+    tissue's (the median two to four voxels outside it): the partial volume a model over-reaches into."""
+    ring = ndimage.generate_binary_structure(lung.ndim, 1)
+    deep = ndimage.binary_erosion(lung, ring, iterations=3)
+    outside = ndimage.binary_dilation(lung, ring, iterations=4) & ~ndimage.binary_dilation(lung, ring, iterations=2)
+    if not deep.any() or not outside.any():
+        return np.zeros_like(lung)
+    lung_level, tissue_level = float(np.median(image[deep])), float(np.median(image[outside]))
+    return (image - lung_level) * np.sign(tissue_level - lung_level) < share * abs(tissue_level - lung_level)
+
+
+def grow_into(seed: np.ndarray, allowed: np.ndarray, layers: int) -> np.ndarray:
+    """Voxels of ``allowed`` reached from ``seed`` in ``layers`` 4/6-connected steps (``seed`` excluded)."""
+    ring = ndimage.generate_binary_structure(seed.ndim, 1)
+    grown = seed.copy()
+    for _ in range(layers):
+        grown |= ndimage.binary_dilation(grown, ring) & allowed
+    return grown & ~seed
+
+
+def rim_mask(target: np.ndarray, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 2D lung mask one or two pixels too generous along a stretch of its border, into partial volume
+    only: the error a segmentation model leaves at real lungs' bases once its leaks are fixed, where a
+    negative click means "this stretch of boundary is too far out" (rim_starts.py builds it in 3D)."""
+    mask = target.astype(bool)
+    if not mask.any():
+        return mask
+    rows, cols = np.ogrid[:mask.shape[0], :mask.shape[1]]
+    rim = grow_into(mask, ~mask & partial_volume(image, mask), int(rng.integers(1, 3)))
+    border = np.argwhere(rim)
+    if not len(border):
+        return mask
+    centre = border[rng.integers(len(border))]
+    radius = rng.uniform(0.3, 1.0) * np.sqrt(mask.sum())
+    return mask | (rim & ((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2))
+
+
 @dataclass(frozen=True)
 class ClickPlan:
     """Clicks for one training slice: where (network pixels), which sign, how strong."""

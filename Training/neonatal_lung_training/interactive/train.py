@@ -37,7 +37,7 @@ from ..dataset import cases_of, load_slices, select_cases
 from ..metrics import PooledOverlap
 from ..model_card import write_model_card
 from ..split import read_split
-from .simulate import perturbed_mask, training_clicks
+from .simulate import perturbed_mask, rim_mask, training_clicks
 
 GUIDANCE = ("mask", "positive_clicks", "negative_clicks")
 
@@ -58,6 +58,7 @@ class RefineTrainConfig:
     keep_empty_fraction: float = 0.1
     empty_fraction: float = 0.25      # share of samples refined from an empty mask
     parent_fraction: float = 0.35     # ... from the parent model's prediction (the rest: perturbed reference)
+    rim_fraction: float = 0.0         # ... from a reference too generous along a stretch of border (rim_mask)
     max_clicks: int = 4
     batch_size: int = 12
     steps_per_epoch: int = 40
@@ -126,9 +127,13 @@ def parent_predictions(network: torch.nn.Module, images: torch.Tensor, batch: in
 
 
 def guidance_batch(targets: np.ndarray, parent: np.ndarray, config: RefineTrainConfig,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(B, 3, H, W) mask + positive + negative click maps for a batch of (B, H, W) targets, and (B, H, W)
-    the error region each slice's last click points at (all False where a slice has no click)."""
+    the error region each slice's last click points at (all False where a slice has no click).
+
+    ``images`` (B, H, W) are needed for ``config.rim_fraction``: the rims grow into partial volume."""
+    if config.rim_fraction and images is None:
+        raise ValueError("rim_fraction needs the slices' images")
     out = np.zeros((len(targets), 3, *targets.shape[1:]), dtype=np.float32)
     focus = np.zeros(targets.shape, dtype=bool)
     for n, target in enumerate(targets >= 0.5):
@@ -137,6 +142,8 @@ def guidance_batch(targets: np.ndarray, parent: np.ndarray, config: RefineTrainC
             start = np.zeros_like(target)
         elif draw < config.empty_fraction + config.parent_fraction:
             start = parent[n] >= 0.5
+        elif draw < config.empty_fraction + config.parent_fraction + config.rim_fraction:
+            start = rim_mask(target, images[n], rng)
         else:
             start = perturbed_mask(target, rng)
         mask, plan = training_clicks(target, start, rng, config.max_clicks)
@@ -231,7 +238,7 @@ def train(config: RefineTrainConfig, finish_only: bool = False, checkpoint_name:
           flush=True)
     # Fixed validation guidance: the same simulated clicks every epoch, so epochs are comparable.
     val_guidance = torch.from_numpy(guidance_batch(val_set.targets[:, 0].numpy(), val_parent[:, 0].numpy(), config,
-                                                   np.random.default_rng(12345))[0])
+                                                   np.random.default_rng(12345), val_set.images[:, 0].numpy())[0])
     network = build_network(child)
     network.load_state_dict(initial_state(config, child, parent_state), strict=True)
     device = torch.device("cpu")
@@ -264,7 +271,8 @@ def train(config: RefineTrainConfig, finish_only: bool = False, checkpoint_name:
             images, both = augmenter(train_set.images[index],
                                      torch.cat([train_set.targets[index], train_parent[index]], dim=1))
             targets = (both[:, :1] >= 0.5).float()
-            guidance, focus = guidance_batch(targets[:, 0].numpy(), both[:, 1].numpy(), config, rng)
+            guidance, focus = guidance_batch(targets[:, 0].numpy(), both[:, 1].numpy(), config, rng,
+                                             images[:, 0].float().numpy())
             with acceleration.autocast(device, precision):
                 logits = network(torch.cat([images, torch.from_numpy(guidance)], dim=1))
             loss = loss_fn(logits.float(), targets)
@@ -328,7 +336,10 @@ def _finish(config: RefineTrainConfig, child: ModelConfig, best_path: Path, epoc
                 "checkpoint": "best validation Dice" if best_path.name == checkpoint.BEST else "end of training",
                 "recipe": (f"simulated clicks (<= {config.max_clicks} per slice, iterative protocol) on an empty "
                            f"mask ({config.empty_fraction:.0%}), the parent's prediction "
-                           f"({config.parent_fraction:.0%}) or a perturbed reference; BCE + Dice"
+                           f"({config.parent_fraction:.0%}), "
+                           + (f"the reference too generous along a stretch of border, into partial volume "
+                              f"({config.rim_fraction:.0%}), " if config.rim_fraction else "")
+                           + "or a perturbed reference; BCE + Dice"
                            + (f" + {config.click_loss_weight:g} x BCE on the clicked error region"
                               if config.click_loss_weight else "")
                            + f", Adam lr {config.learning_rate:g}, poster augmentation"
