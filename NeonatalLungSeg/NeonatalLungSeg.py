@@ -7,7 +7,6 @@ after the user agreed to install what is missing.
 
 import importlib
 import logging
-import pathlib
 import sys
 
 import qt

@@ -258,8 +258,8 @@ class AtomicOutputs:
                 for temporary, final in self._pending:
                     try:
                         os.replace(temporary, final)
-                    except OSError as exc:
-                        raise OutputError(f"{final}: cannot move into place ({exc.strerror or exc})") from None
+                    except OSError as error:
+                        raise OutputError(f"{final}: cannot move into place ({error.strerror or error})") from None
         finally:
             for temporary, _ in self._pending:  # only leftovers remain after the renames
                 temporary.unlink(missing_ok=True)
