@@ -141,6 +141,12 @@ def test_training_continues_from_a_refine_model_and_refuses_a_segmentation_one(t
         initial_state(RefineTrainConfig(init_model=str(parent)), child, {})
 
 
+def test_start_shares_over_one_are_refused(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("data: x\nempty_fraction: 0.5\nparent_fraction: 0.4\nrim_fraction: 0.2\n")
+    assert main(["--config", str(tmp_path / "c.yaml")]) != 0
+    assert "sum to at most 1" in capsys.readouterr().err
+
+
 def test_unknown_config_field_is_refused(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("data: x\nlearning_rat: 0.1\n")
     assert main(["--config", str(tmp_path / "c.yaml")]) != 0

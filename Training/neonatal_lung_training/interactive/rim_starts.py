@@ -12,7 +12,7 @@ base (the lowest ``BASE_SHARE`` of its head-foot extent, in physical LPS z) and 
 at one wall would. Never into the other lung. Deterministic for a seed.
 
 ``--partial-volume``: the rims grow (two layers over the bands, three in the patches) only into partial
-volume, voxels less than ``PARTIAL_SHARE`` of the way from the lung's level (its median deep inside) to the
+volume, voxels less than ``simulate.PARTIAL_SHARE`` (3/4) of the way from the lung's level (its median deep inside) to the
 tissue's (the median two to four voxels outside it). A model over-reaches there, and the darkest of them
 look like lung to a rule that judges the clicked voxel; without the option the rims take every voxel of
 the shell, mostly the brighter partial volume and tissue.
@@ -41,7 +41,6 @@ BASE_SHARE = 0.4
 APEX_SHARE = 0.1
 PATCHES = 2
 PATCH_REACH = 0.25   # patch radius as a share of the lung's size (cube root of its volume)
-PARTIAL_SHARE = 0.75  # --partial-volume: how far from the lung's level towards the tissue's a rim voxel may be
 SIX = ndimage.generate_binary_structure(3, 1)
 
 
@@ -69,8 +68,8 @@ def rim_start(reference: np.ndarray, geometry: Geometry, rng: np.random.Generato
         if image is None:
             shell1 = ndimage.binary_dilation(lung, SIX) & free
             shell2 = ndimage.binary_dilation(lung, SIX, iterations=2) & free
-        else:   # one layer deeper each, through lung-like voxels only
-            like = free & partial_volume(image, lung, PARTIAL_SHARE)
+        else:   # one layer deeper each, through partial volume only
+            like = free & partial_volume(image, lung)
             shell1, shell2 = grow_into(lung, like, 2), grow_into(lung, like, 3)
         low, high = float(z_mm[lung].min()), float(z_mm[lung].max())
         extent = high - low
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder with images/ and labels/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--partial-volume", action="store_true",
-                        help="rims only into partial volume (voxels below PARTIAL_SHARE of the way from lung to tissue)")
+                        help="rims only into partial volume (voxels under 3/4 of the way from the lung's level to the tissue's)")
     args = parser.parse_args(argv)
 
     def body() -> None:

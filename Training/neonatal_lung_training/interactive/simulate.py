@@ -83,7 +83,10 @@ def perturbed_mask(target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def partial_volume(image: np.ndarray, lung: np.ndarray, share: float = 0.75) -> np.ndarray:
+PARTIAL_SHARE = 0.75  # how far from the lung's level towards the tissue's a partial-volume voxel may lie
+
+
+def partial_volume(image: np.ndarray, lung: np.ndarray, share: float = PARTIAL_SHARE) -> np.ndarray:
     """Voxels less than ``share`` of the way from the lung's level (its median three voxels in) to the
     tissue's (the median two to four voxels outside it): the partial volume a model over-reaches into."""
     ring = ndimage.generate_binary_structure(lung.ndim, 1)

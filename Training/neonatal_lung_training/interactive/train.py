@@ -87,7 +87,12 @@ class RefineTrainConfig:
         for key in ("elastic_magnitude", "gamma_range"):
             if key in augment:
                 augment[key] = tuple(augment[key])
-        return RefineTrainConfig(**data, augment=AugmentConfig(**augment))
+        config = RefineTrainConfig(**data, augment=AugmentConfig(**augment))
+        shares = (config.empty_fraction, config.parent_fraction, config.rim_fraction)
+        if min(shares) < 0 or sum(shares) > 1:
+            raise ValueError(f"{path}: empty_fraction, parent_fraction and rim_fraction must be >= 0 and sum to "
+                             f"at most 1 (the rest are perturbed references), got {shares}")
+        return config
 
 
 def refine_config_for(parent: ModelConfig, config: RefineTrainConfig) -> ModelConfig:
