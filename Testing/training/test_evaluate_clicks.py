@@ -122,4 +122,4 @@ def test_partial_volume_rims_take_only_voxels_between_lung_and_tissue():
     assert added.any() and dim[added].all()                            # only the dim shell, one layer deep here
     assert not added[:, :, 20].any()                                   # never the bright side
     plain = rim_start(reference, geometry, np.random.default_rng(0))
-    assert ((plain == 1) & (reference == 0) & ~dim).any()              # without the image: the shell, whatever it looks like
+    assert ((plain == 1) & (reference == 0) & ~dim).any()              # without the image: any shell voxel

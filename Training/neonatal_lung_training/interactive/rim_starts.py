@@ -12,8 +12,8 @@ base (the lowest ``BASE_SHARE`` of its head-foot extent, in physical LPS z) and 
 at one wall would. Never into the other lung. Deterministic for a seed.
 
 ``--partial-volume``: the rims grow (two layers over the bands, three in the patches) only into partial
-volume, voxels less than ``simulate.PARTIAL_SHARE`` (3/4) of the way from the lung's level (its median deep inside) to the
-tissue's (the median two to four voxels outside it). A model over-reaches there, and the darkest of them
+volume, voxels less than ``simulate.PARTIAL_SHARE`` (3/4) of the way from the lung's level (its median
+deep inside) to the tissue's (the median two to four voxels outside it). A model over-reaches there, and the darkest of them
 look like lung to a rule that judges the clicked voxel; without the option the rims take every voxel of
 the shell, mostly the brighter partial volume and tissue.
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder with images/ and labels/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--partial-volume", action="store_true",
-                        help="rims only into partial volume (voxels under 3/4 of the way from the lung's level to the tissue's)")
+                        help="rims only into partial volume (under 3/4 of the way from lung level to tissue level)")
     args = parser.parse_args(argv)
 
     def body() -> None:
