@@ -13,9 +13,9 @@ at one wall would. Never into the other lung. Deterministic for a seed.
 
 ``--partial-volume``: the rims grow (two layers over the bands, three in the patches) only into partial
 volume, voxels less than ``simulate.PARTIAL_SHARE`` (3/4) of the way from the lung's level (its median
-deep inside) to the tissue's (the median two to four voxels outside it). A model over-reaches there, and the darkest of them
-look like lung to a rule that judges the clicked voxel; without the option the rims take every voxel of
-the shell, mostly the brighter partial volume and tissue.
+deep inside) to the tissue's (the median two to four voxels outside it). A model over-reaches there, and
+the darkest of them look like lung to a rule that judges the clicked voxel; without the option the rims
+take every voxel of the shell, mostly the brighter partial volume and tissue.
 
     python -m neonatal_lung_training.interactive.rim_starts --data runs/dr-dev6 --seed 5
 
