@@ -136,9 +136,9 @@ def test_a_click_on_a_thin_rim_is_not_judged_by_its_intensity():
     assert rim is not None and rim[4:26, 34:36, 8:40].mean() > 0.5 and not rim[:, :34].any()
 
 
-def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_network_says_so():
-    """A network that calls nothing lung (its proposal: erase the whole lung) and a click on a two-voxel
-    false rim: the edit stays in the mask's outer layers, the lung's core is kept."""
+def erasing_network_and_a_false_rim():
+    """A network that calls nothing lung (its proposal: erase the whole lung), and the carried-into-tissue
+    scene with the right lung's mask two rows too far instead, those rows as dark as lung."""
     refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
     with torch.no_grad():
         refiner.network.bias.fill_(-20.0)                              # lung nowhere
@@ -146,6 +146,13 @@ def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_net
     current[5:25, 44:46, 8:26] = 1                                     # two rows too far, dark as lung
     image[5:25, 44:46, 8:26] = 0.1
     current[8:22, 46:50] = 0
+    return refiner, image, labels, current
+
+
+def test_a_negative_click_takes_nothing_far_deeper_than_itself_even_when_the_network_says_so():
+    """A network that calls nothing lung (its proposal: erase the whole lung) and a click on a two-voxel
+    false rim: the edit stays in the mask's outer layers, the lung's core is kept."""
+    refiner, image, labels, current = erasing_network_and_a_false_rim()
     session = refiner.session(image, geometry_for(image.shape), image_contrast=False, rim_peel=False)
     out, outcome = session.apply(current, Click((15, 45, 17), False))
     removed = (current == 1) & (out == 0)
@@ -180,13 +187,7 @@ def test_a_rim_click_takes_only_the_rim_near_it_when_the_network_pulls_in_the_wh
     connected to a click on a two-voxel false rim: the edit keeps to a ball of the rim peel's reach."""
     from NeonatalLungSegLib.rim_peel import REACH
 
-    refiner = oracle_refiner(threshold_weight=0.0, click_weight=0.0)
-    with torch.no_grad():
-        refiner.network.bias.fill_(-20.0)                              # lung nowhere
-    image, labels, current = carried_into_tissue()
-    current[5:25, 44:46, 8:26] = 1                                     # two rows too far, dark as lung
-    image[5:25, 44:46, 8:26] = 0.1
-    current[8:22, 46:50] = 0
+    refiner, image, labels, current = erasing_network_and_a_false_rim()
     click, spacing = (15, 45, 17), np.array([2.0, 1.0, 1.0])          # k, j, i in mm (geometry_for)
     radius = REACH * ((current == 1).sum() * 2.0) ** (1 / 3)
     session = refiner.session(image, geometry_for(image.shape), image_contrast=False, rim_peel=False)
