@@ -101,13 +101,15 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     config = {"data": str(data), "split_file": str(tmp_path / "split.json"), "parent_model": str(parent),
               "output": str(tmp_path / "refine"), "run_dir": str(tmp_path / "run"), "batch_size": 4,
               "steps_per_epoch": 2, "epochs": 2, "data_description": "toy ellipsoids; no real MRI",
-              "rim_fraction": 0.3, "augment": {"enabled": False}}
+              "rim_fraction": 0.3, "lr_patience": 5, "augment": {"enabled": False}}
     (tmp_path / "c.yaml").write_text(json.dumps(config))
     assert main(["--config", str(tmp_path / "c.yaml")]) == 0
     refiner = Refiner.load(tmp_path / "refine", device="cpu")
     assert refiner.config.training["best_epoch"] in (1, 2)
     assert (tmp_path / "refine" / "MODEL_CARD.md").read_text().count("positive_clicks") == 1
     assert "into partial volume (30%)" in refiner.config.training["recipe"]
+    from neonatal_lung_training import checkpoint
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / checkpoint.LAST)["scheduler"]["patience"] == 5
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
     # a run stopped for time: the folder is written from the best checkpoint without training further
     config["output"] = str(tmp_path / "refine-again")

@@ -65,6 +65,7 @@ class RefineTrainConfig:
     epochs: int = 100
     patience: int = 6
     learning_rate: float = 3e-4
+    lr_patience: int = 2              # epochs without a better validation Dice before the rate is halved
     max_minutes: float = 0.0
     seed: int = 0
     init_model: str = ""              # a click-refinement model folder to continue from (else: widen the parent)
@@ -250,7 +251,8 @@ def train(config: RefineTrainConfig, finish_only: bool = False, checkpoint_name:
     precision = acceleration.resolve_training_precision(config.precision, device)
     print(f"{precision} autocast; starting from {config.init_model or 'the widened parent'}", flush=True)
     optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
+                                                           patience=config.lr_patience)
     loss_fn = DiceCELoss(sigmoid=True, batch=True)
     last = run / "checkpoints" / checkpoint.LAST
     first, best, stale, spent = 1, -1.0, 0, 0.0
