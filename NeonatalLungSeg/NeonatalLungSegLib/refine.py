@@ -312,18 +312,12 @@ class RefineSession:
                 break
             low = max(0, low - GROW_SLICES) if grow_low else low
             high = min(count - 1, high + GROW_SLICES) if grow_high else high
-        if region is not None and not click.positive and self.depth_limit:
-            region = self._region(within_click_depth(region, canonical[low:high + 1] == value,
-                                                     (placed.slice - low, placed.row, placed.col), self.spacing),
-                                  placed, placed.slice - low)
-        if region is not None and not click.positive and self.rim_reach:
-            lung_mm3 = float((canonical == value).sum()) * float(np.prod(self.spacing))
-            region = self._region(within_rim_reach(region, canonical[low:high + 1] == value,
-                                                   (placed.slice - low, placed.row, placed.col), self.spacing,
-                                                   lung_mm3), placed, placed.slice - low)
+        clicked_lung = None if click.positive else canonical == value  # one pass, for every negative rule
+        if region is not None and clicked_lung is not None:
+            region = self._limit_negative(region, clicked_lung, placed, low, high)
         contrast = peel = None
-        if not click.positive and (self.image_contrast or self.rim_peel):
-            clicked_lung, seed = canonical == value, (placed.slice, placed.row, placed.col)
+        if clicked_lung is not None and (self.image_contrast or self.rim_peel):
+            seed = (placed.slice, placed.row, placed.col)
             if self.rim_peel:
                 peel = rim_region(clicked_lung, seed, self.spacing, image=self.prepared.slices, spread=self.spread)
             if self.image_contrast:  # on the rim only where the peel declines (contrast_region.py)
@@ -358,6 +352,19 @@ class RefineSession:
                    f"{', rim peeled' if peel is not None else ''})")
         return out, ClickOutcome(lung, click.positive, changed, len(predicted), seconds, fallback, message,
                                  contrast is not None, peel is not None)
+
+    def _limit_negative(self, region: np.ndarray, clicked_lung: np.ndarray, placed: _Placed, low: int,
+                        high: int) -> np.ndarray | None:
+        """The network's region of a negative click (window ``low``..``high``) cut to about the click's depth
+        and, from the rim, to the rim peel's reach (contrast_region.py), or None when nothing is left."""
+        window, seed = clicked_lung[low:high + 1], (placed.slice - low, placed.row, placed.col)
+        if self.depth_limit:
+            region = self._region(within_click_depth(region, window, seed, self.spacing), placed, placed.slice - low)
+        if region is not None and self.rim_reach:
+            lung_mm3 = float(clicked_lung.sum()) * float(np.prod(self.spacing))
+            region = self._region(within_rim_reach(region, window, seed, self.spacing, lung_mm3), placed,
+                                  placed.slice - low)
+        return region
 
     def _disk(self, placed: _Placed, radius_mm: float) -> np.ndarray:
         rows, cols = self.prepared.slices.shape[1:]

@@ -6,8 +6,9 @@ For each labelled volume and each starting mask (``empty``; ``model``: the segme
 ``given``: DATA/starts/NAME.nii.gz, e.g. the rim errors of ``rim_starts.py``), clicks are simulated one at a
 time (``simulate.next_click``: the centre of the largest 3D error region, positive on missed lung, negative
 on false lung, for the lung the error belongs to) and applied with ``RefineSession.apply``, each to the
-result of the clicks before, up to ``--max-clicks`` (20, the usual limit). NoC@X is the number of clicks after which Dice of both lungs first reaches X (``--max-clicks``
-when it never does, the usual convention; the report says how often that happened).
+result of the clicks before, up to ``--max-clicks`` (20, the usual limit). NoC@X is the number of clicks
+after which Dice of both lungs first reaches X (``--max-clicks`` when it never does, the usual convention;
+the report says how often that happened).
 
 Writes OUT/noc.json (every Dice and every click's seconds), OUT/noc.csv (one row per case and start),
 OUT/dice-per-click.png and OUT/report.md.
@@ -235,7 +236,8 @@ def markdown(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="neonatal-lung-seg evaluate-clicks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder with images/NAME.nii.gz and labels/NAME.nii.gz")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="folder with images/NAME.nii.gz and labels/NAME.nii.gz")
     parser.add_argument("--refine-model", type=Path, default=None, help="default: the bundled refinement model")
     parser.add_argument("--model", type=Path, default=None,
                         help="segmentation model giving the 'model' start (default: the bundled model)")
