@@ -278,8 +278,8 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 logging.error(f"NeonatalLungSeg: segmentation failed: {error}")
                 slicer.util.errorDisplay(f"Segmentation failed: {error}")
         else:
-            from NeonatalLungSegLib.acceleration import describe_inference
-            from NeonatalLungSegLib.measure import format_volumes
+            from NeonatalLungSegLib.inference.acceleration import describe_inference
+            from NeonatalLungSegLib.inference.measure import format_volumes
 
             ranOn = f" ({describe_inference(outputs.model)})" if outputs.model.get("precision") else ""
             self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}{ranOn}"

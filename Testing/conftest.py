@@ -40,7 +40,7 @@ TINY_NETWORK_ARGS = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_ch
 
 def tiny_config(**overrides):
     """A real but small smp U-Net config so engine tests run in milliseconds per slice."""
-    from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig, NetworkConfig
+    from NeonatalLungSegLib.models.model_folder import InputConfig, ModelConfig, NetworkConfig
 
     return ModelConfig(name="tiny-test-model", version="0.0.1",
                        network=NetworkConfig(args=dict(TINY_NETWORK_ARGS)),
@@ -50,7 +50,7 @@ def tiny_config(**overrides):
 @pytest.fixture
 def mock_cpu(monkeypatch: pytest.MonkeyPatch):
     """Replace this CPU's features with a /proc/cpuinfo flag set for the rest of the test."""
-    from NeonatalLungSegLib import acceleration
+    from NeonatalLungSegLib.inference import acceleration
 
     def use(flags: str):
         features = acceleration.CpuFeatures.from_flags(flags.split())
@@ -64,8 +64,8 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder with random weights, written through the real writer."""
     import torch
 
-    from NeonatalLungSegLib.model_folder import write_model_folder
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import write_model_folder
+    from NeonatalLungSegLib.models.network import build_network
 
     torch.manual_seed(0)
     config = tiny_config()
@@ -79,8 +79,8 @@ def tiny_refine_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A click-refinement model folder (input.guidance: mask and click maps) with random weights."""
     import torch
 
-    from NeonatalLungSegLib.model_folder import write_model_folder
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import write_model_folder
+    from NeonatalLungSegLib.models.network import build_network
 
     torch.manual_seed(1)
     config = tiny_config(guidance=("mask", "positive_clicks", "negative_clicks"), in_plane_policy="keep_aspect")

@@ -39,15 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dice", action="store_true", help="skip the end-to-end mask comparison")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    from NeonatalLungSegLib import acceleration
+    from NeonatalLungSegLib.inference import acceleration
 
     acceleration.configure_process()
     import numpy as np
     import torch
 
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.model_folder import read_config
-    from NeonatalLungSegLib.network import build_checked
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.models.model_folder import read_config
+    from NeonatalLungSegLib.models.network import build_checked
 
     threads = acceleration.configure_cpu_threads()
     config = read_config(MODEL)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             from neonatal_lung_training.synthetic import generate_case
 
             from NeonatalLungSegLib.geometry import image_to_array
-            from NeonatalLungSegLib.measure import dice as dice_of
+            from NeonatalLungSegLib.inference.measure import dice as dice_of
 
             image = generate_case(5150, shape=(96, 256, 256), spacing=(1.5, 0.55, 0.55)).image
             array, geometry = image_to_array(image)

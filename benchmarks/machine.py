@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-from NeonatalLungSegLib.acceleration import cpu_features, cpu_model, cpu_precision, cpu_signature
+from NeonatalLungSegLib.inference.acceleration import cpu_features, cpu_model, cpu_precision, cpu_signature
 
 # Dense tensor-core peaks (FLOP/s) for bf16/fp16 with fp32 accumulation, from the vendors' data sheets.
 GPU_PEAKS = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
@@ -36,8 +36,8 @@ def cpu_busy_jiffies() -> tuple[int, int]:
 def auto_cpu_choice(model: Path) -> str:
     """What ``auto`` runs on this CPU for ``model``: the engine's own choice (its int8 network with VNNI),
     else the torch precision."""
-    from NeonatalLungSegLib.engine import HOST_CPU, int8_choice
-    from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.inference.engine import HOST_CPU, int8_choice
+    from NeonatalLungSegLib.models.model_folder import read_config
 
     reason = int8_choice(model, read_config(model), HOST_CPU, "auto")
     return f"int8 ({reason}, OpenVINO)" if reason else "%s (%s)" % cpu_precision()

@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="bf16", choices=["fp16", "bf16"])
     parser.add_argument("--input", type=Path, default=SAMPLE)
     args = parser.parse_args(argv)
-    from NeonatalLungSegLib import acceleration
+    from NeonatalLungSegLib.inference import acceleration
 
     acceleration.configure_process()
     import numpy as np
 
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
     from NeonatalLungSegLib.geometry import image_to_array
-    from NeonatalLungSegLib.measure import dice
-    from NeonatalLungSegLib.volume_io import read_volume
+    from NeonatalLungSegLib.inference.measure import dice
+    from NeonatalLungSegLib.volumes.volume_io import read_volume
 
     acceleration.configure_cpu_threads()
     array, geometry = image_to_array(read_volume(args.input))

@@ -34,10 +34,10 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from NeonatalLungSegLib.acceleration import configure_cpu_threads, cpu_line
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.refine import Refiner
-    from NeonatalLungSegLib.registry import bundled_refine_model_folder, default_model_folder
+    from NeonatalLungSegLib.inference.acceleration import configure_cpu_threads, cpu_line
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.correction.refine import Refiner
+    from NeonatalLungSegLib.models.registry import bundled_refine_model_folder, default_model_folder
     from neonatal_lung_training.interactive.noc import simulate_case
     from neonatal_lung_training.synthetic import generate_case
 

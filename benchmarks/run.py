@@ -39,7 +39,7 @@ VOLUMES = {  # name: (shape k j i, spacing mm, seed); the generator is the proje
     "256x256x128": ((128, 256, 256), (1.2, 0.55, 0.55), 5151),
     "512x512x300": ((300, 512, 512), (0.5, 0.3, 0.3), 99),
 }
-from NeonatalLungSegLib.acceleration import cpu_precision, cpu_prefers_int8  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import cpu_precision, cpu_prefers_int8  # noqa: E402
 from machine import cpu_busy_jiffies, machine_info, machine_line, peak_flops  # noqa: E402
 from workers import model_worker, worker  # noqa: E402
 
@@ -143,7 +143,7 @@ class Child:
 def generate(folder: Path, name: str) -> Path:
     shape, spacing, seed = VOLUMES[name]
     target = folder / name
-    subprocess.run([sys.executable, "-m", "NeonatalLungSegLib.cli", "synthesize", "-o", str(target), "--seed",
+    subprocess.run([sys.executable, "-m", "NeonatalLungSegLib.cli.main", "synthesize", "-o", str(target), "--seed",
                     str(seed), "--shape", *map(str, shape), "--spacing", *map(str, spacing)], check=True,
                    capture_output=True, cwd=REPO,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "NeonatalLungSeg"),
@@ -154,7 +154,7 @@ def generate(folder: Path, name: str) -> Path:
 def dice_against(reference: Path, candidate: Path) -> dict:
     import SimpleITK as sitk
 
-    from NeonatalLungSegLib.measure import dice
+    from NeonatalLungSegLib.inference.measure import dice
 
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(reference)))  # a copy: a view dies with its image
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(candidate)))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.acceleration import cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 
@@ -44,7 +44,7 @@ def machine() -> str:
 
 
 def segment_command(volume: Path, out: Path, device: str, precision: str = "auto") -> list[str]:
-    code = ("import sys; from NeonatalLungSegLib.cli import main; "
+    code = ("import sys; from NeonatalLungSegLib.cli.main import main; "
             f"sys.exit(main(['segment', {str(volume)!r}, '-o', {str(out)!r}, '--device', {device!r}, "
             f"'--precision', {precision!r}, '--overwrite']))")
     return [sys.executable, "-c", code]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.acceleration import cpu_line  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import cpu_line  # noqa: E402
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 MODEL = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
 
     from NeonatalLungSegLib.geometry import image_to_array
-    from NeonatalLungSegLib.worker_client import WorkerClient
+    from NeonatalLungSegLib.worker.client import WorkerClient
 
     array, geometry = image_to_array(sitk.ReadImage(str(args.input)))
     array = array.astype(np.float32)

@@ -20,14 +20,14 @@ def worker(spec: dict) -> None:
     import resource
 
     sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-    from NeonatalLungSegLib import acceleration
+    from NeonatalLungSegLib.inference import acceleration
 
     if spec["config"]["passive"]:
         acceleration.configure_process()
     import torch
 
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.volume_io import AtomicOutputs, read_volume
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.volumes.volume_io import AtomicOutputs, read_volume
 
     config = spec["config"]
     if config["threads"] == "physical cores":
@@ -107,7 +107,7 @@ def forward_only(segmenter, device: str) -> dict:
     """Network forward alone on slices at the model's size, in the configuration's batch size and precision."""
     import torch
 
-    from NeonatalLungSegLib.acceleration import autocast
+    from NeonatalLungSegLib.inference.acceleration import autocast
 
     inp = segmenter.config.input
     batch = segmenter.batch_size
@@ -141,7 +141,7 @@ def profile(segmenter, end_to_end) -> dict:
 
     import torch
 
-    from NeonatalLungSegLib.acceleration import autocast
+    from NeonatalLungSegLib.inference.acceleration import autocast
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -171,14 +171,14 @@ def _trim(text: str) -> str:
 def model_worker(spec: dict) -> dict:
     """FLOPs per slice (FlopCounterMode) and training throughput in fp32 and bf16 autocast."""
     sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-    from NeonatalLungSegLib import acceleration
+    from NeonatalLungSegLib.inference import acceleration
 
     acceleration.configure_process()
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from NeonatalLungSegLib.model_folder import read_config
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import read_config
+    from NeonatalLungSegLib.models.network import build_network
 
     acceleration.configure_cpu_threads()
     device = torch.device(spec["device"])

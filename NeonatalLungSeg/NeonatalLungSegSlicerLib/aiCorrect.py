@@ -41,7 +41,7 @@ EDIT_COUNT_METHOD = ("operations that modified a segment's labelmap other than S
 def clickFromRas(volumeNode, ras, positive, lung=None):
     """The engine's Click at the voxel of ``volumeNode`` containing RAS point ``ras``; InputError (one line)
     when the point lies outside the volume."""
-    from NeonatalLungSegLib.clicks import click_from_dict
+    from NeonatalLungSegLib.correction.clicks import click_from_dict
     from NeonatalLungSegLib.geometry import lps_to_ras
 
     lps = (lps_to_ras() @ np.array([*map(float, ras), 1.0]))[:3]
@@ -204,7 +204,7 @@ class AICorrection:
 
     def __init__(self, runner, segmentationNode, volumeNode, modelFolder, device="auto",
                  saveStateForUndo=lambda: None, edits=None, imageContrast=True):
-        from NeonatalLungSegLib.model_folder import read_config
+        from NeonatalLungSegLib.models.model_folder import read_config
 
         if segmentationNode is None or volumeNode is None:
             raise ValueError("AI correct needs a segmentation made by Segment and its input volume.")

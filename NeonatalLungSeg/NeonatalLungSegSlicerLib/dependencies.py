@@ -17,7 +17,7 @@ import tempfile
 
 import slicer
 
-from NeonatalLungSegLib import requirements
+from NeonatalLungSegLib.models import requirements
 
 
 lastInstallMethod = None  # "slicer.packaging.pip_ensure" or "slicer.util.pip_install" once something installed

@@ -1,6 +1,6 @@
 """The model selector: one combo box entry per model of the library's registry, one click to switch.
 
-Entries come from ``NeonatalLungSegLib.registry.find_models`` (what `neonatal-lung-seg models` lists): the
+Entries come from ``NeonatalLungSegLib.models.registry.find_models`` (what `neonatal-lung-seg models` lists): the
 bundled models and the registry's remembered folders. A folder chosen with "Other model folder..." is
 remembered in that same registry once it has segmented something, so the command line lists it too; there
 is no second list (no QSettings). The parameter node's
@@ -22,7 +22,7 @@ class ModelSelector:
         comboBox.currentIndexChanged.connect(self._onIndexChanged)
 
     def populate(self, currentFolder=None):
-        from NeonatalLungSegLib import registry
+        from NeonatalLungSegLib.models import registry
 
         self._updating = True
         try:
@@ -61,7 +61,7 @@ class ModelSelector:
 
     def remember(self, folder):
         """List a folder that has just been used (and is not listed yet) from now on, here and in the CLI."""
-        from NeonatalLungSegLib import registry
+        from NeonatalLungSegLib.models import registry
 
         if self.indexOf(folder) >= 0:
             return False

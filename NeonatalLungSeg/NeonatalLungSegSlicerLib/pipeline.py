@@ -47,7 +47,7 @@ class SegmentationOutputs:
     reviewSlices: list = field(default_factory=list)
     volumes: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
-    confidence: object = None  # NeonatalLungSegLib.confidence.CaseConfidence
+    confidence: object = None  # NeonatalLungSegLib.inference.confidence.CaseConfidence
 
 
 def engineDevice(choice):
@@ -83,8 +83,8 @@ def deviceMessage(choice):
 def modelDescription(folder):
     """'name version: validation Dice right ..., left ... (data); parent, training data' or why the folder is
     not a model (from the model registry's entry, so the CLI's `models` says the same)."""
-    from NeonatalLungSegLib.model_folder import read_config
-    from NeonatalLungSegLib.registry import entry_for
+    from NeonatalLungSegLib.models.model_folder import read_config
+    from NeonatalLungSegLib.models.registry import entry_for
 
     if not str(folder or "").strip():
         return "Select a model folder (one holding model.json), or pick a model above."
@@ -109,7 +109,7 @@ def modelDescription(folder):
 
 def makeRequest(parameterNode):
     """Validate the choices and copy the input off MRML; raises ValueError with a user-facing message."""
-    from NeonatalLungSegLib.postprocess import PostprocessOptions
+    from NeonatalLungSegLib.inference.postprocess import PostprocessOptions
 
     volumeNode = parameterNode.inputVolume
     if volumeNode is None:
@@ -135,8 +135,8 @@ def makeRequest(parameterNode):
 def applyResult(scene, request, result, model, confidence=None):
     """GUI-thread part: segmentation (+ model mask), volume table, probability volume, confidence and the
     slices to review."""
-    from NeonatalLungSegLib.confidence import measure_confidence
-    from NeonatalLungSegLib.review import slices_to_review
+    from NeonatalLungSegLib.inference.confidence import measure_confidence
+    from NeonatalLungSegLib.dataset.review import slices_to_review
 
     volumeNode = scene.GetNodeByID(request.volumeNodeId)
     if volumeNode is None:
@@ -183,7 +183,7 @@ def currentLabels(segmentationNode, volumeNode):
 
 def updateVolumeTable(scene, segmentationNode, volumeNode):
     """Volumes measured on the segmentation as it is now (after any correction), into its table node."""
-    from NeonatalLungSegLib.measure import measure_volumes
+    from NeonatalLungSegLib.inference.measure import measure_volumes
 
     scheme, _, labels, _ = currentLabels(segmentationNode, volumeNode)
     volumes = measure_volumes(labels, mrmlNodes.volumeGeometry(volumeNode), split=scheme == "right_left")
@@ -205,7 +205,7 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, rev
     reviewer changed (plus ``extra`` sidecar fields, e.g. the correction record); ``reviewStatus``
     "unreviewed" exports an AI mask nobody checked (kept out of
     ``train --reviewed-only``)."""
-    from NeonatalLungSegLib.export import ExportVerificationError, export_case
+    from NeonatalLungSegLib.dataset.export import ExportVerificationError, export_case
 
     folder = Path(str(folder or "")).expanduser()
     if not str(folder) or str(folder) == "." or not folder.is_absolute():

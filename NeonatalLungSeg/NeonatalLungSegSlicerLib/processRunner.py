@@ -3,7 +3,7 @@
 Why not a thread: Slicer's main thread holds Python's GIL while Qt idles, so a Python worker thread in the
 Slicer process runs only while the main thread runs Python (e.g. inside the 100 ms timer slot) and every
 torch call waits for the next tick; a segmentation that takes seconds would take minutes (measured in
-Testing/slicer/test_gil_host.py). The process is the library's worker (``NeonatalLungSegLib.worker``);
+Testing/slicer/test_gil_host.py). The process is the library's worker (``NeonatalLungSegLib.worker.server``);
 this file only decides which Python starts it and keeps one worker alive between runs so the model is
 loaded once. After a cancel (which kills the worker's process tree) or a crash the next run starts a fresh
 worker. Nothing here imports torch.
@@ -11,7 +11,7 @@ worker. Nothing here imports torch.
 
 import sys
 
-from NeonatalLungSegLib.worker_client import WorkerClient, find_python_slicer
+from NeonatalLungSegLib.worker.client import WorkerClient, find_python_slicer
 
 
 def slicerPython():

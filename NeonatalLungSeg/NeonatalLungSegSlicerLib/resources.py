@@ -1,5 +1,5 @@
 """Where the bundled sample is, in a source checkout and in an installed extension; the bundled model is
-the library registry's business (``NeonatalLungSegLib.registry.default_model_folder``), asked here.
+the library registry's business (``NeonatalLungSegLib.models.registry.default_model_folder``), asked here.
 
 The model and the sample live once, at the repository's top level (the CLI and the tests use them there).
 The extension build copies them next to the module's own resources (see NeonatalLungSeg/CMakeLists.txt),
@@ -25,14 +25,14 @@ def dataRoots():
 
 def defaultModelFolder():
     """The model a new parameter node starts with (the registry decides: the bundled one)."""
-    from NeonatalLungSegLib.registry import default_model_folder
+    from NeonatalLungSegLib.models.registry import default_model_folder
 
     return default_model_folder()
 
 
 def defaultRefineModelFolder():
     """The click-refinement model AI correct starts with: the bundled one (it may not be installed yet)."""
-    from NeonatalLungSegLib.registry import bundled_refine_model_folder
+    from NeonatalLungSegLib.models.registry import bundled_refine_model_folder
 
     return bundled_refine_model_folder()
 

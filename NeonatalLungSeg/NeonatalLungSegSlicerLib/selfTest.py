@@ -30,7 +30,7 @@ def _referenceLabels():
 def correctionRegions(right, left, geometry):
     """An axial slab through the middle of the right lung (to erase) and a box straddling the left lung's
     outer edge on its middle slice (to paint), as (k, j, i) index tuples; plus the masks they leave."""
-    from NeonatalLungSegLib.review import axial_array_axis
+    from NeonatalLungSegLib.dataset.review import axial_array_axis
 
     axis = axial_array_axis(geometry)
     rightSlices = np.flatnonzero(right.any(axis=tuple(a for a in range(3) if a != axis)))
@@ -146,7 +146,7 @@ def run(test, logic, refineModelFolder=None):
     masks = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
     reference = _referenceLabels()
     if reference is not None:
-        from NeonatalLungSegLib.measure import dice
+        from NeonatalLungSegLib.inference.measure import dice
 
         for value, name in enumerate(names, start=1):
             test.assertGreaterEqual(dice(masks[name], reference == value), 0.95, name)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.cli import main
+from NeonatalLungSegLib.cli.main import main
 
 SHAPE = (8, 40, 32)  # (k, j, i)
 

@@ -1,6 +1,6 @@
 """The optimised default path (fp16 / bf16 where the CPU is fast at it, channels_last, batches) gives the same
 labels as the naive fp32 path (one slice at a time, fp32, contiguous layout): Dice >= 0.999 per lung on
-the benchmark volumes, with the bundled model. See NeonatalLungSegLib/acceleration.py and BENCHMARKS.md."""
+the benchmark volumes, with the bundled model. See NeonatalLungSegLib/inference/acceleration.py and BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE, SHARED_DATA
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.geometry import image_to_array
 
 TOLERANCE = 0.001  # issue 16's guard: Dice >= 0.999 per lung against fp32 on the benchmark volumes
@@ -79,7 +79,7 @@ def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision
     (fp16 with AMX-FP16, bf16 with AVX512-BF16 or AMX-BF16), skips elsewhere (emulated half precision is
     slow and says nothing about the real kernels). Both the network built from config and the traced copy
     `segment` loads from its cache (``network_cache.py``) are checked."""
-    from NeonatalLungSegLib.acceleration import cpu_features, cpu_line
+    from NeonatalLungSegLib.inference.acceleration import cpu_features, cpu_line
 
     features = cpu_features()
     if not any(getattr(features, flag) for flag in CPU_HALF_PRECISIONS[precision]):
@@ -95,7 +95,7 @@ def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision
 
 
 def test_precision_choices() -> None:
-    from NeonatalLungSegLib.acceleration import cpu_precision, resolve_precision
+    from NeonatalLungSegLib.inference.acceleration import cpu_precision, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == cpu_precision()[0]
@@ -105,7 +105,7 @@ def test_precision_choices() -> None:
 
 
 def test_cli_takes_a_precision() -> None:
-    from NeonatalLungSegLib.cli import build_parser
+    from NeonatalLungSegLib.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["segment", "x.nii.gz", "-o", "out"]).precision == "auto"

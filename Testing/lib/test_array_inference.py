@@ -13,15 +13,15 @@ import SimpleITK as sitk
 import torch
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE, REPO
-from NeonatalLungSegLib import acceleration
+from NeonatalLungSegLib.inference import acceleration
 from threadpoolctl import threadpool_info
 
-from NeonatalLungSegLib.array_inference import HALF_TINY, predict_slices_array, sigmoid
+from NeonatalLungSegLib.inference.array_inference import HALF_TINY, predict_slices_array, sigmoid
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.network import build_checked
-from NeonatalLungSegLib.preprocess import prepare
-from NeonatalLungSegLib.slice_inference import predict_slices
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.models.network import build_checked
+from NeonatalLungSegLib.inference.preprocess import prepare
+from NeonatalLungSegLib.inference.slice_inference import predict_slices
 
 
 def test_the_array_loop_equals_the_torch_loop_for_the_same_network(tiny_model_folder: Path) -> None:
@@ -87,7 +87,7 @@ def test_segment_on_the_int8_path_never_imports_torch(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     code = (
         "import sys\n"
-        "from NeonatalLungSegLib.cli import main\n"
+        "from NeonatalLungSegLib.cli.main import main\n"
         f"status = main(['segment', {str(BUNDLED_SAMPLE)!r}, '-o', {str(tmp_path / 'out')!r}, '--device', 'cpu',"
         " '--precision', 'int8'])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm',"
@@ -107,7 +107,7 @@ def test_segment_on_the_int8_path_never_imports_torch(tmp_path: Path) -> None:
 def test_the_int8_segmenter_device_still_works_where_a_torch_device_goes(mock_cpu) -> None:
     """Callers of the Segmenter API (benchmarks, evaluation) hand ``segmenter.device`` to torch."""
     pytest.importorskip("openvino")
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
 
     segmenter = Segmenter.load(BUNDLED_MODEL, device="cpu", precision="int8")
     assert segmenter.device.type == "cpu" and segmenter.device.index is None and str(segmenter.device) == "cpu"

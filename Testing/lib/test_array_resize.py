@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE
-from NeonatalLungSegLib.array_resize import pad_array, resize_array, resize_weights
+from NeonatalLungSegLib.inference.array_resize import pad_array, resize_array, resize_weights
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.preprocess import InPlaneFrame, network_input, prepare, resize_batch, slice_stack
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.inference.preprocess import InPlaneFrame, network_input, prepare, resize_batch, slice_stack
 
 
 def torch_resize(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:

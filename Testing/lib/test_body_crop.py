@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from NeonatalLungSegLib.array_inference import sigmoid
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.array_inference import sigmoid
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig, read_config
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.preprocess import body_box, in_plane_frame, prepare
+from NeonatalLungSegLib.models.model_folder import InputConfig, ModelConfig, read_config
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.inference.preprocess import body_box, in_plane_frame, prepare
 
 CROP = InputConfig(in_plane_policy="body_crop", in_plane_size=(64, 64))
 KEEP = dataclasses.replace(CROP, in_plane_policy="keep_aspect")

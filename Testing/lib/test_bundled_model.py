@@ -10,10 +10,10 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE, BUNDLED_SAMPLE_LABELS
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.geometry import Geometry, image_to_array
-from NeonatalLungSegLib.model_folder import read_config
+from NeonatalLungSegLib.models.model_folder import read_config
 from stored_volumes import store_differently
 
 

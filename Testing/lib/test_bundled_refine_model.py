@@ -7,12 +7,12 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import BUNDLED_SAMPLE, BUNDLED_SAMPLE_LABELS, REPO
-from NeonatalLungSegLib.clicks import Click
+from NeonatalLungSegLib.correction.clicks import Click
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.measure import dice
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.refine import Refiner
-from NeonatalLungSegLib.registry import bundled_refine_model_folder, find_models
+from NeonatalLungSegLib.inference.measure import dice
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.correction.refine import Refiner
+from NeonatalLungSegLib.models.registry import bundled_refine_model_folder, find_models
 from neonatal_lung_training.interactive.simulate import next_click
 
 BUNDLED_REFINE = REPO / "Resources" / "Models" / "neonatal-lung-refine-r50"

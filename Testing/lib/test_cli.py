@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.cli import main
+from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
 
 DIRECTION = tuple(np.diag([-1.0, 1.0, 1.0]).ravel())
@@ -138,7 +138,7 @@ def test_batch_size_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_console_script_entry_point_runs(tmp_path: Path, tiny_model_folder: Path) -> None:
     """Through a real subprocess, as a terminal user runs it."""
     source = write_volume(tmp_path / "s.mha")
-    completed = subprocess.run([sys.executable, "-m", "NeonatalLungSegLib.cli", "segment", str(source), "-o",
+    completed = subprocess.run([sys.executable, "-m", "NeonatalLungSegLib.cli.main", "segment", str(source), "-o",
                                 str(tmp_path / "o"), "--model", str(tiny_model_folder), "--device", "cpu"],
                                capture_output=True, text=True, timeout=300,
                                env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "NeonatalLungSeg"),

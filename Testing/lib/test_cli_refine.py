@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import tiny_config
-from NeonatalLungSegLib.cli import main
+from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
-from NeonatalLungSegLib.model_folder import write_model_folder
-from NeonatalLungSegLib.network import build_network
+from NeonatalLungSegLib.models.model_folder import write_model_folder
+from NeonatalLungSegLib.models.network import build_network
 
 GEOMETRY = Geometry((40, 48, 10), (0.9, 0.8, 2.0), (1.0, 2.0, 3.0), tuple(np.eye(3).ravel()))
 

@@ -1,4 +1,4 @@
-"""NeonatalLungSegLib.confidence: per-slice and per-case confidence, the left-right flip, and the CLI's JSON."""
+"""NeonatalLungSegLib.inference.confidence: per-slice and per-case confidence, the left-right flip, and the CLI's JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.confidence import (binary_entropy, estimated_dice, flipped_probabilities,
+from NeonatalLungSegLib.inference.confidence import (binary_entropy, estimated_dice, flipped_probabilities,
                                            left_right_array_axis, measure_confidence, segment_with_confidence)
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, reorientation
 
@@ -101,7 +101,7 @@ def test_flip_mirrors_along_the_patients_left_right_axis_and_back(geometry):
 
 
 def test_segment_with_confidence_on_a_real_model_with_flip(tiny_model_folder):
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
 
     segmenter = Segmenter.load(tiny_model_folder, device="cpu")
     rng = np.random.default_rng(1)
@@ -115,7 +115,7 @@ def test_segment_with_confidence_on_a_real_model_with_flip(tiny_model_folder):
 
 
 def test_cli_segment_writes_confidence_json(tiny_model_folder, tmp_path, capsys):
-    from NeonatalLungSegLib.cli import main
+    from NeonatalLungSegLib.cli.main import main
 
     rng = np.random.default_rng(2)
     geometry = Geometry((40, 40, 6), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from NeonatalLungSegLib.clicks import Click
-from NeonatalLungSegLib.contrast_region import negative_region, robust_range
+from NeonatalLungSegLib.correction.clicks import Click
+from NeonatalLungSegLib.correction.contrast_region import negative_region, robust_range
 from test_refine import geometry_for, oracle_refiner
 
 SPACING = (2.0, 1.0, 1.0)
@@ -169,7 +169,7 @@ def test_the_depth_limit_on_crops_equals_the_whole_window():
     distance map would."""
     from scipy import ndimage
 
-    from NeonatalLungSegLib.contrast_region import DEPTH_FACTOR, within_click_depth
+    from NeonatalLungSegLib.correction.contrast_region import DEPTH_FACTOR, within_click_depth
 
     rng = np.random.default_rng(4)
     spacing = (2.5, 0.8, 1.1)
@@ -185,7 +185,7 @@ def test_the_depth_limit_on_crops_equals_the_whole_window():
 def test_a_rim_click_takes_only_the_rim_near_it_when_the_network_pulls_in_the_whole_surface():
     """A network that calls nothing lung proposes, within the depth limit, a shell over the whole lung, all
     connected to a click on a two-voxel false rim: the edit keeps to a ball of the rim peel's reach."""
-    from NeonatalLungSegLib.rim_peel import REACH
+    from NeonatalLungSegLib.correction.rim_peel import REACH
 
     refiner, image, labels, current = erasing_network_and_a_false_rim()
     click, spacing = (15, 45, 17), np.array([2.0, 1.0, 1.0])          # k, j, i in mm (geometry_for)
@@ -204,7 +204,7 @@ def test_a_rim_click_takes_only_the_rim_near_it_when_the_network_pulls_in_the_wh
 
 
 def test_the_rim_reach_leaves_a_deep_clicks_region_alone():
-    from NeonatalLungSegLib.contrast_region import within_rim_reach
+    from NeonatalLungSegLib.correction.contrast_region import within_rim_reach
 
     mask = np.zeros((20, 40, 40), bool)
     mask[2:18, 5:35, 5:35] = True

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from NeonatalLungSegLib import acceleration
-from NeonatalLungSegLib.acceleration import CpuFeatures, cpu_precision, describe_precision, resolve_precision
+from NeonatalLungSegLib.inference import acceleration
+from NeonatalLungSegLib.inference.acceleration import CpuFeatures, cpu_precision, describe_precision, resolve_precision
 
 # /proc/cpuinfo flag sets of the CPU families the project has met (trimmed to the features that matter,
 # plus a few irrelevant ones so parsing is exercised).
@@ -107,10 +107,10 @@ def test_the_result_and_segment_say_which_precision_was_used(mock_cpu, flags: st
     """bf16 autocast runs (emulated, slowly) on any CPU, so the tiny model exercises the path everywhere."""
     from test_cli import write_volume
 
-    from NeonatalLungSegLib.cli import main
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.cli.main import main
+    from NeonatalLungSegLib.inference.engine import Segmenter
     from NeonatalLungSegLib.geometry import image_to_array
-    from NeonatalLungSegLib.volume_io import read_volume
+    from NeonatalLungSegLib.volumes.volume_io import read_volume
 
     mock_cpu(flags)
     source = write_volume(tmp_path / "case.nii.gz")

@@ -14,9 +14,9 @@ pytest.importorskip("highdicom")
 import pydicom  # noqa: E402
 
 from fuzz_helpers import assert_one_error_line, run, write_dicom_series, write_volume  # noqa: E402
-from NeonatalLungSegLib.dicom_seg import (AUTOMATIC, SEMIAUTOMATIC, algorithm_type_for, read_dicom_seg,  # noqa: E402
+from NeonatalLungSegLib.volumes.dicom_seg import (AUTOMATIC, SEMIAUTOMATIC, algorithm_type_for, read_dicom_seg,  # noqa: E402
                                           write_dicom_seg)
-from NeonatalLungSegLib.volume_io import dicom_series_files  # noqa: E402
+from NeonatalLungSegLib.volumes.volume_io import dicom_series_files  # noqa: E402
 
 
 def test_segment_dicom_series_to_dicom_seg_round_trips_voxel_for_voxel(tmp_path: Path, tiny_model_folder: Path,

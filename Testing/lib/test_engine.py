@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from NeonatalLungSegLib.engine import Segmenter, resolve_device
+from NeonatalLungSegLib.inference.engine import Segmenter, resolve_device
 from NeonatalLungSegLib.errors import Cancelled, DeviceError, InputError
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
-from NeonatalLungSegLib.model_folder import write_model_folder
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.postprocess import PostprocessOptions
+from NeonatalLungSegLib.models.model_folder import write_model_folder
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.inference.postprocess import PostprocessOptions
 
 OBLIQUE_FLIPPED = tuple((np.array([[0.9396926, -0.3420201, 0], [0.3420201, 0.9396926, 0], [0, 0, 1]])
                          @ np.diag([-1, 1, -1])).ravel())

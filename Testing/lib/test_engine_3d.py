@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from conftest import BUNDLED_MODEL, REPO, tiny_config
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import Cancelled, ModelFolderError
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import (CONFIG_NAME, InputConfig, ModelConfig, NetworkConfig, read_config,
+from NeonatalLungSegLib.models.model_folder import (CONFIG_NAME, InputConfig, ModelConfig, NetworkConfig, read_config,
                                              write_model_folder)
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.postprocess import PostprocessOptions
-from NeonatalLungSegLib.preprocess import prepare, resize_batch
-from NeonatalLungSegLib.volume_inference import stacked_input, window_count
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.inference.postprocess import PostprocessOptions
+from NeonatalLungSegLib.inference.preprocess import prepare, resize_batch
+from NeonatalLungSegLib.inference.volume_inference import stacked_input, window_count
 from stored_volumes import store_differently
 
 OBLIQUE_FLIPPED = tuple((np.array([[0.9396926, -0.3420201, 0], [0.3420201, 0.9396926, 0], [0, 0, 1]])
@@ -233,7 +233,7 @@ def test_bad_3d_configs_are_refused_with_one_line(tmp_path: Path, change, messag
 
 def test_2d_models_never_import_monai(tiny_model_folder: Path) -> None:
     code = ("import sys; sys.path.insert(0, 'NeonatalLungSeg'); import numpy as np; "
-            "from NeonatalLungSegLib.engine import Segmenter; from NeonatalLungSegLib.geometry import Geometry; "
+            "from NeonatalLungSegLib.inference.engine import Segmenter; from NeonatalLungSegLib.geometry import Geometry; "
             f"s = Segmenter.load({str(tiny_model_folder)!r}, device='cpu'); "
             "s.predict(np.random.rand(2, 32, 32).astype('float32'), Geometry((32, 32, 2), (1, 1, 1), (0, 0, 0), "
             "(1, 0, 0, 0, 1, 0, 0, 0, 1))); print('monai' in sys.modules)")

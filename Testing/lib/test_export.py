@@ -1,4 +1,4 @@
-"""NeonatalLungSegLib.export: the training-folder export behind the Slicer module (no Slicer needed)."""
+"""NeonatalLungSegLib.dataset.export: the training-folder export behind the Slicer module (no Slicer needed)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib import export
+from NeonatalLungSegLib.dataset import export
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
 GEOMETRY = Geometry(size=(12, 10, 8), spacing=(0.7, 0.8, 1.5), origin=(-10.0, 20.0, 5.0),
                     direction=(-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0))

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from fuzz_helpers import (assert_one_error_line, copy_series, nifti_claiming, run, sheared_nifti, truncate, write_dicom_series,
                           write_volume)
 from NeonatalLungSegLib.errors import InputError
-from NeonatalLungSegLib.volume_io import read_volume
+from NeonatalLungSegLib.volumes.volume_io import read_volume
 
 
 def segment(tmp_path: Path, inputs: list[Path], model: Path | None = None, *extra: str) -> list[str]:
@@ -165,7 +165,7 @@ def test_memory_budget_refuses_a_volume_too_big_for_it(tmp_path: Path, monkeypat
 # 5. One line ------------------------------------------------------------------------------------------
 
 def test_itk_multi_line_warnings_are_folded_into_one_line(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    from NeonatalLungSegLib.input_checks import FoldedItkWarnings
+    from NeonatalLungSegLib.volumes.input_checks import FoldedItkWarnings
 
     image = sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32))
     image.SetDirection((1, 0.3, 0, 0, 1, 0, 0, 0, 1))

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from fuzz_helpers import assert_one_error_line, run, write_volume
-from NeonatalLungSegLib import registry
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.models import registry
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import ModelFolderError
-from NeonatalLungSegLib.model_folder import CONFIG_NAME, ModelConfig, read_config
+from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, ModelConfig, read_config
 
 BAD_FIELDS: list[tuple[str, Any]] = [
     ("name", 5), ("version", []), ("parent_version", 3), ("description", {"a": 1}), ("network", "unet"),

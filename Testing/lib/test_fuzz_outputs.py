@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from fuzz_helpers import assert_one_error_line, run, write_volume
-from NeonatalLungSegLib import volume_io
+from NeonatalLungSegLib.volumes import volume_io
 from NeonatalLungSegLib.errors import NeonatalLungSegError
-from NeonatalLungSegLib.volume_io import AtomicOutputs
+from NeonatalLungSegLib.volumes.volume_io import AtomicOutputs
 
 
 def seg_args(inputs: list[Path], out: Path, model: Path, *extra: str) -> list:

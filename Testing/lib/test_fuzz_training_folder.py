@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib import training_folder
+from NeonatalLungSegLib.dataset import training_folder
 from NeonatalLungSegLib.errors import InputError, NeonatalLungSegError
-from NeonatalLungSegLib.training_folder import MANIFEST_NAME, add_case, read_training_folder, safe_name
-from NeonatalLungSegLib.volume_io import case_name
+from NeonatalLungSegLib.dataset.training_folder import MANIFEST_NAME, add_case, read_training_folder, safe_name
+from NeonatalLungSegLib.volumes.volume_io import case_name
 
 
 def pair(seed: int = 0, shape: tuple[int, int, int] = (6, 10, 12)) -> tuple[sitk.Image, sitk.Image]:

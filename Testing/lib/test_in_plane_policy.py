@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import InputConfig, ModelConfig
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.preprocess import (InPlaneFrame, in_plane_frame, network_input, prepare, resize_batch,
+from NeonatalLungSegLib.models.model_folder import InputConfig, ModelConfig
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.inference.preprocess import (InPlaneFrame, in_plane_frame, network_input, prepare, resize_batch,
                                            slice_stack)
 
 KEEP = InputConfig(in_plane_policy="keep_aspect", in_plane_size=(64, 64))
@@ -107,7 +107,7 @@ def test_model_folder_records_and_validates_the_policy() -> None:
 
 
 def test_keep_aspect_segments_on_the_input_grid(tiny_model_folder) -> None:
-    from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.models.model_folder import read_config
 
     config = dataclasses.replace(read_config(tiny_model_folder),
                                  input=dataclasses.replace(read_config(tiny_model_folder).input,

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE
-from NeonatalLungSegLib import acceleration
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference import acceleration
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import ModelFolderError
-from NeonatalLungSegLib.int8_network import INT8_NAME, INT8_RECORD, unavailable_reason
-from NeonatalLungSegLib.measure import dice
-from NeonatalLungSegLib.model_folder import read_config
+from NeonatalLungSegLib.models.int8_network import INT8_NAME, INT8_RECORD, unavailable_reason
+from NeonatalLungSegLib.inference.measure import dice
+from NeonatalLungSegLib.models.model_folder import read_config
 
 pytest.importorskip("openvino")
 # flag sets as in test_cpu_precision.py
@@ -93,7 +93,7 @@ def test_a_damaged_stale_or_missing_int8_network_is_never_run(model_copy: Path, 
 
 
 def test_int8_is_cpu_only_and_not_for_other_model_kinds(tiny_model_folder: Path) -> None:
-    from NeonatalLungSegLib.engine import int8_choice
+    from NeonatalLungSegLib.inference.engine import int8_choice
 
     with pytest.raises(ValueError, match="CPU only"):
         int8_choice(BUNDLED_MODEL, read_config(BUNDLED_MODEL), torch.device("cuda"), "int8")

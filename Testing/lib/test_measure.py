@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.measure import format_volumes, measure_volumes
+from NeonatalLungSegLib.inference.measure import format_volumes, measure_volumes
 
 SPACING = (0.5, 0.7, 2.0)  # i, j, k mm: 0.7 mm^3 = 0.0007 mL per voxel
 

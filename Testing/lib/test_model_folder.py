@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import ModelFolderError
-from NeonatalLungSegLib.model_folder import (CONFIG_NAME, WEIGHTS_NAME, ModelConfig, read_config,
+from NeonatalLungSegLib.models.model_folder import (CONFIG_NAME, WEIGHTS_NAME, ModelConfig, read_config,
                                              write_model_folder)
-from NeonatalLungSegLib.network import build_network
+from NeonatalLungSegLib.models.network import build_network
 
 
 @pytest.fixture

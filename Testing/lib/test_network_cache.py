@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from conftest import REPO
-from NeonatalLungSegLib import network_cache
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.models import network_cache
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import ModelFolderError
-from NeonatalLungSegLib.model_folder import read_config
+from NeonatalLungSegLib.models.model_folder import read_config
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_segment_from_the_cache_imports_neither_smp_nor_torchvision_nor_timm(cac
     from test_cli import write_volume
 
     source = write_volume(tmp_path / "case.nii.gz")
-    script = ("import sys, json\nfrom NeonatalLungSegLib.cli import main\n"
+    script = ("import sys, json\nfrom NeonatalLungSegLib.cli.main import main\n"
               f"code = main(['segment', {str(source)!r}, '-o', sys.argv[1], '--model', {str(tiny_model_folder)!r},"
               " '--device', 'cpu'])\n"
               "print(json.dumps({'code': code, 'heavy': sorted(m for m in ('segmentation_models_pytorch',"

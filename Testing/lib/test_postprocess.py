@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.postprocess import LEFT_LUNG, RIGHT_LUNG, PostprocessOptions, postprocess
+from NeonatalLungSegLib.inference.postprocess import LEFT_LUNG, RIGHT_LUNG, PostprocessOptions, postprocess
 
 # Ellipsoids (centre, semi-axes), LPS mm: the right lung at negative x, the left at positive x. The
 # left one is the larger here so that ordering by size can never pass for ordering by side.

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import InputConfig
-from NeonatalLungSegLib.preprocess import intensity_scale, network_input, prepare, resize_batch, slice_stack
+from NeonatalLungSegLib.models.model_folder import InputConfig
+from NeonatalLungSegLib.inference.preprocess import intensity_scale, network_input, prepare, resize_batch, slice_stack
 
 
 def test_percentile_scaling_maps_the_percentiles_to_0_and_1() -> None:

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.training_folder import add_case
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.dataset.training_folder import add_case
 
 
 def volume(seed: int, shape=(6, 40, 40)) -> sitk.Image:

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from NeonatalLungSegLib.clicks import Click, click_from_dict
+from NeonatalLungSegLib.correction.clicks import Click, click_from_dict
 from NeonatalLungSegLib.errors import InputError, ModelFolderError
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.model_folder import write_model_folder
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.refine import Refiner
+from NeonatalLungSegLib.models.model_folder import write_model_folder
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.correction.refine import Refiner
 
 GUIDANCE = ("mask", "positive_clicks", "negative_clicks")
 
@@ -197,7 +197,7 @@ def test_clicks_on_a_reoriented_volume_land_on_the_clicked_voxel():
 
 
 def test_refine_model_folder_round_trip_and_kind_checks(tmp_path):
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
 
     config = tiny_config(guidance=GUIDANCE, in_plane_policy="keep_aspect")
     torch.manual_seed(0)
@@ -218,7 +218,7 @@ def test_segmentation_folder_is_refused_as_a_refiner(tiny_model_folder):
 
 
 def test_bad_guidance_in_model_json_is_refused():
-    from NeonatalLungSegLib.model_folder import ModelConfig
+    from NeonatalLungSegLib.models.model_folder import ModelConfig
 
     data = tiny_config(guidance=GUIDANCE).to_dict()
     data["input"]["guidance"] = ["mask", "mask"]

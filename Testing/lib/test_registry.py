@@ -1,4 +1,4 @@
-"""NeonatalLungSegLib.registry and `neonatal-lung-seg models`: bundled, given and remembered model folders."""
+"""NeonatalLungSegLib.models.registry and `neonatal-lung-seg models`: bundled, given and remembered model folders."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from NeonatalLungSegLib import registry
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.model_folder import read_config, write_model_folder
+from NeonatalLungSegLib.models import registry
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.models.model_folder import read_config, write_model_folder
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "Resources" / "Models" / "neonatal-lung-unet-r50"
@@ -28,7 +28,7 @@ def child_model(tiny_model_folder, tmp_path):
     """A fine-tuned-looking model folder: parent, training size and validation Dice in its model.json."""
     import torch
 
-    from NeonatalLungSegLib.model_folder import load_state_dict
+    from NeonatalLungSegLib.models.model_folder import load_state_dict
 
     config = read_config(tiny_model_folder)
     child = dataclasses.replace(config, version="0.1.0", parent_version="0.0.1",
@@ -123,8 +123,8 @@ def test_only_the_registry_knows_the_bundled_model():
     module_dir = Path(__file__).resolve().parents[2] / "NeonatalLungSeg"
     spelled = sorted(str(p.relative_to(module_dir)) for p in module_dir.rglob("*.py")
                      if "neonatal-lung-unet-r50" in p.read_text(encoding="utf-8"))
-    assert spelled == ["NeonatalLungSegLib/registry.py"]
-    from NeonatalLungSegLib import registry
+    assert spelled == ["NeonatalLungSegLib/models/registry.py"]
+    from NeonatalLungSegLib.models import registry
 
     folder = registry.default_model_folder()
     assert (folder / "model.json").is_file() and folder.name == registry.BUNDLED_MODEL_NAME

@@ -1,9 +1,9 @@
-"""NeonatalLungSegLib.requirements: what the Slicer module would install, decided without Slicer."""
+"""NeonatalLungSegLib.models.requirements: what the Slicer module would install, decided without Slicer."""
 
 from __future__ import annotations
 
-from NeonatalLungSegLib import requirements
-from NeonatalLungSegLib.requirements import Requirement, version_tuple
+from NeonatalLungSegLib.models import requirements
+from NeonatalLungSegLib.models.requirements import Requirement, version_tuple
 
 
 def test_versions_compare_by_release_numbers():

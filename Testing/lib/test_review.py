@@ -1,4 +1,4 @@
-"""NeonatalLungSegLib.review: least-confident axial slices, on any storage order of the volume."""
+"""NeonatalLungSegLib.dataset.review: least-confident axial slices, on any storage order of the volume."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from NeonatalLungSegLib.geometry import Geometry, lps_to_ras
-from NeonatalLungSegLib.review import axial_array_axis, least_confident_slices
+from NeonatalLungSegLib.dataset.review import axial_array_axis, least_confident_slices
 
 
 def probabilities_with_doubt(shape, axis, doubtful):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from NeonatalLungSegLib.clicks import Click
-from NeonatalLungSegLib.rim_peel import MAX_LAYERS, REACH, rim_region
+from NeonatalLungSegLib.correction.clicks import Click
+from NeonatalLungSegLib.correction.rim_peel import MAX_LAYERS, REACH, rim_region
 from test_contrast_region import mask_copying_refiner
 from test_refine import geometry_for
 

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from NeonatalLungSegLib.errors import InputError
-from NeonatalLungSegLib.training_folder import (MANIFEST_NAME, add_case, read_training_folder,
+from NeonatalLungSegLib.dataset.training_folder import (MANIFEST_NAME, add_case, read_training_folder,
                                                 safe_name)
 
 

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from NeonatalLungSegLib.errors import InputError, OutputExistsError
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array, reorientation
-from NeonatalLungSegLib.volume_io import AtomicOutputs, case_name, check_values, read_volume
+from NeonatalLungSegLib.volumes.volume_io import AtomicOutputs, case_name, check_values, read_volume
 
 OBLIQUE = (0.9396926, -0.3420201, 0.0, 0.3420201, 0.9396926, 0.0, 0.0, 0.0, -1.0)  # 20 deg about z, k flipped
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from NeonatalLungSegLib import worker_protocol as wp
+from NeonatalLungSegLib.worker import protocol as wp
 from NeonatalLungSegLib.errors import Cancelled
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.worker import Worker, describe_error
-from NeonatalLungSegLib.worker_client import WorkerClient, describe_exit
+from NeonatalLungSegLib.worker.server import Worker, describe_error
+from NeonatalLungSegLib.worker.client import WorkerClient, describe_exit
 
 import worker_fakes
 
@@ -78,8 +78,8 @@ def test_bad_messages_are_refused_with_the_reason(line, problem):
 
 
 def test_geometry_options_and_confidence_round_trip():
-    from NeonatalLungSegLib.confidence import measure_confidence
-    from NeonatalLungSegLib.postprocess import PostprocessOptions
+    from NeonatalLungSegLib.inference.confidence import measure_confidence
+    from NeonatalLungSegLib.inference.postprocess import PostprocessOptions
 
     array, geometry = volume()
     assert wp.geometry_from_json(json.loads(json.dumps(wp.geometry_to_json(geometry)))) == geometry
@@ -187,7 +187,7 @@ def test_an_error_in_the_worker_is_reported_and_the_worker_serves_on(client, tmp
 
 def test_real_engine_in_the_worker_matches_in_process(client, tiny_model_folder):
     """The default loader (the engine) in the worker gives the labels the engine gives in this process."""
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
 
     c = client()
     array, geometry = volume()

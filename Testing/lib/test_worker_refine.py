@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from NeonatalLungSegLib import worker_protocol as wp
-from NeonatalLungSegLib.clicks import Click
+from NeonatalLungSegLib.worker import protocol as wp
+from NeonatalLungSegLib.correction.clicks import Click
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.refine import Refiner
-from NeonatalLungSegLib.worker import Worker
-from NeonatalLungSegLib.worker_client import WorkerClient
-from NeonatalLungSegLib.worker_refine import ClickResult, RefineReady
+from NeonatalLungSegLib.correction.refine import Refiner
+from NeonatalLungSegLib.worker.server import Worker
+from NeonatalLungSegLib.worker.client import WorkerClient
+from NeonatalLungSegLib.worker.refine_jobs import ClickResult, RefineReady
 
 
 def volume():
@@ -197,7 +197,7 @@ def test_a_click_result_carries_every_field_of_the_engine_outcome():
     field added to the engine's outcome reaches the Slicer side without a second list to keep in step."""
     from dataclasses import asdict, fields
 
-    from NeonatalLungSegLib.clicks import ClickOutcome, outcome_fields
+    from NeonatalLungSegLib.correction.clicks import ClickOutcome, outcome_fields
 
     outcome = ClickOutcome("left_lung", False, 42, 17, 0.25, fallback=True, message="m", image_contrast=True,
                            rim_peel=True)

@@ -31,7 +31,7 @@ class ThresholdSegmenter:
     """Voxels > 150 are lung; right half label 1, left half label 2. ``gate``: wait for that file first."""
 
     def __init__(self, folder: str, device: str, gated: bool = False, die: bool = False) -> None:
-        from NeonatalLungSegLib.model_folder import ModelConfig
+        from NeonatalLungSegLib.models.model_folder import ModelConfig
 
         # The Slicer widget tests point the fakes at their own folder (the model folder is a real model there).
         self.folder = Path(os.environ.get("NEONATAL_LUNG_SEG_FAKE_CONTROL") or folder)
@@ -43,7 +43,7 @@ class ThresholdSegmenter:
 
     def segment_array(self, array, geometry, options=None, with_probabilities=False, progress=None, cancel=None,
                       source="input volume"):
-        from NeonatalLungSegLib.measure import measure_volumes
+        from NeonatalLungSegLib.inference.measure import measure_volumes
 
         if self.gated:
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

@@ -63,7 +63,7 @@ def test_click_ras_lands_on_its_voxel_and_outside_is_one_clear_error(module):
 
 
 def test_segment_two_clicks_undo_and_export(module, tiny_model_folder, tiny_refine_folder, tmp_path):
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
     from NeonatalLungSegSlicerLib import aiCorrect, mrmlNodes, segmentEditing
 
     scene = slicer_harness.mrml_environment()["scene"]

@@ -155,7 +155,7 @@ def test_ai_correct_without_a_segmentation_or_with_a_bad_model_says_why(panel, t
 def test_image_contrast_checkbox_reaches_each_refine_session_start(panel, monkeypatch):
     """The checkbox is bound to the parameter node (checked by default); its state is what the worker's
     refine_start gets, and a change while AI correct is on makes the next click start a new session."""
-    from NeonatalLungSegLib.worker_client import WorkerClient
+    from NeonatalLungSegLib.worker.client import WorkerClient
     from NeonatalLungSegSlicerLib import aiCorrect
 
     ui, w, volume, node = panel.ui, panel.widget, panel.volume, panel.node

@@ -17,7 +17,7 @@ slicer = slicer_harness.slicer
 @pytest.fixture
 def deps(monkeypatch):
     slicer_harness.mrml_environment()
-    from NeonatalLungSegLib import requirements
+    from NeonatalLungSegLib.models import requirements
     from NeonatalLungSegSlicerLib import dependencies
 
     state = {"torch": None, "smp": None, "calls": []}
@@ -145,7 +145,7 @@ def test_device_line_and_gpu_choice_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     from NeonatalLungSegLib.errors import DeviceError
-    from NeonatalLungSegLib.worker import engine_device
+    from NeonatalLungSegLib.worker.server import engine_device
 
     with pytest.raises(DeviceError, match="No GPU is available"):
         engine_device("gpu")  # resolved in the worker process, which has torch

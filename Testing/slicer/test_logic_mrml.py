@@ -58,7 +58,7 @@ def cli_labels(tmp_path_factory):
     """The CLI's label file for the sample (a separate process path: read_volume + segment_image)."""
     import SimpleITK as sitk
 
-    from NeonatalLungSegLib.cli import main
+    from NeonatalLungSegLib.cli.main import main
 
     out = tmp_path_factory.mktemp("cli")
     assert main(["segment", str(SAMPLE), "-o", str(out), "--device", "cpu"]) == 0
@@ -143,7 +143,7 @@ def test_progress_probability_volume_and_review_slices(run):
     scores = [entry["score"] for entry in outputs.reviewSlices]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
     # The list is the confidence module's least confident slices; the case confidence travels with the node.
-    from NeonatalLungSegLib.confidence import measure_confidence
+    from NeonatalLungSegLib.inference.confidence import measure_confidence
     from NeonatalLungSegSlicerLib import mrmlNodes
 
     result = run["job"].result()
@@ -191,7 +191,7 @@ def test_rerun_replaces_previous_result_or_keeps_it(run):
 
 
 def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_path):
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
     from NeonatalLungSegSlicerLib import selfTest
 
     scene, logic, volume = run["scene"], run["logic"], run["volume"]
@@ -250,8 +250,8 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert mrmlNodes.tableVolumes(table)["Right lung"][1] == int(expectedRight.sum())
 
     # The exported folder is training data as it stands: the train command consumes it directly.
-    from NeonatalLungSegLib.cli import main as cli
-    from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.cli.main import main as cli
+    from NeonatalLungSegLib.models.model_folder import read_config
 
     model = tmp_path / "model-from-export"
     assert cli(["train", "--data", str(folder), "--output", str(model), "--encoder", "resnet18",

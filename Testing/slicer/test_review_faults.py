@@ -18,7 +18,7 @@ slicer = slicer_harness.slicer
 
 def test_self_test_skips_with_a_clear_message_where_torch_is_missing(module, monkeypatch):  # noqa: F811
     """A build machine's ctest has no torch and nobody to agree to an install: skip, saying why."""
-    from NeonatalLungSegLib import requirements
+    from NeonatalLungSegLib.models import requirements
     from NeonatalLungSegSlicerLib import dependencies, selfTest
 
     missing = [requirements.Requirement("torch", "2.2", None)]
@@ -30,7 +30,7 @@ def test_self_test_skips_with_a_clear_message_where_torch_is_missing(module, mon
 
 def test_self_test_run_by_hand_offers_to_install_then_runs(module, monkeypatch):  # noqa: F811
     """Reload and Test (not testing mode): missing packages are installed on first use, after asking."""
-    from NeonatalLungSegLib import requirements
+    from NeonatalLungSegLib.models import requirements
     from NeonatalLungSegSlicerLib import dependencies, selfTest
 
     missing = [requirements.Requirement("torch", "2.2", None)]
@@ -107,7 +107,7 @@ def test_empty_path_fields_stay_empty_and_a_field_being_typed_in_is_not_rewritte
 
 
 def test_segment_is_disabled_while_dependencies_install(widget, monkeypatch):  # noqa: F811
-    from NeonatalLungSegLib import requirements
+    from NeonatalLungSegLib.models import requirements
     from NeonatalLungSegSlicerLib import dependencies
 
     ui = widget.ui

@@ -292,7 +292,7 @@ def test_model_selector_switches_in_one_click_and_follows_the_parameter_node(wid
     assert not ui.modelFolderPathLineEdit.enabled
     import qt
 
-    from NeonatalLungSegLib import registry
+    from NeonatalLungSegLib.models import registry
 
     # Remembered in the library's registry (what `neonatal-lung-seg models` lists), not in QSettings.
     assert registry.remembered_paths() == [tiny_model_folder.resolve()]

@@ -2,7 +2,7 @@
 
 Kept only under Testing/ as the counter-example of Testing/slicer/test_gil_host.py: inside Slicer the main
 thread holds the GIL while Qt idles, so a Python thread starves there, and the module now runs the engine in
-a worker process (``NeonatalLungSegLib/worker.py``). The text below describes it as it was designed.
+a worker process (``NeonatalLungSegLib/worker/server.py``). The text below describes it as it was designed.
 
 The Slicer module must not freeze while a volume is segmented (a blocking run is the most complained-about
 issue of comparable tools), yet MRML nodes may only be touched from the GUI thread. So the heavy part (the

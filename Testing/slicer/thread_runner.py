@@ -35,8 +35,8 @@ class ThreadRunner:
         self.jobs: list[ThreadJob] = []
 
     def start(self, request) -> ThreadJob:
-        from NeonatalLungSegLib.confidence import segment_with_confidence
-        from NeonatalLungSegLib.engine import Segmenter  # torch imported on the GUI thread, as before
+        from NeonatalLungSegLib.inference.confidence import segment_with_confidence
+        from NeonatalLungSegLib.inference.engine import Segmenter  # torch imported on the GUI thread, as before
         from thread_job import BackgroundJob
 
         def work(progress, cancel):
@@ -44,7 +44,7 @@ class ThreadRunner:
             if key not in self.segmenters:
                 # the torch path the module had then: on a CPU with VNNI `auto` now runs the int8 network with
                 # OpenVINO, which holds the GIL so little that this design passed the tick bound there (2026-12-01)
-                from NeonatalLungSegLib.acceleration import cpu_precision
+                from NeonatalLungSegLib.inference.acceleration import cpu_precision
 
                 self.segmenters[key] = Segmenter.load(request.modelFolder, device=request.device,
                                                       precision=cpu_precision()[0])

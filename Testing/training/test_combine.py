@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from neonatal_lung_training.combine import Source, combine, main
 from NeonatalLungSegLib.errors import InputError
-from NeonatalLungSegLib.training_folder import add_case, read_training_folder
+from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_folder
 
 
 def _pair(seed: int) -> tuple[sitk.Image, sitk.Image]:

@@ -58,7 +58,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
     assert check["spearman_benefit_vs_error"] is None or -1 <= check["spearman_benefit_vs_error"] <= 1
 
     # Every export went through the module: model version, review status, reviewer, confidence, reference label.
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
     exports = read_training_folder(work / "uncertainty" / "exports")
     assert len(exports.cases) == 2 and all(c.review_status == "reviewed" for c in exports.cases)
@@ -77,7 +77,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
         (work / "uncertainty" / "exported.json").read_text(encoding="utf-8"))[0]["ai_dice"]
 
     # The new model: lineage back to the exports it saw, held-out scores from --test-data.
-    from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.models.model_folder import read_config
 
     model = work / "uncertainty" / "models" / "n002"
     config = read_config(model)
@@ -87,7 +87,7 @@ def test_export_fine_tune_new_model_segment(tiny_model_folder, ct_subset, tmp_pa
     assert config.validation["cases"] == 3 and rows[("uncertainty", 2)]["model"] == str(model)
 
     # The registry lists it with parent, data size and validation Dice; the module segments with it.
-    from NeonatalLungSegLib import registry
+    from NeonatalLungSegLib.models import registry
 
     entry = next(e for e in registry.find_models([model.parent], bundled=False, remembered=False) if e.folder == model)
     assert entry.parent == "tiny-test-model 0.0.1" and entry.training_cases == 2 and entry.validation_dice is not None

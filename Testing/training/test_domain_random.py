@@ -253,7 +253,7 @@ def test_labelled_lung_is_darker_than_the_body_around_it_on_every_grid(mode):
 
 
 def test_cli_writes_a_training_folder_that_does_not_depend_on_the_worker_count(tmp_path):
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
     from neonatal_lung_training.synthesize import main
 
     for workers in (1, 2):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.cli import main
+from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.training_folder import add_case
+from NeonatalLungSegLib.dataset.training_folder import add_case
 from neonatal_lung_training.evaluate import score_case
 from neonatal_lung_training.metrics import (RocCounts, dice, hausdorff95, iou, mean_surface_distance, roc_auc,
                                             slice_dice_by_position, surface_distances, volume_errors)
@@ -246,8 +246,8 @@ def test_two_models_side_by_side(tiny_model_folder: Path, labelled_folder: Path,
 
     import torch
 
-    from NeonatalLungSegLib.model_folder import write_model_folder
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import write_model_folder
+    from NeonatalLungSegLib.models.network import build_network
     from conftest import tiny_config
 
     torch.manual_seed(1)

@@ -1,7 +1,7 @@
 """Label provenance under concurrency: exports from another process while training reads the folder.
 
 The exporter process (``EXPORTER`` below) appends cases through the module's export path
-(``NeonatalLungSegLib.export.export_case``) in a loop and keeps a copy of every manifest version it produced,
+(``NeonatalLungSegLib.dataset.export.export_case``) in a loop and keeps a copy of every manifest version it produced,
 keyed by its SHA-256. A reader must always get a hash and a case list from the SAME manifest version, and a
 training run's recorded hash must name exactly the snapshot whose cases it trained on.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 from training_fixtures import TINY_TRAIN_ARGS, toy_training_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ EXPORTER = r"""
 import hashlib, sys, time
 from pathlib import Path
 import numpy as np
-from NeonatalLungSegLib.export import export_case
+from NeonatalLungSegLib.dataset.export import export_case
 from NeonatalLungSegLib.geometry import image_to_array
 from training_fixtures import toy_case
 
@@ -97,7 +97,7 @@ def test_a_manifest_replaced_right_after_it_was_read_does_not_mix_versions(tmp_p
     """The race made certain: an export replaces the manifest the moment a reader has read it."""
     import hashlib
 
-    from NeonatalLungSegLib.training_folder import add_case
+    from NeonatalLungSegLib.dataset.training_folder import add_case
     from training_fixtures import toy_case
 
     root = toy_training_folder(tmp_path / "data", subjects=2)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 from neonatal_lung_training.prepare_ct import default_source, pseudo_subjects
 
 CT = default_source()

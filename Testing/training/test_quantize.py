@@ -12,9 +12,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import BUNDLED_MODEL, BUNDLED_SAMPLE
-from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.int8_network import INT8_NAME, INT8_RECORD, unavailable_reason
-from NeonatalLungSegLib.model_folder import read_config
+from NeonatalLungSegLib.inference.engine import Segmenter
+from NeonatalLungSegLib.models.int8_network import INT8_NAME, INT8_RECORD, unavailable_reason
+from NeonatalLungSegLib.models.model_folder import read_config
 from training_fixtures import toy_training_folder
 
 pytest.importorskip("openvino")

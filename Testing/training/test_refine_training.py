@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from NeonatalLungSegLib.model_folder import read_config, write_model_folder
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.refine import Refiner
+from NeonatalLungSegLib.models.model_folder import read_config, write_model_folder
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.correction.refine import Refiner
 from neonatal_lung_training.interactive.train import (GUIDANCE, RefineTrainConfig, guidance_batch, main,
                                                       refine_config_for, widen_for_guidance)
 from training_fixtures import toy_training_folder
@@ -28,7 +28,7 @@ def parent(tmp_path_factory) -> Path:
 
 
 def test_widened_network_starts_as_its_parent_whatever_the_guidance(parent):
-    from NeonatalLungSegLib.model_folder import load_state_dict
+    from NeonatalLungSegLib.models.model_folder import load_state_dict
 
     parent_config = read_config(parent)
     child = refine_config_for(parent_config, RefineTrainConfig())
@@ -129,7 +129,7 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
 
 
 def test_training_continues_from_a_refine_model_and_refuses_a_segmentation_one(tmp_path, parent):
-    from NeonatalLungSegLib.model_folder import load_state_dict
+    from NeonatalLungSegLib.models.model_folder import load_state_dict
     from neonatal_lung_training.interactive.train import initial_state
 
     parent_config = read_config(parent)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.model_folder import load_state_dict, read_config
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.inference.engine import Segmenter
+from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 from neonatal_lung_training.config import TrainConfig, load_config_file
 from neonatal_lung_training.dataset import cases_of, load_slices
 from neonatal_lung_training.split import split_subjects
@@ -224,7 +224,7 @@ def test_training_precision_is_recorded_and_checkpoints_are_plain_fp32(toy_folde
 
 
 def test_training_precision_choices(capsys: pytest.CaptureFixture) -> None:
-    from NeonatalLungSegLib.acceleration import cpu_has_fast_bf16, resolve_training_precision
+    from NeonatalLungSegLib.inference.acceleration import cpu_has_fast_bf16, resolve_training_precision
 
     cpu = torch.device("cpu")
     assert resolve_training_precision("auto", cpu) == ("bf16" if cpu_has_fast_bf16() else "fp32")
@@ -239,8 +239,8 @@ def test_a_2d_parent_widened_to_25d_starts_out_computing_the_same(tiny_model_fol
     start at zero, so on any input the child's output equals the parent's on the centre slice."""
     import torch
 
-    from NeonatalLungSegLib.model_folder import load_state_dict, read_config
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config
+    from NeonatalLungSegLib.models.network import build_network
     from neonatal_lung_training.config import TrainConfig
     from neonatal_lung_training.lineage import model_config_for
 
@@ -264,7 +264,7 @@ def test_model_card_shows_external_real_data_figures_apart(tiny_model_folder, tm
     import dataclasses
     import shutil
 
-    from NeonatalLungSegLib.model_folder import CONFIG_NAME, read_config
+    from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, read_config
     from neonatal_lung_training.model_card import write_model_card
 
     folder = tmp_path / "model"

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from NeonatalLungSegLib.cli import main
-from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.cli.main import main
+from NeonatalLungSegLib.inference.engine import Segmenter
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 from neonatal_lung_training.augment import AugmentConfig, SliceAugmenter, build_transform
 from neonatal_lung_training.config import TrainConfig
 from neonatal_lung_training.lineage import model_config_for
@@ -166,7 +166,7 @@ def test_basic_unet_is_choosable() -> None:
     assert not config.problems()
     model_config = model_config_for(config)[0]
     assert model_config.network.architecture == "BasicUNet" and model_config.network.args["features"][-1] == 4
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.network import build_network
 
     network = build_network(model_config)
     assert network(torch.zeros(1, 1, 16, 32, 32)).shape == (1, 1, 16, 32, 32)

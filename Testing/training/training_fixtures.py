@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.training_folder import add_case
+from NeonatalLungSegLib.dataset.training_folder import add_case
 
 TINY_TRAIN_ARGS = ["--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8",
                    "--in-plane-size", "32", "--batch-size", "4", "--weights-dtype", "float32"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from NeonatalLungSegLib.errors import InputError, exit_status
-from NeonatalLungSegLib.training_folder import add_case, new_training_folder, read_training_folder
+from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder, read_training_folder
 
 from .split import write_split
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from NeonatalLungSegLib.acceleration import TRAINING_PRECISIONS
-from NeonatalLungSegLib.model_folder import IN_PLANE_POLICIES
+from NeonatalLungSegLib.inference.acceleration import TRAINING_PRECISIONS
+from NeonatalLungSegLib.models.model_folder import IN_PLANE_POLICIES
 
 from .augment import AugmentConfig
 
@@ -55,7 +55,7 @@ class TrainConfig:
     in_plane_size: int = 128
     # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
     # (crop to the body, then as keep_aspect); "" = the
-    # parent's policy when fine-tuning, keep_aspect for a new model. See NeonatalLungSegLib/preprocess.py.
+    # parent's policy when fine-tuning, keep_aspect for a new model. See NeonatalLungSegLib/inference/preprocess.py.
     in_plane_policy: str = ""
     channels: int = 1                 # > 1: 2.5D, neighbouring slices as channels
     encoder: str = "resnet50"
@@ -189,7 +189,7 @@ def environment() -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    from NeonatalLungSegLib.acceleration import cpu_model
+    from NeonatalLungSegLib.inference.acceleration import cpu_model
 
     return {"git_revision": revision or None, "git_dirty": dirty, "cpu": cpu_model(),
             "python": platform.python_version(),

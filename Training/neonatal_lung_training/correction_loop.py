@@ -5,7 +5,7 @@ contrast left out of its training):
 
 1. Fix a held-out evaluation set and a pool of "unlabelled" cases (their reference labels are used only
    to simulate the reviewer).
-2. Rank the pool with the bundled model (``NeonatalLungSegLib.ranking``: expected benefit of correction).
+2. Rank the pool with the bundled model (``NeonatalLungSegLib.dataset.ranking``: expected benefit of correction).
 3. For each selection strategy (``uncertainty``: the top of the ranking; ``random``: a seeded shuffle) and
    each N: a ``corrector`` turns the first N selected cases into exports in a training folder (the script
    does this through the Slicer module's Logic on real MRML: Segment, redraw the segments from the
@@ -28,10 +28,10 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from NeonatalLungSegLib.cli import main as cli
+from NeonatalLungSegLib.cli.main import main as cli
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.model_folder import read_config
-from NeonatalLungSegLib.training_folder import add_case, read_training_folder
+from NeonatalLungSegLib.models.model_folder import read_config
+from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_folder
 
 STRATEGIES = ("uncertainty", "random")
 
@@ -140,8 +140,8 @@ def prepare_synthetic_domain(work: Path, contrast: str, pool_cases: int, heldout
 
 def rank_pool(model: Path, pool: Sequence[PoolCase], out: Path, flip: bool, device: str) -> list[str]:
     """Pool case names, most worth correcting first (cached in ``out``)."""
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.ranking import rank_cases, ranking_csv, read_folder_image, read_ranking_csv
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.dataset.ranking import rank_cases, ranking_csv, read_folder_image, read_ranking_csv
 
     if not out.is_file():
         segmenter = Segmenter.load(model, device=device)
@@ -178,8 +178,8 @@ def ranking_check(model: Path, pool: Sequence[PoolCase], ranking_csv: Path, devi
     import SimpleITK as sitk
     from scipy.stats import spearmanr
 
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.ranking import read_folder_image, read_ranking_csv
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.dataset.ranking import read_folder_image, read_ranking_csv
 
     from .metrics import dice
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from NeonatalLungSegLib.model_folder import InputConfig
-from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
+from NeonatalLungSegLib.models.model_folder import InputConfig
+from NeonatalLungSegLib.dataset.training_folder import CaseRecord, TrainingFolder
 
 from .slices import SliceSet, volume_slices
 

@@ -21,11 +21,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.acceleration import SEGMENT_PRECISIONS
-from NeonatalLungSegLib.engine import Segmenter
+from NeonatalLungSegLib.inference.acceleration import SEGMENT_PRECISIONS
+from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
-from NeonatalLungSegLib.training_folder import CaseRecord, read_training_folder
+from NeonatalLungSegLib.dataset.training_folder import CaseRecord, read_training_folder
 
 from .metrics import RocCounts, dice, iou, slice_dice_by_position, surface_distances, volume_errors
 

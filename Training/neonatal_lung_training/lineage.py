@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from NeonatalLungSegLib.engine import Segmenter
-from NeonatalLungSegLib.model_folder import (InputConfig, ModelConfig, NetworkConfig, load_state_dict,
+from NeonatalLungSegLib.inference.engine import Segmenter
+from NeonatalLungSegLib.models.model_folder import (InputConfig, ModelConfig, NetworkConfig, load_state_dict,
                                              read_config, write_model_folder)
-from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder, read_training_folder
+from NeonatalLungSegLib.dataset.training_folder import CaseRecord, TrainingFolder, read_training_folder
 
 from .augment import AugmentConfig
 from .config import TrainConfig
@@ -50,7 +50,7 @@ def widen_input_channels(state: dict[str, torch.Tensor], child: ModelConfig,
                          channels: int) -> dict[str, torch.Tensor]:
     """The parent's weights for a network with ``channels`` input slices: each weight whose input-channel
     dimension grew gets the parent's values on the centre slice and zeros on the neighbours."""
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.network import build_network
 
     shapes = {name: tensor.shape for name, tensor in build_network(child).state_dict().items()}
     widened = dict(state)

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from NeonatalLungSegLib.measure import dice  # noqa: F401  (re-exported: the one Dice of the project)
+from NeonatalLungSegLib.inference.measure import dice  # noqa: F401  (re-exported: the one Dice of the project)
 
 POSITIONS = ("apex", "middle", "base")
 

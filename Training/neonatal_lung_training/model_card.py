@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from NeonatalLungSegLib.model_folder import read_config
+from NeonatalLungSegLib.models.model_folder import read_config
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -22,7 +22,7 @@ def _rows(values: dict) -> str:
 def _int8_section(folder: Path, weights_sha256: str) -> str:
     """The card's line on the folder's int8 network (``network-int8.json``), when it has a current one: the
     default CPU path runs it on CPUs with VNNI, so a reader must know it exists and what it changes."""
-    from NeonatalLungSegLib.int8_network import read_record
+    from NeonatalLungSegLib.models.int8_network import read_record
 
     record = read_record(folder)
     if record is None or record["weights_sha256"] != weights_sha256:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from NeonatalLungSegLib.model_folder import (IN_PLANE_POLICIES, ModelConfig, ModelFolderError, load_state_dict,
+from NeonatalLungSegLib.models.model_folder import (IN_PLANE_POLICIES, ModelConfig, ModelFolderError, load_state_dict,
                                              read_config, write_model_folder)
 
 from .model_card import write_model_card

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from NeonatalLungSegLib.errors import InputError, exit_status
-from NeonatalLungSegLib.training_folder import add_case, new_training_folder
+from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder
 
 NOMINAL_SPACING_MM = (5.0, 5.0, 5.0)
 DUPLICATE_RMS = 0.03

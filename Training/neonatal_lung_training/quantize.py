@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from NeonatalLungSegLib.errors import ModelFolderError, NeonatalLungSegError, OutputExistsError, exit_status
-from NeonatalLungSegLib.int8_network import INT8_NAME, INT8_RECORD, RECORD_FORMAT, Int8Network, read_record
-from NeonatalLungSegLib.model_folder import read_config, sha256_of
+from NeonatalLungSegLib.models.int8_network import INT8_NAME, INT8_RECORD, RECORD_FORMAT, Int8Network, read_record
+from NeonatalLungSegLib.models.model_folder import read_config, sha256_of
 
 # ONNX node-name prefixes kept in float (OpenVINO runs them in bf16 on a CPU with AVX512-BF16): the first
 # convolution (raw intensities), the first two ResNet stages (the 32 x 32 and 16 x 16 skip connections), the
@@ -57,7 +57,7 @@ def calibration_slices(data: Path, cases: int, slices: int, seed: int, config) -
     """``slices`` network inputs (N, C, H, W) from ``cases`` volumes of a training folder, seeded."""
     import torch
 
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
     from .dataset import load_slices
 
@@ -79,7 +79,7 @@ def quantize_network(folder: Path, config, calibration: np.ndarray, out: Path) -
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from NeonatalLungSegLib.network import build_checked
+    from NeonatalLungSegLib.models.network import build_checked
 
     network = build_checked(folder, config).eval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +122,8 @@ def dice_against_fp32(folder: Path, int8_file: Path, volumes: list[tuple[str, ob
     """Per check volume, Dice per lung of the int8 labels against the fp32 (torch) labels."""
     import torch
 
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.measure import dice
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.inference.measure import dice
 
     reference = Segmenter.load(folder, device="cpu", precision="fp32")
     int8 = Segmenter(reference.config, Int8Network(int8_file, torch.get_num_threads()), torch.device("cpu"))

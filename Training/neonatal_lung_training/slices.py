@@ -1,6 +1,6 @@
 """Turn labelled volumes into network-ready slice tensors with the engine's own preprocessing.
 
-Going through ``NeonatalLungSegLib.preprocess`` (reorientation, slicing, intensity scaling, resize) is
+Going through ``NeonatalLungSegLib.inference.preprocess`` (reorientation, slicing, intensity scaling, resize) is
 what guarantees a trained model sees at inference exactly what it saw in training.
 """
 
@@ -13,8 +13,8 @@ import SimpleITK as sitk
 import torch
 
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.model_folder import InputConfig
-from NeonatalLungSegLib.preprocess import network_input, prepare, slice_stack
+from NeonatalLungSegLib.models.model_folder import InputConfig
+from NeonatalLungSegLib.inference.preprocess import network_input, prepare, slice_stack
 
 
 @dataclass

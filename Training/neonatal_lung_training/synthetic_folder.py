@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from NeonatalLungSegLib.training_folder import add_case, new_training_folder
+from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder
 
 from .synthetic import default_atlas_dir, generate_case
 

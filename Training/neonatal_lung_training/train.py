@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from NeonatalLungSegLib import acceleration
-from NeonatalLungSegLib.engine import resolve_device
+from NeonatalLungSegLib.inference import acceleration
+from NeonatalLungSegLib.inference.engine import resolve_device
 from NeonatalLungSegLib.errors import exit_status
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
 from . import checkpoint, distributed, volumes3d
 from .augment import SliceAugmenter

@@ -1,7 +1,7 @@
 """Volumetric (3D) training: whole cases at the model's in-plane size, windows around lung slices.
 
 A 3D model (``input.spatial_dims`` 3) sees a window of ``patch_slices`` consecutive slices, each prepared
-exactly as a 2D model's slice (``NeonatalLungSegLib.volume_inference.stacked_input`` over the engine's
+exactly as a 2D model's slice (``NeonatalLungSegLib.inference.volume_inference.stacked_input`` over the engine's
 ``preprocess``). Every case is prepared once and kept in memory as one (slices, H, W) tensor with its soft
 lung target. A training item is one slice of the same selection the 2D path uses (every lung slice and a
 seeded ``keep_empty_fraction`` of the lung-free ones); its window is the ``patch_slices`` slices centred on
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.model_folder import PATCH_SLICES_MULTIPLE, InputConfig
-from NeonatalLungSegLib.preprocess import prepare
-from NeonatalLungSegLib.training_folder import CaseRecord, TrainingFolder
-from NeonatalLungSegLib.volume_inference import sliding_window_logits, stacked_input
+from NeonatalLungSegLib.models.model_folder import PATCH_SLICES_MULTIPLE, InputConfig
+from NeonatalLungSegLib.inference.preprocess import prepare
+from NeonatalLungSegLib.dataset.training_folder import CaseRecord, TrainingFolder
+from NeonatalLungSegLib.inference.volume_inference import sliding_window_logits, stacked_input
 
 from .metrics import PooledOverlap
 

@@ -39,7 +39,7 @@ for _path in (REPO / "NeonatalLungSeg", REPO / "Training"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from NeonatalLungSegLib.acceleration import cpu_model  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import cpu_model  # noqa: E402
 
 @dataclass(frozen=True)
 class Variant:
@@ -61,7 +61,7 @@ def variants(args: argparse.Namespace) -> list[Variant]:
 
 def build_data(root: Path, count: int, first_seed: int, family: str) -> None:
     """A synthetic training folder from the project's generator, unless it already exists."""
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
     if (root / "manifest.json").is_file():
         found = len(read_training_folder(root).cases)
@@ -74,7 +74,7 @@ def build_data(root: Path, count: int, first_seed: int, family: str) -> None:
     try:
         from neonatal_lung_training.synthetic_folder import write_synthetic_folder
     except ImportError:  # an older checkout: one fixed grid, procedural anatomy
-        from NeonatalLungSegLib.training_folder import add_case
+        from NeonatalLungSegLib.dataset.training_folder import add_case
         from neonatal_lung_training.synthetic import generate_case
 
         for seed in seeds:
@@ -106,8 +106,8 @@ def train_variant(variant: Variant, args: argparse.Namespace, data: Path) -> tup
 
 
 def parameters(folder: Path) -> int:
-    from NeonatalLungSegLib.model_folder import read_config
-    from NeonatalLungSegLib.network import build_network
+    from NeonatalLungSegLib.models.model_folder import read_config
+    from NeonatalLungSegLib.models.network import build_network
 
     return sum(p.numel() for p in build_network(read_config(folder)).parameters())
 
@@ -238,8 +238,8 @@ what each reaches in about {args.max_minutes:g} CPU minutes.
 
 
 def training_precision(device: str) -> str:
-    from NeonatalLungSegLib.acceleration import resolve_training_precision
-    from NeonatalLungSegLib.engine import resolve_device
+    from NeonatalLungSegLib.inference.acceleration import resolve_training_precision
+    from NeonatalLungSegLib.inference.engine import resolve_device
 
     return f"{resolve_training_precision('auto', resolve_device(device))} autocast"
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = [folder for folder, _ in trained]
     reused = [v.key for v, (_, now) in zip(chosen, trained) if not now]
 
-    from NeonatalLungSegLib.model_folder import read_config
+    from NeonatalLungSegLib.models.model_folder import read_config
 
     print("\n=== evaluating on the held-out folder", flush=True)
     summary = evaluate(folders, test_data, args.work / "report", args.device)

@@ -181,7 +181,7 @@ def command_line() -> str:
 def machine() -> str:
     import torch
 
-    from NeonatalLungSegLib.acceleration import cpu_model
+    from NeonatalLungSegLib.inference.acceleration import cpu_model
 
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"with {torch.get_num_threads()} thread(s), no GPU")

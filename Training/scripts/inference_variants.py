@@ -33,15 +33,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training")]
 
-from NeonatalLungSegLib.acceleration import cpu_line  # noqa: E402
-from NeonatalLungSegLib.array_resize import resize_array  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import cpu_line  # noqa: E402
+from NeonatalLungSegLib.inference.array_resize import resize_array  # noqa: E402
 
 
 def variants(segmenter, array: np.ndarray, geometry, reference: np.ndarray) -> dict[str, float]:
     from scipy import ndimage
 
-    from NeonatalLungSegLib.measure import dice
-    from NeonatalLungSegLib.postprocess import PostprocessOptions, postprocess
+    from NeonatalLungSegLib.inference.measure import dice
+    from NeonatalLungSegLib.inference.postprocess import PostprocessOptions, postprocess
 
     probability, plan = segmenter.predict(array, geometry)
     probability = probability.astype(np.float32)
@@ -77,7 +77,7 @@ def body_crop_labels(segmenter, array: np.ndarray, geometry) -> np.ndarray:
     """Labels from the same segmenter with the ``body_crop`` in-plane policy (the weights unchanged)."""
     import copy
 
-    from NeonatalLungSegLib.postprocess import PostprocessOptions
+    from NeonatalLungSegLib.inference.postprocess import PostprocessOptions
 
     cropped = copy.copy(segmenter)
     cropped.config = dataclasses.replace(segmenter.config, input=dataclasses.replace(segmenter.config.input,
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import SimpleITK as sitk
 
-    from NeonatalLungSegLib.engine import Segmenter
+    from NeonatalLungSegLib.inference.engine import Segmenter
     from NeonatalLungSegLib.geometry import image_to_array
-    from NeonatalLungSegLib.training_folder import read_training_folder
+    from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
     if (args.data / "manifest.json").is_file():
         pairs = [(case.case_id, args.data / case.image, args.data / case.label)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from NeonatalLungSegLib.clicks import Click
+from NeonatalLungSegLib.correction.clicks import Click
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.measure import dice
-from NeonatalLungSegLib.volume_io import read_labels_on_grid, read_volume
+from NeonatalLungSegLib.inference.measure import dice
+from NeonatalLungSegLib.volumes.volume_io import read_labels_on_grid, read_volume
 
 from .simulate import next_click
 
@@ -94,8 +94,8 @@ def simulate_case(session, reference: np.ndarray, start: np.ndarray, max_clicks:
 
 def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts: list[str], max_clicks: int,
              device: str, out: Path, image_contrast: bool = True, rim_peel: bool = True) -> dict:
-    from NeonatalLungSegLib.engine import Segmenter
-    from NeonatalLungSegLib.refine import Refiner
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.correction.refine import Refiner
 
     refiner = Refiner.load(refine_model, device=device)
     segmenter = Segmenter.load(segment_model, device=device) if "model" in starts else None
@@ -155,7 +155,7 @@ def _identity(config) -> dict:
 
 
 def _cpu() -> str:
-    from NeonatalLungSegLib.acceleration import cpu_line
+    from NeonatalLungSegLib.inference.acceleration import cpu_line
 
     return cpu_line()
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        from NeonatalLungSegLib.registry import bundled_refine_model_folder, default_model_folder
+        from NeonatalLungSegLib.models.registry import bundled_refine_model_folder, default_model_folder
 
         if args.max_clicks < 1:
             raise InputError(f"--max-clicks must be >= 1, got {args.max_clicks}")

@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.geometry import Geometry, array_to_image, image_to_array
-from NeonatalLungSegLib.volume_io import AtomicOutputs, read_labels_on_grid, read_volume
+from NeonatalLungSegLib.volumes.volume_io import AtomicOutputs, read_labels_on_grid, read_volume
 
 from .simulate import grow_into, partial_volume
 

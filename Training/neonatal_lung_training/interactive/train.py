@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from NeonatalLungSegLib import acceleration
-from NeonatalLungSegLib.clicks import render_clicks
+from NeonatalLungSegLib.inference import acceleration
+from NeonatalLungSegLib.correction.clicks import render_clicks
 from NeonatalLungSegLib.errors import exit_status
-from NeonatalLungSegLib.model_folder import ModelConfig, load_state_dict, read_config, write_model_folder
-from NeonatalLungSegLib.network import build_network
-from NeonatalLungSegLib.training_folder import read_training_folder
+from NeonatalLungSegLib.models.model_folder import ModelConfig, load_state_dict, read_config, write_model_folder
+from NeonatalLungSegLib.models.network import build_network
+from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
 from .. import checkpoint
 from ..augment import AugmentConfig, SliceAugmenter

@@ -1,7 +1,7 @@
 """Write domain-randomised cases as a normal training folder (``train --data DIR`` reads it directly).
 
 Images are stored as int16 (disk: thousands of cases of up to 3 M voxels). Cases go through
-``NeonatalLungSegLib.training_folder`` (the same writer as clinicians' exports and
+``NeonatalLungSegLib.dataset.training_folder`` (the same writer as clinicians' exports and
 ``synthetic_folder.py``), built in a staging folder renamed into place only when complete. Generation
 can run in worker processes (``workers``); the parent writes the cases in seed order, so the folder's
 manifest is the same whatever the number of workers.
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from NeonatalLungSegLib.training_folder import add_case, new_training_folder
+from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder
 
 from .generator import generate_random_case
 

@@ -1,0 +1,7 @@
+"""Reading, checking and writing volumes: NIfTI, NRRD, MHA and DICOM series in, label files and DICOM SEG out.
+
+Owns every byte that crosses the file system for images and labels: header and size checks before any voxel
+is used, atomic all-or-nothing outputs, and the one conversion between the files' (x, y, z) and the engine's
+(z, y, x) arrays (through ``geometry``). May import only ``errors`` and ``geometry`` from this library, so
+that everything above it reads volumes the same way.
+"""

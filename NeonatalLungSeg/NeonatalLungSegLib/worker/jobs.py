@@ -1,0 +1,127 @@
+"""The jobs a ``WorkerClient`` hands back: one request each, polled from a GUI timer, never blocking.
+
+A job reads its answer from the events the client collects; it knows its client only to ask it to poll or
+to kill the worker, so this module does not import the client (``refine_jobs`` extends these jobs and the
+client builds both)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import protocol as wp
+from ..errors import Cancelled
+from ..geometry import Geometry
+
+if TYPE_CHECKING:
+    from .client import WorkerClient
+
+
+@dataclass
+class WorkerResult:
+    """What a ``result`` event delivers, with the arrays read back (duck-types the engine's result)."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    geometry: Geometry
+    volumes: dict
+    label_names: dict
+    model: dict
+    confidence: Any  # confidence.CaseConfidence or None
+    load_count: int
+    pid: int
+    seconds: float
+    events: list = field(default_factory=list)
+
+
+class WorkerJob:
+    """One request: ``poll()`` from a timer, read ``progress``/``status``/``done``, then ``result()``."""
+
+    def __init__(self, client: WorkerClient, request_id: str, geometry: Geometry) -> None:
+        self.client = client
+        self.id = request_id
+        self.geometry = geometry
+        self.progress = 0.0
+        self.status = "Starting the segmentation process..."
+        self.events: list[dict[str, Any]] = []
+        self._result: WorkerResult | None = None
+        self._error: BaseException | None = None
+        self.request: Any = None  # the caller's own request object, if it wants one kept here
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self._error, Cancelled)
+
+    def poll(self) -> bool:
+        """Take in what the worker reported; True when the job is finished (result, error or cancel)."""
+        if not self.done:
+            self.client.poll()
+        return self.done
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
+        """Poll until done or ``timeout`` seconds; for scripts and tests, never the GUI."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+    def cancel(self) -> None:
+        """Kill the worker now; ``result()`` raises Cancelled. The client cannot be used again."""
+        if not self.done:
+            self.client.terminate()
+            self._error = Cancelled("cancelled; nothing was changed")
+
+    def result(self) -> WorkerResult:
+        if not self.done:
+            raise RuntimeError("the job is still running")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    # called by the client
+    def _take(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        kind = event["type"]
+        if kind == "loading":
+            self.status = "Loading the model..."
+        elif kind == "loaded":
+            self.status = f"Model loaded on {event['device']}; segmenting..."
+        elif kind == "progress":
+            self.progress = min(max(float(event["fraction"]), 0.0), 1.0)
+            self.status = "Segmenting..."
+        elif kind == "error":
+            self._error = wp.WorkerError(event["message"])
+        elif kind == "result":
+            self._result = self._read_result(event)
+            self.progress = 1.0
+
+    def _read_result(self, event: dict[str, Any]) -> WorkerResult:
+        probabilities = event.get("probabilities")
+        try:
+            return self._load_result(event, probabilities)
+        finally:  # the arrays are in memory now: the request's files (input and outputs) can go
+            shutil.rmtree(Path(event["labels"]).parent, ignore_errors=True)
+
+    def _load_result(self, event: dict[str, Any], probabilities: str | None) -> WorkerResult:
+        return WorkerResult(labels=np.load(event["labels"], allow_pickle=False),
+                            probabilities=None if not probabilities else np.load(probabilities, allow_pickle=False),
+                            geometry=self.geometry, volumes=event["volumes"], label_names=event["label_names"],
+                            model=event["model_info"], confidence=wp.confidence_from_json(event.get("confidence")),
+                            load_count=event["load_count"], pid=event["pid"], seconds=float(event["seconds"]),
+                            events=list(self.events))
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.done:
+            self._error = error
