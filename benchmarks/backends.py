@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
         dice = {}
         if not args.no_dice:
-            from neonatal_lung_training.synthetic import generate_case
+            from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
             from NeonatalLungSegLib.geometry import image_to_array
             from NeonatalLungSegLib.inference.measure import dice as dice_of

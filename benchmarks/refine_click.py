@@ -39,7 +39,7 @@ def main() -> int:
     from NeonatalLungSegLib.correction.refine import Refiner
     from NeonatalLungSegLib.models.registry import bundled_refine_model_folder, default_model_folder
     from neonatal_lung_training.interactive.noc import simulate_case
-    from neonatal_lung_training.synthetic import generate_case
+    from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
     configure_cpu_threads()
     image, reference, geometry = _case(generate_case)

@@ -19,8 +19,8 @@ sys.path[:0] = [str(ROOT / "NeonatalLungSeg"), str(ROOT / "Training")]
 
 import numpy as np  # noqa: E402
 
-from neonatal_lung_training.synthesis import generate_random_case  # noqa: E402
-from neonatal_lung_training.synthetic import generate_case  # noqa: E402
+from neonatal_lung_training.synthesis.randomised import generate_random_case  # noqa: E402
+from neonatal_lung_training.synthesis.neonatal.generator import generate_case  # noqa: E402
 
 
 def measure(make, seeds):

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from neonatal_lung_training.synthesis import generate_random_case  # noqa: E402
+from neonatal_lung_training.synthesis.randomised import generate_random_case  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 CALM = dict(bias_strength=(0.0, 0.0), coil_probability=0.0, breathing_probability=0.0, ghost_probability=0.0,

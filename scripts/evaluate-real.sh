@@ -29,7 +29,7 @@ fi
 if [ ! -d runs/syn-heldout-test ]; then
   $bin synthesize -o runs/syn-heldout-test-atlas --cases 10 --seed 900000 --anatomy atlas --variant-family heldout --contrast ute
   $bin synthesize -o runs/syn-heldout-test-procedural --cases 10 --seed 900100 --anatomy procedural --variant-family heldout --contrast ute
-  .venv/bin/python -m neonatal_lung_training.combine -o runs/syn-heldout-test --val-fraction 0 \
+  .venv/bin/python -m neonatal_lung_training.datasets.combine -o runs/syn-heldout-test --val-fraction 0 \
     --source runs/syn-heldout-test-atlas --source runs/syn-heldout-test-procedural
 fi
 $bin evaluate "${models[@]}" --data runs/syn-heldout-test --out "$out/synthetic-heldout" --overwrite

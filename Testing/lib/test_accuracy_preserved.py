@@ -38,7 +38,7 @@ def _volume(name: str) -> tuple[np.ndarray, object]:
     if name == "bundled-sample":
         image = sitk.ReadImage(str(BUNDLED_SAMPLE))
     elif name == "synthetic-256x256x96":  # the benchmark's volume (benchmarks/run.py: seed 5150)
-        from neonatal_lung_training.synthetic import generate_case
+        from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
         image = generate_case(5150, shape=(96, 256, 256), spacing=(1.5, 0.55, 0.55)).image
     else:  # real MRI (a fetal thorax atlas): real anatomy and noise, though not neonatal contrast

@@ -23,6 +23,16 @@ LIB_LAYERS = {
     "worker": {"volumes", "models", "inference", "correction"},
     "cli": {"volumes", "models", "inference", "correction", "dataset"},
 }
+# The same for Training's packages; the engine (NeonatalLungSegLib) is open to all of them.
+TRAINING_LAYERS = {
+    "synthesis": set(),
+    "evaluation": {"synthesis"},
+    "training": {"synthesis", "evaluation"},
+    "release": {"synthesis", "evaluation", "training"},
+    "datasets": {"synthesis", "evaluation", "training"},
+    "interactive": {"synthesis", "evaluation", "training"},
+    "loop": {"synthesis", "evaluation", "training", "release", "datasets", "interactive"},
+}
 MAX_MODULES_PER_FOLDER = 12
 
 
@@ -31,21 +41,15 @@ def module_name(root: str, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def runtime_imports(root: str, path: Path) -> set[str]:
-    """Library modules this file imports at run time, lazy imports in functions included; imports under
-    ``if TYPE_CHECKING:`` are left out (they never run)."""
+def imports_of(root: str, path: Path) -> set[str]:
+    """Library modules this file imports, lazy imports in functions and type-only imports included (a
+    type-only import back up the layers is still a dependency the reader must follow)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module_name(root, path).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(n) for child in node.body for n in ast.walk(child))
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -62,7 +66,7 @@ def library_graph() -> dict[str, set[str]]:
              if "__pycache__" not in p.parts}
     graph = {}
     for name, (root, path) in files.items():
-        graph[name] = {m for m in runtime_imports(root, path) if m in files and m != name}
+        graph[name] = {m for m in imports_of(root, path) if m in files and m != name}
     return graph
 
 
@@ -119,6 +123,20 @@ def test_library_packages_import_only_their_lower_layers() -> None:
             if tparts[0] != "NeonatalLungSegLib":
                 wrong.append(f"{name} imports {target} (the engine never imports Training)")
             elif len(tparts) > 2 and tparts[1] != own and tparts[1] not in LIB_LAYERS[own]:
+                wrong.append(f"{name} imports {target}")
+    assert wrong == []
+
+
+def test_training_packages_import_only_their_lower_layers() -> None:
+    wrong = []
+    for name, imports in library_graph().items():
+        parts = name.split(".")
+        if parts[0] != "neonatal_lung_training" or len(parts) < 3:
+            continue
+        for target in imports:
+            tparts = target.split(".")
+            if tparts[0] == "neonatal_lung_training" and len(tparts) > 2 and tparts[1] != parts[1] \
+                    and tparts[1] not in TRAINING_LAYERS[parts[1]]:
                 wrong.append(f"{name} imports {target}")
     assert wrong == []
 

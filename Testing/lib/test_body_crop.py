@@ -102,7 +102,7 @@ def test_the_policy_is_recorded_and_validated() -> None:
 
 
 def test_training_slices_crop_labels_with_their_images() -> None:
-    from neonatal_lung_training.slices import volume_slices
+    from neonatal_lung_training.training.slices import volume_slices
     from NeonatalLungSegLib.geometry import array_to_image
 
     geometry = Geometry((220, 200, 12), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))

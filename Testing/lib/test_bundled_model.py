@@ -29,7 +29,7 @@ def segmenter() -> Segmenter:
 @pytest.fixture(scope="module")
 def case() -> tuple[np.ndarray, np.ndarray, Geometry]:
     """A small procedural case with known lungs, on an anisotropic grid (k 2.0, j 0.9, i 0.75 mm)."""
-    from neonatal_lung_training.synthetic import generate_case
+    from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
     generated = generate_case(424242, shape=(48, 144, 160), spacing=(2.0, 0.9, 0.75), touching_lungs=False)
     image, geometry = image_to_array(generated.image)
@@ -101,7 +101,7 @@ def test_a_mirrored_header_swaps_the_labels(segmenter, case) -> None:
 @pytest.mark.slow
 def test_a_512x512x300_volume_runs_on_a_small_machine(segmenter) -> None:
     """Memory is bounded by the batch: a clinical-size volume must run on a 2-core, 24 GB machine."""
-    from neonatal_lung_training.synthetic import generate_case
+    from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
     generated = generate_case(99, shape=(300, 512, 512), spacing=(0.5, 0.3, 0.3))
     image, geometry = image_to_array(generated.image)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fuzz_helpers import (assert_one_error_line, copy_series, nifti_claiming, run, sheared_nifti, truncate, write_dicom_series,
+from fuzz_helpers import (assert_one_error_line, nifti_claiming, run, sheared_nifti, truncate, write_dicom_series,
                           write_volume)
 from NeonatalLungSegLib.errors import InputError
 from NeonatalLungSegLib.volumes.volume_io import read_volume

@@ -67,7 +67,7 @@ def test_padding_is_undone_on_the_way_back() -> None:
 
 
 def test_labels_are_padded_with_background_like_their_images() -> None:
-    from neonatal_lung_training.slices import volume_slices
+    from neonatal_lung_training.training.slices import volume_slices
     from NeonatalLungSegLib.geometry import array_to_image
 
     geometry = Geometry((64, 32, 3), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))

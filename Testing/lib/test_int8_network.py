@@ -111,7 +111,7 @@ def test_int8_keeps_dice_within_0_001_of_fp32(name: str) -> None:
     if name == "bundled-sample":
         image = sitk.ReadImage(str(BUNDLED_SAMPLE))
     else:
-        from neonatal_lung_training.synthetic import generate_case
+        from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
         image = generate_case(5150, shape=(96, 256, 256), spacing=(1.5, 0.55, 0.55)).image
     reference = Segmenter.load(BUNDLED_MODEL, device="cpu", precision="fp32").segment_image(image).labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neonatal_lung_training.augment import AugmentConfig, SliceAugmenter, build_transform
+from neonatal_lung_training.training.augment import AugmentConfig, SliceAugmenter, build_transform
 
 GEOMETRY_ONLY = dict(bias_field_probability=0.0, rician_noise_probability=0.0, gamma_probability=0.0,
                      breathing_blur_probability=0.0, streak_probability=0.0, low_resolution_probability=0.0)
@@ -53,7 +53,7 @@ def test_elastic_warp_is_refused_for_3d_windows() -> None:
 
 
 def test_model_card_recipe_names_the_augmentation_actually_used() -> None:
-    from neonatal_lung_training.lineage import recipe
+    from neonatal_lung_training.training.lineage import recipe
 
     assert "zoom 10 %" in recipe(AugmentConfig()) and "shear" not in recipe(AugmentConfig())
     shaped = recipe(AugmentConfig(zoom_fraction=0.2, shear_fraction=0.12, elastic_probability=0.3))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from neonatal_lung_training.combine import Source, combine, main
+from neonatal_lung_training.datasets.combine import Source, combine, main
 from NeonatalLungSegLib.errors import InputError
 from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_folder
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neonatal_lung_training import correction_loop as loop
-from neonatal_lung_training.prepare_ct import default_source
+from neonatal_lung_training.loop import correction_loop as loop
+from neonatal_lung_training.datasets.prepare_ct import default_source
 
 REPO = Path(__file__).resolve().parents[2]
 CT = default_source()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from neonatal_lung_training.anatomy import Tissue
-from neonatal_lung_training.synthesis import DEFAULT_RANGES, generate_random_case
-from neonatal_lung_training.synthesis.body import GAS
-from neonatal_lung_training.synthesis.generator import _generate
+from neonatal_lung_training.synthesis.anatomy.procedural import Tissue
+from neonatal_lung_training.synthesis.randomised import DEFAULT_RANGES, generate_random_case
+from neonatal_lung_training.synthesis.randomised.body import GAS
+from neonatal_lung_training.synthesis.randomised.generator import _generate
 
 SMALL = {"in_plane_matrix": (24, 64), "max_voxels": 120_000, "max_slices": 60, "total_lung_ml_log": (40.0, 500.0)}
 
@@ -89,12 +89,12 @@ def test_draws_stay_in_their_ranges():
 # Every randomisation axis draws inside its documented range (cheap draws, many seeds)
 # ----------------------------------------------------------------------------------------------------
 
-from neonatal_lung_training.synthesis.acquisition import apply_artefacts, draw_grid  # noqa: E402
-from neonatal_lung_training.synthesis.contrast import BODY_TISSUES, LUNG, PROTON_FREE, draw_tables  # noqa: E402
-from neonatal_lung_training.mr_artefacts import RADIAL_UNDERSAMPLING  # noqa: E402
-from neonatal_lung_training.synthesis.generator import (acquired_geometry, draw_subject,  # noqa: E402
+from neonatal_lung_training.synthesis.randomised.acquisition import apply_artefacts, draw_grid  # noqa: E402
+from neonatal_lung_training.synthesis.randomised.contrast import BODY_TISSUES, LUNG, PROTON_FREE, draw_tables  # noqa: E402
+from neonatal_lung_training.synthesis.neonatal.mr_artefacts import RADIAL_UNDERSAMPLING  # noqa: E402
+from neonatal_lung_training.synthesis.randomised.generator import (acquired_geometry, draw_subject,  # noqa: E402
                                                         to_acquired)
-from neonatal_lung_training.synthesis.ranges import (CONTRAST_MODES, FAMILY_SHAPES,  # noqa: E402
+from neonatal_lung_training.synthesis.randomised.ranges import (CONTRAST_MODES, FAMILY_SHAPES,  # noqa: E402
                                                      ORIENTATIONS, DomainRanges)
 from NeonatalLungSegLib.geometry import Geometry  # noqa: E402
 
@@ -254,7 +254,7 @@ def test_labelled_lung_is_darker_than_the_body_around_it_on_every_grid(mode):
 
 def test_cli_writes_a_training_folder_that_does_not_depend_on_the_worker_count(tmp_path):
     from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-    from neonatal_lung_training.synthesize import main
+    from neonatal_lung_training.synthesis.synthesize import main
 
     for workers in (1, 2):
         assert main(["--domain-random", "-o", str(tmp_path / f"w{workers}"), "--cases", "2", "--seed", "5",

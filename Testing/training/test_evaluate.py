@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.geometry import Geometry
 from NeonatalLungSegLib.dataset.training_folder import add_case
-from neonatal_lung_training.evaluate import score_case
-from neonatal_lung_training.metrics import (RocCounts, dice, hausdorff95, iou, mean_surface_distance, roc_auc,
+from neonatal_lung_training.evaluation.evaluate import score_case
+from neonatal_lung_training.evaluation.metrics import (RocCounts, dice, hausdorff95, iou, mean_surface_distance, roc_auc,
                                             slice_dice_by_position, surface_distances, volume_errors)
 
 # ---------------------------------------------------------------- overlap and surface distance, by hand
@@ -176,7 +176,7 @@ def labelled_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Small grids (16 slices) keep the engine's share of the test short; the anatomy is in mm, so the
     lungs are the usual size on a coarse grid.
     """
-    from neonatal_lung_training.synthetic import generate_case
+    from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
     root = tmp_path_factory.mktemp("evaluate") / "data"
     for seed in range(2):
@@ -301,7 +301,7 @@ def test_bad_input_is_one_line_and_exit_status_2(problem: str, tiny_model_folder
 def test_pooled_overlap_equals_overlap_of_the_stacked_masks_for_arrays_and_tensors() -> None:
     import torch
 
-    from neonatal_lung_training.metrics import PooledOverlap, dice, iou
+    from neonatal_lung_training.evaluation.metrics import PooledOverlap, dice, iou
 
     rng = np.random.default_rng(1)
     pred, ref = rng.random((5, 8, 8)) > 0.5, rng.random((5, 8, 8)) > 0.6

@@ -16,7 +16,7 @@ from conftest import tiny_config
 from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config, write_model_folder
 from NeonatalLungSegLib.models.network import build_network
-from neonatal_lung_training.model_versions import average_models, main
+from neonatal_lung_training.release.model_versions import average_models, main
 from training_fixtures import toy_case
 
 

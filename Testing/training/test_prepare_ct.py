@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-from neonatal_lung_training.prepare_ct import default_source, pseudo_subjects
+from neonatal_lung_training.datasets.prepare_ct import default_source, pseudo_subjects
 
 CT = default_source()
 

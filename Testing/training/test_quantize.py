@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 
 @pytest.mark.slow
 def test_quantize_writes_only_a_checked_network_and_never_replaces_one_unasked(tmp_path: Path, capsys) -> None:
-    from neonatal_lung_training.quantize import main as quantize
+    from neonatal_lung_training.release.quantize import main as quantize
 
     folder = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL, folder)
@@ -49,7 +49,7 @@ def test_quantize_writes_only_a_checked_network_and_never_replaces_one_unasked(t
 
 
 def test_the_model_card_names_a_current_int8_network_only(tmp_path: Path) -> None:
-    from neonatal_lung_training.model_card import write_model_card
+    from neonatal_lung_training.training.model_card import write_model_card
 
     folder = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL, folder)

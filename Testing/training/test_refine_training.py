@@ -108,7 +108,7 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     assert refiner.config.training["best_epoch"] in (1, 2)
     assert (tmp_path / "refine" / "MODEL_CARD.md").read_text().count("positive_clicks") == 1
     assert "into partial volume (30%)" in refiner.config.training["recipe"]
-    from neonatal_lung_training import checkpoint
+    from neonatal_lung_training.training import checkpoint
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / checkpoint.LAST)["scheduler"]["patience"] == 5
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
     # a run stopped for time: the folder is written from the best checkpoint without training further

@@ -18,10 +18,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, image_to_array
-from neonatal_lung_training.anatomy import Tissue, procedural_tissue
-from neonatal_lung_training.atlas_anatomy import _right_lung_label
-from neonatal_lung_training.lung_topology import finalize_lungs
-from neonatal_lung_training.synthetic import (SyntheticCase, _centred_geometry, default_atlas_dir,
+from neonatal_lung_training.synthesis.anatomy.procedural import Tissue, procedural_tissue
+from neonatal_lung_training.synthesis.anatomy.atlas import _right_lung_label
+from neonatal_lung_training.synthesis.anatomy.lung_topology import finalize_lungs
+from neonatal_lung_training.synthesis.neonatal.generator import (SyntheticCase, _centred_geometry, default_atlas_dir,
                                               generate_case, write_case)
 
 ATLAS = default_atlas_dir()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-from neonatal_lung_training.synthetic_folder import SyntheticMix, case_parameters, write_synthetic_folder
+from neonatal_lung_training.synthesis.neonatal.folder import SyntheticMix, case_parameters, write_synthetic_folder
 
 SMALL = SyntheticMix(atlas_fraction=0.0, matrices=(48, 64), fov_mm=(110.0, 130.0), thickness_mm=(3.0, 4.0),
                      coverage_mm=(60.0, 70.0))

@@ -19,15 +19,15 @@ import pytest
 from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import image_to_array
-from neonatal_lung_training import synthesize
-from neonatal_lung_training.anatomy import Tissue, procedural_tissue
-from neonatal_lung_training.contrast import CONTRASTS, paint
-from neonatal_lung_training.lung_topology import finalize_lungs
-from neonatal_lung_training.mr_artefacts import low_resolution, radial_streaks
-from neonatal_lung_training.pathology import add_bpd_patterns
-from neonatal_lung_training.synthetic import (SyntheticCase, _centred_geometry, default_atlas_dir,
+from neonatal_lung_training.synthesis import synthesize
+from neonatal_lung_training.synthesis.anatomy.procedural import Tissue, procedural_tissue
+from neonatal_lung_training.synthesis.neonatal.contrast import CONTRASTS, paint
+from neonatal_lung_training.synthesis.anatomy.lung_topology import finalize_lungs
+from neonatal_lung_training.synthesis.neonatal.mr_artefacts import low_resolution, radial_streaks
+from neonatal_lung_training.synthesis.anatomy.pathology import add_bpd_patterns
+from neonatal_lung_training.synthesis.neonatal.generator import (SyntheticCase, _centred_geometry, default_atlas_dir,
                                               generate_case)
-from neonatal_lung_training.variants import (FAMILIES, FAMILY_NAMES, draw_pose, family_seed,
+from neonatal_lung_training.synthesis.anatomy.variants import (FAMILIES, FAMILY_NAMES, draw_pose, family_seed,
                                              lung_volume_for_age)
 
 ATLAS = default_atlas_dir()

@@ -23,9 +23,9 @@ from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-from neonatal_lung_training.config import TrainConfig, load_config_file
-from neonatal_lung_training.dataset import cases_of, load_slices
-from neonatal_lung_training.split import split_subjects
+from neonatal_lung_training.training.config import TrainConfig, load_config_file
+from neonatal_lung_training.training.dataset import cases_of, load_slices
+from neonatal_lung_training.training.split import split_subjects
 from training_fixtures import TINY_TRAIN_ARGS, toy_training_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_train_writes_a_model_folder_with_split_log_card_and_test_metrics(toy_fo
     Segmenter.load(out, device="cpu")
     # --finish-now: the same run written again from its best checkpoint, without loading data or training
     shutil.rmtree(out)
-    import neonatal_lung_training.train as train_module
+    import neonatal_lung_training.training.train as train_module
     loads = []
     original = train_module.load_slices
     train_module.load_slices = lambda *a, **k: loads.append(a) or original(*a, **k)
@@ -104,7 +104,7 @@ def test_slices_of_one_subject_never_span_sets(toy_folder: Path) -> None:
     folder = read_training_folder(toy_folder)
     split = split_subjects(folder.subjects(), (0.7, 0.2, 0.1), seed=0)
     config = TrainConfig(data=str(toy_folder), output="x", in_plane_size=32)
-    from neonatal_lung_training.lineage import model_config_for
+    from neonatal_lung_training.training.lineage import model_config_for
 
     input_config = model_config_for(config)[0].input
     parts = {name: cases_of(folder.cases, split[name]) for name in ("train", "val", "test")}
@@ -118,7 +118,7 @@ def test_slices_of_one_subject_never_span_sets(toy_folder: Path) -> None:
 
 def test_resume_after_kill_continues_from_the_last_checkpoint(toy_folder: Path, tmp_path: Path) -> None:
     out, run = tmp_path / "model", tmp_path / "run"
-    command = [sys.executable, "-m", "neonatal_lung_training.train",
+    command = [sys.executable, "-m", "neonatal_lung_training.training.train",
                *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "4", "--patience", "10",
                             "--steps-per-epoch", "25")]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -143,7 +143,7 @@ def test_resume_after_kill_continues_from_the_last_checkpoint(toy_folder: Path, 
 def test_two_gloo_processes_train_through_torchrun(toy_folder: Path, tmp_path: Path) -> None:
     out, run = tmp_path / "model", tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "neonatal_lung_training.train",
+               "-m", "neonatal_lung_training.training.train",
                *_train_args(toy_folder, out, "--run-dir", str(run), "--epochs", "2", "--device", "cpu")]
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -182,7 +182,7 @@ def test_fine_tuning_records_lineage_and_keeps_a_frozen_encoder(toy_folder: Path
 def test_config_file_flags_override_and_unknown_keys_fail(tmp_path: Path, toy_folder: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(f"data: {toy_folder}\noutput: {tmp_path / 'm'}\nepochs: 7\naugment:\n  gamma_range: [0.8, 1.2]\n")
-    from neonatal_lung_training.train_cli import parse_config
+    from neonatal_lung_training.training.train_cli import parse_config
 
     config = parse_config(["--config", str(path), "--epochs", "3"])
     assert config.epochs == 3 and config.augment.gamma_range == (0.8, 1.2)
@@ -239,10 +239,10 @@ def test_a_2d_parent_widened_to_25d_starts_out_computing_the_same(tiny_model_fol
     start at zero, so on any input the child's output equals the parent's on the centre slice."""
     import torch
 
-    from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config
+    from NeonatalLungSegLib.models.model_folder import load_state_dict
     from NeonatalLungSegLib.models.network import build_network
-    from neonatal_lung_training.config import TrainConfig
-    from neonatal_lung_training.lineage import model_config_for
+    from neonatal_lung_training.training.config import TrainConfig
+    from neonatal_lung_training.training.lineage import model_config_for
 
     config = TrainConfig(data="unused", output="unused", init_model=str(tiny_model_folder), channels=3,
                          in_plane_policy="keep_aspect")
@@ -265,7 +265,7 @@ def test_model_card_shows_external_real_data_figures_apart(tiny_model_folder, tm
     import shutil
 
     from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, read_config
-    from neonatal_lung_training.model_card import write_model_card
+    from neonatal_lung_training.training.model_card import write_model_card
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_folder, folder)
@@ -284,7 +284,7 @@ def test_half_precision_slice_storage_keeps_the_slices_and_halves_the_memory(toy
     # training; the segmentation trainer now stores slices in float16 and widens each batch back to float32
     folder = read_training_folder(toy_folder)
     config = TrainConfig(data=str(toy_folder), output="x", in_plane_size=32, channels=3)
-    from neonatal_lung_training.lineage import model_config_for
+    from neonatal_lung_training.training.lineage import model_config_for
 
     input_config = model_config_for(config)[0].input
     full = load_slices(folder, folder.cases[:2], input_config, 0.3, 0)

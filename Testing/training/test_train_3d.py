@@ -20,11 +20,11 @@ from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.models.model_folder import read_config
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-from neonatal_lung_training.augment import AugmentConfig, SliceAugmenter, build_transform
-from neonatal_lung_training.config import TrainConfig
-from neonatal_lung_training.lineage import model_config_for
-from neonatal_lung_training.split import split_subjects
-from neonatal_lung_training.volumes3d import load_volumes, window_bounds
+from neonatal_lung_training.training.augment import AugmentConfig, SliceAugmenter, build_transform
+from neonatal_lung_training.training.config import TrainConfig
+from neonatal_lung_training.training.lineage import model_config_for
+from neonatal_lung_training.training.split import split_subjects
+from neonatal_lung_training.training.volumes3d import load_volumes, window_bounds
 from training_fixtures import toy_case, toy_training_folder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_3d_training_writes_a_loadable_volumetric_model_folder(toy_folder: Path,
 
 def test_3d_training_resumes_after_a_kill(toy_folder: Path, tmp_path: Path) -> None:
     out, run = tmp_path / "model", tmp_path / "run"
-    command = [sys.executable, "-m", "neonatal_lung_training.train",
+    command = [sys.executable, "-m", "neonatal_lung_training.training.train",
                *_args(toy_folder, out, "--run-dir", str(run), "--epochs", "3", "--patience", "10",
                       "--steps-per-epoch", "12", "--no-augment")]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -93,7 +93,7 @@ def test_3d_training_resumes_after_a_kill(toy_folder: Path, tmp_path: Path) -> N
 def test_3d_training_runs_under_torchrun_with_two_gloo_processes(toy_folder: Path, tmp_path: Path) -> None:
     out, run = tmp_path / "model", tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "neonatal_lung_training.train",
+               "-m", "neonatal_lung_training.training.train",
                *_args(toy_folder, out, "--run-dir", str(run), "--epochs", "1", "--steps-per-epoch", "4",
                       "--device", "cpu")]
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
@@ -173,7 +173,7 @@ def test_basic_unet_is_choosable() -> None:
 
 
 def test_a_run_folder_from_before_the_3d_fields_still_resumes(tmp_path: Path) -> None:
-    from neonatal_lung_training.train import RunFolder
+    from neonatal_lung_training.training.train import RunFolder
 
     config = TrainConfig(data="d", output=str(tmp_path / "m"), run_dir=str(tmp_path / "run"))
     old = {k: v for k, v in config.to_dict().items()

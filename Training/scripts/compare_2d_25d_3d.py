@@ -8,12 +8,12 @@ evaluate all three on the same held-out synthetic folder through the engine, and
   sizes, chest shapes and warps never seen in training), both training folders written by the synthetic
   generator (``synthetic_folder.write_synthetic_folder``: every case draws its own matrix, field of view,
   slice thickness, anatomy source and contrast). Existing folders are reused.
-- Training: ``neonatal_lung_training.train`` with one config per variant, identical except for what makes
+- Training: ``neonatal_lung_training.training.train`` with one config per variant, identical except for what makes
   the variant (2D: one channel; 2.5D: three; 3D: a MONAI 3D U-Net on windows). Split 80/20 by subject
   (validation for early stopping and the best checkpoint); ``--max-minutes`` bounds each run (checked at
   the end of an epoch, so a run may overshoot by one epoch; the table shows the real minutes). A model folder
   that already exists is reused, and a killed run resumes when the script is started again.
-- Evaluation: ``neonatal_lung_training.evaluate`` (the ``evaluate`` command's Python API) on the held-out
+- Evaluation: ``neonatal_lung_training.evaluation.evaluate`` (the ``evaluate`` command's Python API) on the held-out
   folder, with post-processing, writing its own full report to ``WORK/report``.
 - Output: the Markdown table (``--out``, default docs/comparison-2d-25d-3d.md) with the exact command,
   machine and budget.
@@ -72,10 +72,10 @@ def build_data(root: Path, count: int, first_seed: int, family: str) -> None:
     print(f"generating {count} {family} cases into {root}", flush=True)
     seeds = list(range(first_seed, first_seed + count))
     try:
-        from neonatal_lung_training.synthetic_folder import write_synthetic_folder
+        from neonatal_lung_training.synthesis.neonatal.folder import write_synthetic_folder
     except ImportError:  # an older checkout: one fixed grid, procedural anatomy
         from NeonatalLungSegLib.dataset.training_folder import add_case
-        from neonatal_lung_training.synthetic import generate_case
+        from neonatal_lung_training.synthesis.neonatal.generator import generate_case
 
         for seed in seeds:
             case = generate_case(seed, variant_family=family, shape=(64, 128, 128), spacing=(2.0, 1.0, 1.0))
@@ -87,8 +87,8 @@ def build_data(root: Path, count: int, first_seed: int, family: str) -> None:
 
 def train_variant(variant: Variant, args: argparse.Namespace, data: Path) -> tuple[Path, bool]:
     """The variant's model folder, and whether it was trained now (False: reused from an earlier run)."""
-    from neonatal_lung_training.train import train
-    from neonatal_lung_training.train_cli import parse_config
+    from neonatal_lung_training.training.train import train
+    from neonatal_lung_training.training.train_cli import parse_config
 
     output = args.work / "models" / variant.name
     if (output / "model.json").is_file():
@@ -113,7 +113,7 @@ def parameters(folder: Path) -> int:
 
 
 def evaluate(models: list[Path], data: Path, out: Path, device: str) -> dict[str, Any]:
-    from neonatal_lung_training import evaluate as evaluation
+    from neonatal_lung_training.evaluation import evaluate as evaluation
 
     argv = [a for m in models for a in ("--model", str(m))]
     args = evaluation.build_parser().parse_args([*argv, "--data", str(data), "--out", str(out), "--device", device,
@@ -202,7 +202,7 @@ Written by `Training/scripts/compare_2d_25d_3d.py` on {started} ({seconds / 60:.
   can overshoot by one epoch; the table shows the real minutes), early-stopping patience {args.patience}
   epochs, the same seed, learning rate, loss (Dice + BCE) and MONAI augmentation; in-plane size
   {args.in_plane_size}.
-- **Evaluation:** `neonatal_lung_training.evaluate` on the held-out folder through the engine with
+- **Evaluation:** `neonatal_lung_training.evaluation.evaluate` on the held-out folder through the engine with
   post-processing (the right/left split included), as `neonatal-lung-seg evaluate` does. Its full report
   (plots, per-case CSV) was written to `{args.work / 'report'}` (not committed).
 

@@ -133,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_of(args: argparse.Namespace):
-    from neonatal_lung_training.correction_loop import LoopSettings
+    from neonatal_lung_training.loop.correction_loop import LoopSettings
 
     return LoopSettings(sizes=tuple(args.sizes), strategies=tuple(args.strategies), epochs=args.epochs,
                         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -142,7 +142,7 @@ def settings_of(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from neonatal_lung_training import correction_loop as loop
+    from neonatal_lung_training.loop import correction_loop as loop
 
     args.work = args.work.resolve()  # the module's export wants a full path
     settings = settings_of(args)

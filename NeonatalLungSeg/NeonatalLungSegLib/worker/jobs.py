@@ -10,7 +10,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,8 +18,16 @@ from . import protocol as wp
 from ..errors import Cancelled
 from ..geometry import Geometry
 
-if TYPE_CHECKING:
-    from .client import WorkerClient
+
+
+class JobHost(Protocol):
+    """What a job needs of its client (``client.WorkerClient``): typed here so jobs never import the client."""
+
+    session: Path
+
+    def poll(self) -> None: ...
+
+    def terminate(self) -> None: ...
 
 
 @dataclass
@@ -42,7 +50,7 @@ class WorkerResult:
 class WorkerJob:
     """One request: ``poll()`` from a timer, read ``progress``/``status``/``done``, then ``result()``."""
 
-    def __init__(self, client: WorkerClient, request_id: str, geometry: Geometry) -> None:
+    def __init__(self, client: JobHost, request_id: str, geometry: Geometry) -> None:
         self.client = client
         self.id = request_id
         self.geometry = geometry

@@ -16,17 +16,14 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import protocol as wp
 from ..correction.clicks import Click, ClickOutcome, outcome_fields
 from ..geometry import Geometry
-from .jobs import WorkerJob
-
-if TYPE_CHECKING:
-    from .client import WorkerClient
+from .jobs import JobHost, WorkerJob
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ def new_session_id() -> str:
     return f"s{uuid.uuid4().hex[:12]}"
 
 
-def start_message(client: WorkerClient, request_id: str, folder: Path, array: np.ndarray, geometry: Geometry,
+def start_message(client: JobHost, request_id: str, folder: Path, array: np.ndarray, geometry: Geometry,
                   model_folder: Path | str, device: str, loader: str | None, source: str,
                   image_contrast: bool = True) -> tuple[WorkerJob, dict[str, Any]]:
     """The ``refine_start`` request (the volume written to ``folder/input.npy``) and its job.
@@ -121,7 +118,7 @@ def start_message(client: WorkerClient, request_id: str, folder: Path, array: np
     return job, message
 
 
-def click_message(client: WorkerClient, request_id: str, folder: Path, session: str, labels: np.ndarray,
+def click_message(client: JobHost, request_id: str, folder: Path, session: str, labels: np.ndarray,
                   geometry: Geometry, click: Click) -> tuple[WorkerJob, dict[str, Any]]:
     """The ``refine`` request for one click (the current labels written to ``folder/current.npy``) and its job."""
     if tuple(labels.shape) != geometry.array_shape:

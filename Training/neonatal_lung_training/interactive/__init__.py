@@ -1,1 +1,3 @@
-"""Click-guided refinement: simulated clicks, training of the refinement network, NoC evaluation."""
+"""Click-guided refinement: simulated clicks and rim starts, training of the refinement network, and the
+NoC evaluation (``neonatal-lung-seg evaluate-clicks``). Imports ``training``, ``evaluation`` and the engine.
+"""

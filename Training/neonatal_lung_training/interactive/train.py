@@ -31,12 +31,12 @@ from NeonatalLungSegLib.models.model_folder import ModelConfig, load_state_dict,
 from NeonatalLungSegLib.models.network import build_network
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
-from .. import checkpoint
-from ..augment import AugmentConfig, SliceAugmenter
-from ..dataset import cases_of, load_slices, select_cases
-from ..metrics import PooledOverlap
-from ..model_card import write_model_card
-from ..split import read_split
+from ..training import checkpoint
+from ..training.augment import AugmentConfig, SliceAugmenter
+from ..training.dataset import cases_of, load_slices, select_cases
+from ..evaluation.metrics import PooledOverlap
+from ..training.model_card import write_model_card
+from ..training.split import read_split
 from .simulate import perturbed_mask, rim_mask, training_clicks
 
 GUIDANCE = ("mask", "positive_clicks", "negative_clicks")

@@ -1,12 +1,7 @@
-"""Domain-randomised synthetic chest MRI (SynthSeg-style), newborn to adult, for training lung models.
+"""Synthetic chest MRI with lung labels: two generators over one body of anatomy code.
 
-Kept apart from training and evaluation: this package only makes cases. ``generate_random_case`` is the
-entry point; ``ranges.DomainRanges`` holds every randomisation axis and its range; ``folder`` writes a
-training folder (``neonatal-lung-seg synthesize --domain-random``). See docs/synthetic-data.md.
+``anatomy`` builds the tissues (procedural and atlas-based bodies, lung topology, BPD patterns, size and pose
+variants); ``neonatal`` paints them as neonatal MR sequences with their artefacts; ``randomised`` paints them
+with SynthSeg-style random contrasts and acquisitions; ``synthesize`` is the command for both. Only makes
+cases: it imports nothing from training, evaluation or release.
 """
-
-from .generator import generate_random_case
-from .ranges import CONTRAST_MODES, DEFAULT_RANGES, FAMILIES, ORIENTATIONS, DomainRanges
-
-__all__ = ["generate_random_case", "DomainRanges", "DEFAULT_RANGES", "FAMILIES", "CONTRAST_MODES",
-           "ORIENTATIONS"]

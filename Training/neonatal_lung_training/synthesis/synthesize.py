@@ -18,9 +18,9 @@ import SimpleITK as sitk
 
 from NeonatalLungSegLib.errors import exit_status
 
-from .contrast import CONTRASTS
-from .synthetic import ANATOMIES, default_atlas_dir, generate_case
-from .variants import FAMILY_NAMES
+from .neonatal.contrast import CONTRASTS
+from .neonatal.generator import ANATOMIES, default_atlas_dir, generate_case
+from .anatomy.variants import FAMILY_NAMES
 
 
 def write_synthetic_cases(output: Path, cases: int, seed: int, anatomy: str,
@@ -124,7 +124,7 @@ def _write_cases(args: argparse.Namespace) -> None:
 
 
 def _write_mix(args: argparse.Namespace) -> None:
-    from .synthetic_folder import SyntheticMix, write_synthetic_folder
+    from .neonatal.folder import SyntheticMix, write_synthetic_folder
 
     mix = SyntheticMix(randomized_contrast_fraction=args.randomized_fraction)
     count = write_synthetic_folder(args.output, range(args.seed, args.seed + args.cases), mix,
@@ -133,7 +133,7 @@ def _write_mix(args: argparse.Namespace) -> None:
 
 
 def _write_domain_random(args: argparse.Namespace) -> None:
-    from .synthesis.folder import write_domain_random_folder
+    from .randomised.folder import write_domain_random_folder
 
     if args.cases < 1:
         raise ValueError(f"--cases must be at least 1, got {args.cases}")

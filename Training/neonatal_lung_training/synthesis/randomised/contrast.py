@@ -18,8 +18,8 @@ import numpy as np
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from ..anatomy import Tissue, axis_coordinates, smooth_field
-from ..contrast import T2_HASTE_MEAN, UTE_MEAN
+from ..anatomy.procedural import Tissue, axis_coordinates, smooth_field
+from ..neonatal.contrast import T2_HASTE_MEAN, UTE_MEAN
 from .body import BOWEL, GAS, N_CLASSES, SPLEEN
 from .ranges import CONTRAST_MODES, DomainRanges
 

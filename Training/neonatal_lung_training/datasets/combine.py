@@ -7,7 +7,7 @@ of the same subject, so it is not drowned (validation subjects are copied once);
 never puts a copy of a validation or test case into training. Subjects that a source's own split holds
 out for testing are left out of the combined folder entirely, so they stay unseen.
 
-    python -m neonatal_lung_training.combine -o runs/mix --source runs/syn --source runs/ct:3:SPLIT.json \
+    python -m neonatal_lung_training.datasets.combine -o runs/mix --source runs/syn --source runs/ct:3:SPLIT.json \
         --val-fraction 0.1
 
 writes ``runs/mix`` (a training folder) and ``runs/mix.split.json`` (train / val / test subjects; test is
@@ -27,7 +27,7 @@ from typing import Sequence
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder, read_training_folder
 
-from .split import write_split
+from ..training.split import write_split
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def combine(sources: Sequence[Source], output: Path, val_fraction: float = 0.1, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neonatal_lung_training.combine",
+    parser = argparse.ArgumentParser(prog="python -m neonatal_lung_training.datasets.combine",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("-o", "--output", type=Path, required=True, help="new combined training folder")
     parser.add_argument("--source", action="append", required=True, metavar="FOLDER[:REPEAT[:SPLIT_JSON]]",

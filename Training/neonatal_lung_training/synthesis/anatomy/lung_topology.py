@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from .anatomy import Tissue
+from .procedural import Tissue
 
 RIGHT, LEFT = 1, 2
 _MIN_CONTACT_SLICES = 3

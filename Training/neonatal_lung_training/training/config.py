@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import math
 import platform
 import subprocess
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from NeonatalLungSegLib.inference.acceleration import TRAINING_PRECISIONS
-from NeonatalLungSegLib.models.model_folder import IN_PLANE_POLICIES
+from NeonatalLungSegLib.models.model_folder import IN_PLANE_POLICIES, PATCH_SLICES_MULTIPLE
 
 from .augment import AugmentConfig
 
@@ -113,9 +114,7 @@ class TrainConfig:
         if self.spatial_dims not in (2, 3):
             found.append(f"spatial_dims must be 2 (slice-wise) or 3 (volumetric), got {self.spatial_dims}")
         elif self.spatial_dims == 3 and not self.init_model:
-            from .volumes3d import config_problems
-
-            found += config_problems(self)
+            found += volumetric_problems(self)
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,3 +193,43 @@ def environment() -> dict[str, Any]:
     return {"git_revision": revision or None, "git_dirty": dirty, "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(), "packages": versions}
+
+
+MONAI_NETWORKS = ("UNet", "BasicUNet")
+BASIC_UNET_POOLINGS = 4
+
+
+def downsampling(config: TrainConfig) -> int:
+    """How many times the 3D network halves its input: sizes must be multiples of this."""
+    if config.monai_network == "BasicUNet":
+        return 2 ** BASIC_UNET_POOLINGS
+    return math.prod(config.monai_strides)
+
+
+def volumetric_problems(config: TrainConfig) -> list[str]:
+    """TrainConfig checks that only apply to a new volumetric model."""
+    found = []
+    if config.channels != 1:
+        found.append(f"channels must be 1 for spatial_dims 3 (the window holds the neighbours), got "
+                     f"{config.channels}")
+    if config.monai_network not in MONAI_NETWORKS:
+        found.append(f"monai_network must be one of {', '.join(MONAI_NETWORKS)}, got {config.monai_network!r}")
+        return found
+    if config.monai_network == "UNet":
+        if len(config.monai_channels) < 2 or len(config.monai_strides) != len(config.monai_channels) - 1:
+            found.append(f"monai_strides needs one value fewer than monai_channels, got "
+                         f"{list(config.monai_strides)} for {list(config.monai_channels)}")
+        if any(s < 1 for s in config.monai_strides) or config.monai_res_units < 0:
+            found.append("monai_strides must be >= 1 and monai_res_units >= 0")
+    elif len(config.monai_channels) not in (5, 6):
+        found.append(f"BasicUNet needs 5 or 6 monai_channels, got {list(config.monai_channels)}")
+    if any(c < 1 for c in config.monai_channels):
+        found.append("monai_channels must be >= 1")
+    multiple = math.lcm(PATCH_SLICES_MULTIPLE, max(1, downsampling(config)))
+    if config.patch_slices < multiple or config.patch_slices % multiple:
+        found.append(f"patch_slices must be a multiple of {multiple} for this network, got {config.patch_slices}")
+    if config.in_plane_size % max(1, downsampling(config)):
+        found.append(f"in_plane_size must be a multiple of {downsampling(config)} for this network")
+    if not 0 <= config.window_overlap < 1:
+        found.append(f"window_overlap must lie in [0, 1), got {config.window_overlap}")
+    return found

@@ -19,7 +19,7 @@ EXAMPLES = """examples:
   neonatal-lung-seg train --config Training/configs/ct-lung-slices.yaml
   neonatal-lung-seg train --data corrected-cases --init-model Resources/Models/neonatal-lung-unet-r50 \\
       --output models/finetuned --freeze-encoder
-  torchrun --nproc-per-node 4 -m neonatal_lung_training.train --config my.yaml   # DDP, same code
+  torchrun --nproc-per-node 4 -m neonatal_lung_training.training.train --config my.yaml   # DDP, same code
 Rerunning the same command resumes from the run folder's last checkpoint."""
 
 

@@ -13,9 +13,9 @@ result is an ordinary, versioned, checksummed model folder with its own model ca
   (measured under the other framing) and its int8 network is not copied (calibrated and checked under the
   other framing): run ``neonatal-lung-seg quantize`` on the new folder.
 
-    python -m neonatal_lung_training.model_versions average -o runs/soup --version 2.5.0 \
+    python -m neonatal_lung_training.release.model_versions average -o runs/soup --version 2.5.0 \
         --model Resources/Models/neonatal-lung-unet-r50 --model runs/candidate-2.4.0 [--weight 0.5 --weight 0.5]
-    python -m neonatal_lung_training.model_versions reframe -o runs/candidate-2.6.0 --version 2.6.0 \
+    python -m neonatal_lung_training.release.model_versions reframe -o runs/candidate-2.6.0 --version 2.6.0 \
         --model Resources/Models/neonatal-lung-unet-r50 --policy body_crop
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from NeonatalLungSegLib.models.model_folder import (IN_PLANE_POLICIES, ModelConfig, ModelFolderError, load_state_dict,
                                              read_config, write_model_folder)
 
-from .model_card import write_model_card
+from ..training.model_card import write_model_card
 
 
 def check_compatible(configs: Sequence[ModelConfig], states: Sequence[dict[str, Any]],

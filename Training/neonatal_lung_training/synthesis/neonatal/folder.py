@@ -17,7 +17,7 @@ import numpy as np
 
 from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder
 
-from .synthetic import default_atlas_dir, generate_case
+from .generator import default_atlas_dir, generate_case
 
 
 @dataclass(frozen=True)

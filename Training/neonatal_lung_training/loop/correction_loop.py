@@ -162,7 +162,7 @@ def selection_order(strategy: str, ranking: Sequence[str], seed: int) -> list[st
 
 def evaluate_model(model: Path, heldout: Path, device: str) -> dict[str, Any]:
     """Whole-lung Dice of a model on every held-out case, through the engine with post-processing."""
-    from .evaluate import evaluate_folder, load_models
+    from ..evaluation.evaluate import evaluate_folder, load_models
 
     folder = read_training_folder(heldout)
     cases = folder.latest_versions()
@@ -181,7 +181,7 @@ def ranking_check(model: Path, pool: Sequence[PoolCase], ranking_csv: Path, devi
     from NeonatalLungSegLib.inference.engine import Segmenter
     from NeonatalLungSegLib.dataset.ranking import read_folder_image, read_ranking_csv
 
-    from .metrics import dice
+    from ..evaluation.metrics import dice
 
     segmenter = Segmenter.load(model, device=device)
     by_name = {c.name: c for c in pool}

@@ -59,7 +59,7 @@ def calibration_slices(data: Path, cases: int, slices: int, seed: int, config) -
 
     from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
-    from .dataset import load_slices
+    from ..training.dataset import load_slices
 
     folder = read_training_folder(data)
     rng = np.random.default_rng(seed)
@@ -111,7 +111,7 @@ def check_volumes(paths: list[Path]) -> list[tuple[str, object]]:
 
     if paths:
         return [(p.name, sitk.ReadImage(str(p))) for p in paths]
-    from .synthetic import generate_case
+    from ..synthesis.neonatal.generator import generate_case
 
     image = generate_case(BENCHMARK_VOLUME["seed"], shape=BENCHMARK_VOLUME["shape"],
                           spacing=BENCHMARK_VOLUME["spacing"]).image
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         staging.unlink(missing_ok=True)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {record_path}; the model card names it once "
-          "rewritten (neonatal_lung_training.model_card.write_model_card)")
+          "rewritten (neonatal_lung_training.training.model_card.write_model_card)")
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from ..anatomy import Tissue, _capsule, axis_coordinates, smooth_field
+from ..anatomy.procedural import Tissue, _capsule, axis_coordinates, smooth_field
 
 # Classes beyond ``anatomy.Tissue`` (painted by ``synthesis.contrast``).
 GAS = 20        # gas in stomach and bowel: dark like lung, never lung

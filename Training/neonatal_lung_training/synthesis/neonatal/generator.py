@@ -31,13 +31,13 @@ import SimpleITK as sitk
 
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
 
-from .anatomy import procedural_tissue
-from .atlas_anatomy import ATLAS_IMAGE, ATLAS_LABELS, atlas_tissue
+from ..anatomy.procedural import procedural_tissue
+from ..anatomy.atlas import ATLAS_IMAGE, ATLAS_LABELS, atlas_tissue
 from .contrast import CONTRASTS, paint
-from .lung_topology import finalize_lungs
+from ..anatomy.lung_topology import finalize_lungs
 from .mr_artefacts import acquire
-from .pathology import add_bpd_patterns, draw_severity
-from .variants import FAMILY_NAMES, draw_pose, family_seed
+from ..anatomy.pathology import add_bpd_patterns, draw_severity
+from ..anatomy.variants import FAMILY_NAMES, draw_pose, family_seed
 
 ANATOMIES = ("procedural", "atlas")
 TOUCHING_PROBABILITY = 0.3

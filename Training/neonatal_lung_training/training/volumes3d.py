@@ -17,62 +17,20 @@ inference over whole validation volumes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from NeonatalLungSegLib.geometry import image_to_array
-from NeonatalLungSegLib.models.model_folder import PATCH_SLICES_MULTIPLE, InputConfig
+from NeonatalLungSegLib.models.model_folder import InputConfig
 from NeonatalLungSegLib.inference.preprocess import prepare
 from NeonatalLungSegLib.dataset.training_folder import CaseRecord, TrainingFolder
 from NeonatalLungSegLib.inference.volume_inference import sliding_window_logits, stacked_input
 
-from .metrics import PooledOverlap
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
-
-MONAI_NETWORKS = ("UNet", "BasicUNet")
-BASIC_UNET_POOLINGS = 4
-
-
-def downsampling(config: TrainConfig) -> int:
-    """How many times the 3D network halves its input: sizes must be multiples of this."""
-    if config.monai_network == "BasicUNet":
-        return 2 ** BASIC_UNET_POOLINGS
-    return math.prod(config.monai_strides)
-
-
-def config_problems(config: TrainConfig) -> list[str]:
-    """TrainConfig checks that only apply to a new volumetric model."""
-    found = []
-    if config.channels != 1:
-        found.append(f"channels must be 1 for spatial_dims 3 (the window holds the neighbours), got "
-                     f"{config.channels}")
-    if config.monai_network not in MONAI_NETWORKS:
-        found.append(f"monai_network must be one of {', '.join(MONAI_NETWORKS)}, got {config.monai_network!r}")
-        return found
-    if config.monai_network == "UNet":
-        if len(config.monai_channels) < 2 or len(config.monai_strides) != len(config.monai_channels) - 1:
-            found.append(f"monai_strides needs one value fewer than monai_channels, got "
-                         f"{list(config.monai_strides)} for {list(config.monai_channels)}")
-        if any(s < 1 for s in config.monai_strides) or config.monai_res_units < 0:
-            found.append("monai_strides must be >= 1 and monai_res_units >= 0")
-    elif len(config.monai_channels) not in (5, 6):
-        found.append(f"BasicUNet needs 5 or 6 monai_channels, got {list(config.monai_channels)}")
-    if any(c < 1 for c in config.monai_channels):
-        found.append("monai_channels must be >= 1")
-    multiple = math.lcm(PATCH_SLICES_MULTIPLE, max(1, downsampling(config)))
-    if config.patch_slices < multiple or config.patch_slices % multiple:
-        found.append(f"patch_slices must be a multiple of {multiple} for this network, got {config.patch_slices}")
-    if config.in_plane_size % max(1, downsampling(config)):
-        found.append(f"in_plane_size must be a multiple of {downsampling(config)} for this network")
-    if not 0 <= config.window_overlap < 1:
-        found.append(f"window_overlap must lie in [0, 1), got {config.window_overlap}")
-    return found
+from ..evaluation.metrics import PooledOverlap
+from .config import TrainConfig
 
 
 def network_args(config: TrainConfig) -> tuple[str, dict[str, Any]]:

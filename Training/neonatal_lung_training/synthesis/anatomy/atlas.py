@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
 
-from .anatomy import Tissue, pull_back
+from .procedural import Tissue, pull_back
 from .variants import REFERENCE_LUNGS_ML, Pose, draw_pose
 
 ATLAS_IMAGE = "thorax-atlas.nii.gz"

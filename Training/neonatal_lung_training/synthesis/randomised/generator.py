@@ -32,11 +32,11 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry, array_to_image
 
-from ..anatomy import _TEMPLATE_LUNGS_ML, procedural_tissue
-from ..lung_topology import finalize_lungs
-from ..pathology import SEVERITY_RANGE, add_bpd_patterns
-from ..synthetic import SyntheticCase
-from ..variants import REFERENCE_LUNGS_ML, Pose, draw_from
+from ..anatomy.procedural import _TEMPLATE_LUNGS_ML, procedural_tissue
+from ..anatomy.lung_topology import finalize_lungs
+from ..anatomy.pathology import SEVERITY_RANGE, add_bpd_patterns
+from ..neonatal.generator import SyntheticCase
+from ..anatomy.variants import REFERENCE_LUNGS_ML, Pose, draw_from
 from .acquisition import Grid, apply_artefacts, draw_grid, log_uniform, rotation
 from .body import (BODY_HALF_DEPTH, BODY_HALF_WIDTH, LUNG_APEX, LUNG_HEIGHT, add_abdomen, add_body,
                    carve_bronchi, template_coordinates)

@@ -24,7 +24,7 @@ import numpy as np
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from .anatomy import N_TISSUES, Tissue, axis_coordinates, smooth_field
+from ..anatomy.procedural import N_TISSUES, Tissue, axis_coordinates, smooth_field
 
 CONTRASTS = ("ute", "randomized", "t2_haste")
 T = Tissue

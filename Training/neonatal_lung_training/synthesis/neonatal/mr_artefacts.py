@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from .anatomy import smooth_field
+from ..anatomy.procedural import smooth_field
 
 BIAS_STRENGTH = (0.1, 0.3)           # bias within 1 +- strength
 BIAS_CORR_MM = (50.0, 90.0)

@@ -26,12 +26,14 @@ from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.models.network import build_network
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder
 
-from . import checkpoint, distributed, volumes3d
+from . import checkpoint
+from . import distributed
+from . import volumes3d
 from .augment import SliceAugmenter
 from .config import TrainConfig, environment
 from .dataset import cases_of, load_slices, select_cases
 from .lineage import finish_model, model_config_for
-from .metrics import PooledOverlap
+from ..evaluation.metrics import PooledOverlap
 from .slices import SliceSet
 from .split import check_split, read_split, split_subjects, write_split
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import smooth_field
-from ..mr_artefacts import _shifted_sum, radial_streaks
+from ..anatomy.procedural import smooth_field
+from ..neonatal.mr_artefacts import _shifted_sum, radial_streaks
 from .ranges import ORIENTATIONS, DomainRanges
 
 # Output axis (i, j, k) -> patient axis (0 x, 1 y, 2 z) and the conventional sign, per orientation.

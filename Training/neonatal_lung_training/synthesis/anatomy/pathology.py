@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from NeonatalLungSegLib.geometry import Geometry
 
-from .anatomy import Tissue, smooth_field
+from .procedural import Tissue, smooth_field
 
 BPD_PROBABILITY = 0.5               # share of cases with BPD-like patterns when the severity is drawn
 SEVERITY_RANGE = (0.15, 1.0)        # drawn severity when a case has BPD-like patterns

@@ -26,7 +26,7 @@ from NeonatalLungSegLib.dataset.training_folder import CaseRecord, TrainingFolde
 
 from .augment import AugmentConfig
 from .config import TrainConfig
-from .evaluate import dice, evaluate_case, summarise
+from ..evaluation.evaluate import dice, evaluate_case, summarise
 from .model_card import write_model_card
 from .volumes3d import network_args
 
