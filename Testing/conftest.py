@@ -15,20 +15,6 @@ for _path in (REPO / "NeonatalLungSeg", REPO / "Training"):
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _network_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
-    """`segment` caches traced networks in the user's cache folder; tests keep theirs in a temporary one."""
-    import os
-
-    previous = os.environ.get("NEONATAL_LUNG_SEG_CACHE")
-    os.environ["NEONATAL_LUNG_SEG_CACHE"] = str(tmp_path_factory.mktemp("network-cache"))
-    yield
-    if previous is None:
-        os.environ.pop("NEONATAL_LUNG_SEG_CACHE", None)
-    else:
-        os.environ["NEONATAL_LUNG_SEG_CACHE"] = previous
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (large volumes, training)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped where there is none")

@@ -7,13 +7,11 @@ round robin (each configuration once per round) so that all meet the same load, 
     .venv/bin/python benchmarks/segment_time.py [--repeats 5] [--input VOLUME] [--device cpu]
 
 Configurations:
-- ``default``: the command as shipped, its caches made by an untimed first run: on a CPU where ``auto`` takes
-  the model folder's int8 network (VNNI), OpenVINO's compiled network and no torch at all; elsewhere the
-  traced network loaded from the cache;
+- ``default``: the command as shipped (nothing is cached between runs: the network is built from the model
+  folder's verified files every time): on a CPU where ``auto`` takes the model folder's int8 network (VNNI),
+  OpenVINO compiles the ONNX file and torch is never imported; elsewhere the torch network is built;
 - ``torch path`` (only where the default is int8): ``--precision`` set to what ``auto`` picks for torch on this
   CPU, so the int8 path's saving (torch's import among it) is measured in the same run;
-- ``no cache``: ``NEONATAL_LUNG_SEG_CACHE=off``: no traced network (built with segmentation-models-pytorch) and
-  no compiled OpenVINO network (compiled from the ONNX file on every run);
 - ``import torch``: ``python -c "import torch"`` alone, the floor any torch-based command pays.
 The case time `segment` records in its volumes JSON (read to write, inside the process) is reported too, so
 the start-up share is the difference. Default input: the bundled sample (192 x 192 x 80).
@@ -75,22 +73,18 @@ def main(argv: list[str] | None = None) -> int:
               "overridden", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="nls-segment-time-") as tmp:
         tmp_path = Path(tmp)
-        cached_env = {**base_env, "NEONATAL_LUNG_SEG_CACHE": str(tmp_path / "cache")}
         configs = {
-            "default": (segment_command(volume, tmp_path / "out-default", args.device), cached_env),
-            "no cache": (segment_command(volume, tmp_path / "out-nocache", args.device),
-                         {**base_env, "NEONATAL_LUNG_SEG_CACHE": "off"}),
+            "default": (segment_command(volume, tmp_path / "out-default", args.device), base_env),
             "import torch": ([sys.executable, "-c", "import torch"], base_env),
         }
         if cpu_is_the_device(args.device) and cpu_prefers_int8()[0]:
             configs["torch path"] = (segment_command(volume, tmp_path / "out-torch", args.device,
-                                                     cpu_precision()[0]), cached_env)
-            timed(configs["torch path"][0], cached_env)  # traces the torch network into the cache, untimed
-        first, header = timed(configs["default"][0], cached_env)  # builds the cache: not one of the repeats
+                                                     cpu_precision()[0]), base_env)
+        first, header = timed(configs["default"][0], base_env)  # warms the file system cache: not a repeat
         header = header.splitlines()[0] if header else ""
         times: dict[str, list[float]] = {name: [] for name in configs}
         case_s: dict[str, list[float]] = {name: [] for name in configs if name != "import torch"}
-        outs = {"default": "out-default", "no cache": "out-nocache", "torch path": "out-torch"}
+        outs = {"default": "out-default", "torch path": "out-torch"}
         loads = []
         for _ in range(args.repeats):
             loads.append(os.getloadavg()[0])
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"input: {volume.name}; segment says: {header}")
     print(f"load average (1 min) before each round: {', '.join(f'{v:.2f}' for v in loads)}"
           + ("  (machine busy: figures are upper bounds)" if statistics.median(loads) > 0.5 else ""))
-    print(f"first run (makes the caches: compiled or traced network): {first:.2f} s")
+    print(f"first run (cold file system cache): {first:.2f} s")
     results = {"machine": machine(), "input": str(volume), "segment_header": header, "first_run_s": first,
                "load1": loads, "configurations": {}}
     for name, values in times.items():

@@ -35,10 +35,13 @@ class ProcessRunner:
         self.startedWorkers = 0
 
     def _client(self):
-        if self.client is None or not self.client.usable:
+        # A worker accepts only the loaders named at its start: a test that swaps its fake starts a new worker.
+        loaders = tuple(name for name in (self.loader, self.refineLoader) if name)
+        if self.client is None or not self.client.usable or self.client.loaders != loaders:
             if self.client is not None:
                 self.client.close(timeout=1)
-            self.client = WorkerClient(python=self.python or slicerPython(), extra_paths=self.extraPaths)
+            self.client = WorkerClient(python=self.python or slicerPython(), extra_paths=self.extraPaths,
+                                       loaders=loaders)
             self.startedWorkers += 1
         return self.client
 

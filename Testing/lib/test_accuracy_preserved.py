@@ -55,7 +55,7 @@ def _volume(name: str) -> tuple[np.ndarray, object]:
 def test_default_path_keeps_dice_within_0_001_of_fp32(naive: Segmenter, name: str, device: str) -> None:
     array, geometry = _volume(name)
     reference = naive.segment_array(array, geometry).labels
-    fast = Segmenter.load(BUNDLED_MODEL, device=device, cache=True)  # what `segment` loads (traced, on the CPU)
+    fast = Segmenter.load(BUNDLED_MODEL, device=device)  # what `segment` loads
     assert fast.batch_size > 1 and (fast.channels_last or fast.precision == "int8")  # int8: OpenVINO's layout
     labels = fast.segment_array(array, geometry).labels
     assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
@@ -71,14 +71,12 @@ CPU_HALF_PRECISIONS = {"fp16": ("amx_fp16",), "bf16": ("avx512_bf16", "amx_bf16"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache", [False, True], ids=["built", "traced"])
 @pytest.mark.parametrize("name", ["bundled-sample", "synthetic-256x256x96"])
 @pytest.mark.parametrize("precision", sorted(CPU_HALF_PRECISIONS))
-def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision: str, cache: bool) -> None:
+def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision: str) -> None:
     """The guard of each per-CPU choice: runs where this CPU has the feature ``auto`` picks ``precision`` for
     (fp16 with AMX-FP16, bf16 with AVX512-BF16 or AMX-BF16), skips elsewhere (emulated half precision is
-    slow and says nothing about the real kernels). Both the network built from config and the traced copy
-    `segment` loads from its cache (``network_cache.py``) are checked."""
+    slow and says nothing about the real kernels)."""
     from NeonatalLungSegLib.inference.acceleration import cpu_features, cpu_line
 
     features = cpu_features()
@@ -87,7 +85,7 @@ def test_cpu_half_precision_keeps_dice_within_0_001_of_fp32(name: str, precision
                     f"this CPU: {cpu_line()}")
     array, geometry = _volume(name)
     reference = Segmenter.load(BUNDLED_MODEL, device="cpu", precision="fp32").segment_array(array, geometry).labels
-    half = Segmenter.load(BUNDLED_MODEL, device="cpu", precision=precision, cache=cache)
+    half = Segmenter.load(BUNDLED_MODEL, device="cpu", precision=precision)
     labels = half.segment_array(array, geometry).labels
     assert np.count_nonzero(reference) > 1000, "the reference found no lungs: the comparison would be empty"
     for value in (1, 2):

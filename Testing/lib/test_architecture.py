@@ -31,7 +31,8 @@ TRAINING_LAYERS = {
     "release": {"synthesis", "evaluation", "training"},
     "datasets": {"synthesis", "evaluation", "training"},
     "interactive": {"synthesis", "evaluation", "training"},
-    "loop": {"synthesis", "evaluation", "training", "release", "datasets", "interactive"},
+    "improve": {"synthesis", "evaluation", "training", "release", "datasets"},
+    "loop": {"synthesis", "evaluation", "training", "release", "datasets", "interactive", "improve"},
 }
 MAX_MODULES_PER_FOLDER = 12
 

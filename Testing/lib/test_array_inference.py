@@ -94,8 +94,7 @@ def test_segment_on_the_int8_path_never_imports_torch(tmp_path: Path) -> None:
         " 'segmentation_models_pytorch', 'monai'))\n"
         "print('LOADED', loaded)\n"
         "sys.exit(status)\n")
-    env = {"PYTHONPATH": str(REPO / "NeonatalLungSeg"), "NEONATAL_LUNG_SEG_CACHE": str(tmp_path / "cache"),
-           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PYTHONPATH": str(REPO / "NeonatalLungSeg"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LOADED []" in done.stdout, done.stdout

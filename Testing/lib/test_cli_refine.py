@@ -73,7 +73,7 @@ def test_the_image_contrast_and_rim_peel_rules_can_be_switched_off(tmp_path, ref
 @pytest.mark.parametrize("edit, message", [
     (lambda d: (d / "clicks.json").write_text('{"clicks": []}'), "at least one click"),
     (lambda d: (d / "clicks.json").write_text('{"clicks": [{"index": [50, 1, 1], "sign": "+"}]}'), "outside"),
-    (lambda d: (d / "clicks.json").write_text("not json"), "unreadable clicks JSON"),
+    (lambda d: (d / "clicks.json").write_text("not json"), "clicks JSON): not valid JSON"),
     (lambda d: sitk.WriteImage(sitk.Image([40, 48, 9], sitk.sitkUInt8), str(d / "lungs.nii.gz")), "grid"),
     (lambda d: sitk.WriteImage(array_to_image(np.zeros(GEOMETRY.array_shape, np.float32) + 0.5, GEOMETRY),
                                str(d / "lungs.nii.gz")), "must be 0, 1"),

@@ -41,7 +41,8 @@ def client(tmp_path):
     made = []
 
     def make():
-        c = WorkerClient(extra_paths=[HERE], session_dir=tmp_path / f"session{len(made)}")
+        c = WorkerClient(extra_paths=[HERE], session_dir=tmp_path / f"session{len(made)}",
+                         loaders=worker_fakes.LOADERS)
         made.append(c)
         return c
 
@@ -101,7 +102,7 @@ def test_worker_loop_answers_bad_lines_and_keeps_serving(tmp_path):
     import sys
 
     sys.path.insert(0, str(HERE))
-    Worker(events).serve(requests)
+    Worker(events, worker_fakes.LOADERS).serve(requests)
     kinds = [wp.decode(line) for line in events.getvalue().splitlines()]
     assert [k["type"] for k in kinds] == ["hello", "error", "error", "loading", "error", "bye"]
     assert "not JSON" in kinds[1]["message"] and "does not accept 'hello'" in kinds[2]["message"]
@@ -209,7 +210,7 @@ def test_a_reused_session_folder_never_answers_with_an_earlier_workers_events(tm
     session.mkdir()
     stale = wp.make_message("error", id="r1", error_type="ModelFolderError", message="stale: from an earlier run")
     (session / "events.jsonl").write_text(wp.encode(stale), encoding="utf-8")
-    c = WorkerClient(extra_paths=[HERE], session_dir=session)
+    c = WorkerClient(extra_paths=[HERE], session_dir=session, loaders=worker_fakes.LOADERS)
     try:
         array, geometry = volume()
         job = c.submit(array, geometry, tmp_path, device="cpu", loader=f"{FAKES}:load")

@@ -67,6 +67,10 @@ class ThresholdSegmenter:
                           {"right_lung": 1, "left_lung": 2})
 
 
+# The loaders a test's worker is started with (a worker refuses any loader it was not started with).
+LOADERS = ("worker_fakes:load", "worker_fakes:load_gated", "worker_fakes:load_dying", "worker_fakes:load_failing")
+
+
 def load(folder: str, device: str) -> ThresholdSegmenter:
     return ThresholdSegmenter(folder, device)
 

@@ -56,6 +56,19 @@ def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, tin
     assert not (tmp_path / "out").exists()
 
 
+def test_labels_on_another_grid_are_one_line_before_any_case_is_scored(tmp_path, tiny_refine_folder, capsys):
+    """Issue 30: a traceback before (labels on another grid reached the Dice computation)."""
+    data = data_folder(tmp_path / "data")
+    other = Geometry((20, 48, 12), (1.8, 0.8, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    sitk.WriteImage(array_to_image(np.zeros(other.array_shape, np.uint8), other),
+                    str(data / "labels" / "case-a.nii.gz"))
+    code = noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--start", "empty",
+                     "-o", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "not on the scan's grid" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_rim_starts_are_the_reference_plus_rims_and_evaluate_clicks_starts_from_them(tmp_path, tiny_refine_folder,
                                                                                      capsys):
     from neonatal_lung_training.interactive import rim_starts

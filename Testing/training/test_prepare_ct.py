@@ -46,3 +46,16 @@ def test_prepare_ct_refuses_bad_sources_and_existing_outputs(tmp_path: Path,
     (tmp_path / "exists").mkdir()
     assert main(["prepare-ct", "-o", str(tmp_path / "exists")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_default_source_and_run_records_point_beside_the_checkout() -> None:
+    """Moving modules into subpackages once pointed these paths inside the repository (a silent miss)."""
+    from neonatal_lung_training.datasets.prepare_ct import default_source
+    from neonatal_lung_training.locations import REPOSITORY
+    from neonatal_lung_training.training.config import environment
+
+    repo = Path(__file__).resolve().parents[2]
+    assert REPOSITORY == repo and (repo / "pyproject.toml").is_file()
+    assert default_source() == repo.parent / "shared" / "data" / "ct-lung-slices"
+    if (repo / ".git").exists():
+        assert environment()["git_revision"]

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from ..inference.acceleration import SEGMENT_PRECISIONS, configure_process
 from ..errors import InputError, NeonatalLungSegError, exit_status
 from ..volumes.volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, check_output_folder, clean_stale_temporaries,
-                        dicom_series_files, is_scan_file, probe_volume, volume_suffix)
+                        dicom_series_files, is_scan_file, probe_volume, source_files, volume_suffix)
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,8 @@ def collect_cases(inputs: Sequence[Path]) -> list[Case]:
 
 
 def input_files(cases: Sequence[Case]) -> set[Path]:
-    """Every file a run reads (volume files and DICOM slices): outputs must never land on one."""
-    files: set[Path] = set()
-    for case in cases:
-        files |= set(map(Path, dicom_series_files(case.source))) if case.source.is_dir() else {case.source}
-    return {f.resolve() for f in files}
+    """Every file a run reads (volume files, detached data files, DICOM slices): outputs must never land on one."""
+    return {Path(f).resolve() for case in cases for f in source_files(case.source)}
 
 
 DICOM_SEG = "dicom-seg"
@@ -83,7 +80,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..geometry import image_to_array
     from ..inference.measure import format_volumes
     from ..inference.postprocess import PostprocessOptions
-    from ..volumes.volume_io import read_volume
+    from ..volumes.volume_io import read_checked, read_volume
 
     cases = collect_cases(args.inputs)
     for case in cases:
@@ -113,27 +110,26 @@ def run_segment(args: argparse.Namespace) -> int:
     for paths in paths_of.values():
         for key in keys:
             checker.check(paths[key])
-    # Every input read and checked before anything is written (the README's promise); a single input is
-    # kept, so it is decompressed twice in all (probe, read), not five times.
-    kept = {}
+    # Every input read and checked before anything is written (the README's promise). A single input is kept;
+    # of several, each one's fingerprint (size, SHA-256 per file) is kept instead, and its read before use must
+    # find those very bytes: an input changed or truncated since the check is refused, never segmented.
+    kept, fingerprints = {}, {}
     for case in cases:
-        checked = read_volume(case.source, check=True, probe=False)
+        checked = read_checked(case.source, check=True)
+        fingerprints[case.name] = checked.fingerprint
         if len(cases) == 1:
-            kept[case.name] = checked
+            kept[case.name] = checked.image
     clean_stale_temporaries(out_dir)
     segmenter = Segmenter.load(args.model, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision, cache=True)
+                               precision=args.precision)
     if segmenter.device.type == "cpu" and segmenter.backend == "torch":  # the int8 path never imports torch
         configure_cpu_threads()
     options = None if args.no_postprocess else PostprocessOptions()
     print(f"model {segmenter.config.name} {segmenter.config.version} on {describe_inference(segmenter.inference)}"
-          f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)"
-          + ("\n  (first use of this model: its network was traced into the cache folder, so later runs start "
-             "faster; NEONATAL_LUNG_SEG_CACHE=off disables it)" if segmenter.network_origin == "built, cached" else ""),
-          flush=True)
+          f"{'; CPU ' + cpu_line() if segmenter.device.type == 'cpu' else ''}; {len(cases)} case(s)", flush=True)
     for case in cases:
         started = time.perf_counter()
-        image = kept.pop(case.name, None) or read_volume(case.source, check=False, probe=False)
+        image = kept.pop(case.name, None) or read_volume(case.source, check=False, expect=fingerprints[case.name])
         update, close = _progress_bar(case.name)
         try:
             if args.confidence:
@@ -234,6 +230,13 @@ def run_models(args: argparse.Namespace) -> int:
             if not registry.model_folders_under(Path(path)):
                 raise InputError(f"{path}: neither a model folder nor a folder holding model folders")
             print(("remembered " if registry.remember(path) else "already remembered: ") + str(path))
+    if args.default is not None:
+        if str(args.default) == "bundled":
+            registry.set_default(None)
+            print("default model: the bundled model")
+        else:
+            registry.set_default(args.default)
+            print(f"default model: {Path(args.default).resolve()}")
     entries = registry.find_models(args.path)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
@@ -243,12 +246,14 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 TRAINING_COMMANDS = {
-    "train": ("neonatal_lung_training.train", "train or fine-tune a model folder on a training folder"),
-    "synthesize": ("neonatal_lung_training.synthesize", "write synthetic neonatal chest MRI with labels"),
-    "prepare-ct": ("neonatal_lung_training.prepare_ct", "convert the public CT lung slices to a training folder"),
-    "quantize": ("neonatal_lung_training.quantize", "add a checked int8 copy of a model folder's network (CPU speed)"),
-    "evaluate": ("neonatal_lung_training.evaluate",
+    "train": ("neonatal_lung_training.training.train", "train or fine-tune a model folder on a training folder"),
+    "synthesize": ("neonatal_lung_training.synthesis.synthesize", "write synthetic neonatal chest MRI with labels"),
+    "prepare-ct": ("neonatal_lung_training.datasets.prepare_ct", "convert the public CT lung slices to a training folder"),
+    "quantize": ("neonatal_lung_training.release.quantize", "add a checked int8 copy of a model folder's network (CPU speed)"),
+    "evaluate": ("neonatal_lung_training.evaluation.evaluate",
                  "evaluate model folders on a labelled folder: metrics CSV/JSON, plots, Markdown report"),
+    "improve": ("neonatal_lung_training.improve.command",
+                "fine-tune a model on a training folder's reviewed cases, without forgetting, and judge it"),
     "evaluate-clicks": ("neonatal_lung_training.interactive.noc",
                         "score click refinement with simulated clicks: NoC@90 / NoC@95, Dice per click"),
 }
@@ -321,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--remember", action="store_true", help="remember the --path folders for later listings "
                         "(and the Slicer module)")
     models.add_argument("--forget", type=Path, action="append", metavar="DIR", help="stop remembering DIR")
+    models.add_argument("--default", type=Path, metavar="DIR|bundled",
+                        help="make DIR the default segmentation model (for `segment` and the Slicer module), or "
+                             "'bundled' to go back to the bundled model")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=run_models)
     from .refine import add_parser as add_refine_parser
@@ -329,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (_, summary) in TRAINING_COMMANDS.items():
         sub.add_parser(command, help=f"{summary} (see `{command} --help`)", add_help=False)
     return parser
+
+
+def fill_default_model(args: argparse.Namespace) -> None:
+    """The default segmentation model for the commands that take one; a command with a model of another kind
+    (``refine``: the click-refinement model) chooses its own."""
+    if getattr(args, "model", "unset") is None and not getattr(args, "own_default_model", False):
+        from ..models.registry import default_model_folder
+
+        args.model = default_model_folder()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,10 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     configure_process()  # inference commands, before torch is imported: OpenMP threads wait, not spin
     args = build_parser().parse_args(argv)
-    if getattr(args, "model", "unset") is None:
-        from ..models.registry import default_model_folder
-
-        args.model = default_model_folder()
+    fill_default_model(args)
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     refine.add_argument("--no-rim-peel", action="store_true",
                         help="negative clicks on the mask's outer layers do not peel the rim around them")
     refine.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    refine.set_defaults(func=run_refine)
+    refine.set_defaults(func=run_refine, own_default_model=True)  # its model is the click-refinement one
 
 
 def run_refine(args: argparse.Namespace) -> int:
@@ -54,6 +54,11 @@ def run_refine(args: argparse.Namespace) -> int:
     protected = {Path(args.input), Path(args.labels), Path(args.clicks)}
     if any(Path(args.output).resolve() == p.resolve() for p in protected):
         raise InputError(f"{args.output}: the output would replace an input; choose another file")
+    if args.report and Path(args.report).resolve() == Path(args.output).resolve():
+        raise InputError(f"{args.report}: the report would be written over the corrected labels; choose "
+                         "another file for --report")
+    if args.report and any(Path(args.report).resolve() == p.resolve() for p in protected):
+        raise InputError(f"{args.report}: the report would replace an input; choose another file")
     image = read_volume(args.input, check=True)
     array, geometry = image_to_array(image)
     labels = read_labels_on_grid(args.labels, geometry)

@@ -18,7 +18,6 @@ positive click otherwise belongs to the lung on its side of the midline, a negat
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -27,10 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..json_input import read_json_file
 from ..geometry import Geometry
 
 LUNG_NAMES = {"right": "right_lung", "left": "left_lung", "right_lung": "right_lung", "left_lung": "left_lung"}
 MAX_CLICKS = 1000
+MAX_CLICKS_FILE_BYTES = 1_000_000  # 1000 clicks take about 60 kB
 
 
 @dataclass(frozen=True)
@@ -48,25 +49,38 @@ class Click:
         return data
 
 
+_FAR = 1e9  # beyond any voxel index or millimetre of a real volume; bounds the arithmetic before it is done
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def click_from_dict(data: Any, geometry: Geometry, where: str = "click") -> Click:
     """A click from its JSON form; every problem is one InputError naming the click."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected an object with 'point' or 'index' and 'sign', got {data!r:.60}")
     sign = data.get("sign")
-    if sign not in ("+", "-"):
+    if not isinstance(sign, str) or sign not in ("+", "-"):
         raise InputError(f"{where}: 'sign' must be \"+\" (add lung) or \"-\" (remove lung), got {sign!r:.30}")
     lung = data.get("lung")
-    if lung is not None and lung not in LUNG_NAMES:
+    if lung is not None and (not isinstance(lung, str) or lung not in LUNG_NAMES):
         raise InputError(f"{where}: 'lung' must be 'right' or 'left', got {lung!r:.30}")
     if ("point" in data) == ("index" in data):
         raise InputError(f"{where}: give exactly one of 'point' (LPS mm) or 'index' (k, j, i)")
     raw = data.get("point", data.get("index"))
-    if not (isinstance(raw, list) and len(raw) == 3
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in raw)):
+    if not (isinstance(raw, list) and len(raw) == 3 and all(_finite_number(v) for v in raw)):
         raise InputError(f"{where}: {'point' if 'point' in data else 'index'} must be three finite numbers")
+    outside = f"{where}: the click lies outside the volume {geometry.array_shape} (k, j, i)"
+    if any(abs(v) > _FAR for v in raw):  # 10**400 is an int Python holds, but no voxel of any volume
+        raise InputError(outside)
     if "point" in data:
         ijk = np.linalg.solve(geometry.direction_matrix * np.asarray(geometry.spacing),
                               np.asarray(raw, float) - np.asarray(geometry.origin))
+        if not np.all(np.abs(ijk) < _FAR):
+            raise InputError(outside)
         kji = tuple(int(round(v)) for v in ijk[::-1])
     else:
         if not all(float(v).is_integer() for v in raw):
@@ -79,10 +93,7 @@ def click_from_dict(data: Any, geometry: Geometry, where: str = "click") -> Clic
 
 def read_clicks(path: Path, geometry: Geometry) -> list[Click]:
     """Clicks from a JSON file (format in the module docstring)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable clicks JSON ({exc})") from None
+    data = read_json_file(path, MAX_CLICKS_FILE_BYTES, "clicks JSON")
     items = data.get("clicks") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: expected {{\"clicks\": [...]}} with at least one click")

@@ -37,8 +37,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..volumes.input_checks import check_nifti
-from .training_folder_checks import (check_free_text, check_sidecar_size, records_from_sidecars,
-                                     without_metadata)
+from .training_folder_checks import (check_free_text, check_identifying, check_sidecar_size,
+                                     records_from_sidecars, without_metadata)
 from ..volumes.volume_io import VOLUME_SUFFIXES, verify_image_file
 
 FORMAT_NAME = "neonatal-lung-training-folder"
@@ -144,11 +144,15 @@ class TrainingFolder:
         return image, label
 
     def read_sidecar(self, record: CaseRecord) -> dict[str, Any]:
-        return json.loads((self.root / record.sidecar).read_text(encoding="utf-8"))
+        path = self.root / record.sidecar
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as error:
+            raise InputError(f"{path}: unreadable sidecar ({str(error)[:200]})") from None
 
 
 def _manifest_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _empty_manifest(description: str) -> dict[str, Any]:
@@ -160,6 +164,8 @@ def _load_manifest(path: Path, raw: bytes | None = None) -> dict[str, Any]:
     names always come from the same version of the file."""
     try:
         data = json.loads((path.read_bytes() if raw is None else raw).decode("utf-8"))
+    except RecursionError:
+        raise InputError(f"{path}: not a readable training-folder manifest (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a readable training-folder manifest ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
@@ -288,10 +294,12 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
              description: str = "") -> CaseRecord:
     """Append one case as the next version of ``subject``; returns its manifest entry.
 
-    ``subject`` must already be free of patient identifiers (the module passes a hash of the volume); it is
-    sanitised again here because it becomes a file name. ``metadata`` goes into the sidecar after
-    :func:`check_free_text`; the image and label are written without their metadata dictionaries. A lost
-    manifest is rebuilt from the sidecars first (never restarted, which would orphan earlier cases).
+    ``subject`` must already be free of patient identifiers (the module passes a hash of the volume); one
+    that looks like a person's name is refused, and it is sanitised again here because it becomes a file
+    name. ``metadata``, ``source`` and ``description`` go into the sidecar and the manifest after
+    :func:`check_free_text` (identifying keys and values, non-finite numbers: one NotDeidentified line, an
+    InputError, and nothing written); the image and label are written without their metadata dictionaries.
+    A lost manifest is rebuilt from the sidecars first (never restarted, which would orphan earlier cases).
     """
     if review_status not in REVIEW_STATUSES:
         raise ValueError(f"review_status must be one of {', '.join(REVIEW_STATUSES)}, got {review_status!r}")
@@ -300,6 +308,10 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
     _check_pair(image, label, label_scheme)
     check_free_text(metadata or {}, "metadata")
     check_free_text(source, "source")
+    check_free_text(description, "description", names=False)  # dataset titles: "Measuring Lungs in CT Data"
+    check_identifying(str(subject), "subject", digits=False)  # hashes and seeds are digit runs; names are not
+    geometry = {"size": list(image.GetSize()), "spacing_mm": list(image.GetSpacing())}
+    check_free_text(geometry, "image")  # a non-finite spacing is refused before anything is written
     image = without_metadata(image)
     label = without_metadata(sitk.Cast(label, sitk.sitkUInt8))
     label.CopyInformation(image)
@@ -323,8 +335,7 @@ def add_case(root: Path | str, image: sitk.Image, label: sitk.Image, subject: st
                             sidecar=f"cases/{case_id}.json", review_status=review_status,
                             label_scheme=label_scheme, source=source,
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        sidecar = {**(metadata or {}), **asdict(record), "labels": LABEL_SCHEMES[label_scheme],
-                   "size": list(image.GetSize()), "spacing_mm": list(image.GetSpacing())}
+        sidecar = {**(metadata or {}), **asdict(record), "labels": LABEL_SCHEMES[label_scheme], **geometry}
         sidecar_text = check_sidecar_size(sidecar)
         written: list[Path] = []
         try:

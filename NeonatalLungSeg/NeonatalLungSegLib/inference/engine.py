@@ -158,7 +158,7 @@ class Segmenter:
             batch_size = acceleration.default_batch_size(self.network, inp.in_plane_size, inp.channels, device,
                                                          self.precision, self.channels_last)
         self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
-        self.network_origin = "given"  # load(): "built", or from the trace cache: "cache", "built, cached"
+        self.network_origin = "given"  # load(): "built" (torch) or "int8 file"
 
     @property
     def inference(self) -> dict:
@@ -168,13 +168,15 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
-             precision: str = "auto", channels_last: bool | None = None, cache: bool = False) -> Segmenter:
-        """``cache=True`` (the CLI): on the CPU, load a traced copy of an smp network from the user's cache
-        (made on first use, keyed by the weights' SHA-256), so smp and torchvision are never imported
-        (``network_cache.py``). OpenVINO's compiled int8 network is kept in the same cache folder whatever
-        ``cache`` says (0.07 s to load against 0.44 s to compile; ``NEONATAL_LUNG_SEG_CACHE=off`` switches both
-        off), so the module's worker gains it too. Where the folder's int8 network runs (``int8_choice``), torch is never
-        imported: the CPU is recognised as the device without it (``acceleration.cpu_is_the_device``)."""
+             precision: str = "auto", channels_last: bool | None = None) -> Segmenter:
+        """Build the network from the model folder's verified files, every time.
+
+        No compiled or traced copy of a network is kept anywhere (a TorchScript file or an OpenVINO blob in the
+        user's cache folder is code that any program of the user could replace, and nothing could verify it
+        as strictly as the model folder): the int8 network is compiled from its checked ONNX file (about 0.4 s)
+        and the torch network built from its checked weights. Where the folder's int8 network runs
+        (``int8_choice``), torch is never imported: the CPU is recognised as the device without it
+        (``acceleration.cpu_is_the_device``)."""
         folder = Path(folder)
         config = read_config(folder)
         if config.input.guidance:
@@ -183,25 +185,17 @@ class Segmenter:
         resolved = HOST_CPU if acceleration.cpu_is_the_device(device) else resolve_device(device)
         int8_reason = int8_choice(folder, config, resolved, precision)
         if int8_reason is not None:
-            from ..models.network_cache import cache_dir
-
-            where = cache_dir()  # OpenVINO's compiled network: kept whatever ``cache`` says (only time at stake)
-            network = Int8Network(folder / INT8_NAME, acceleration.cpu_threads(),
-                                  where / "openvino" if where is not None else None)
+            network = Int8Network(folder / INT8_NAME, acceleration.cpu_threads())
             segmenter = cls(config, network, resolved, batch_size, folder)
             segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
             return segmenter
         from ..models.network import build_checked
-        from ..models.network_cache import load_network
 
         if isinstance(resolved, HostCpu):
             resolved = resolve_device("cpu")
-        if cache and resolved.type == "cpu":
-            network, origin = load_network(folder, config)
-        else:
-            network, origin = build_checked(folder, config), "built"
-        segmenter = cls(config, network, resolved, batch_size, folder, precision, channels_last)
-        segmenter.network_origin = origin
+        segmenter = cls(config, build_checked(folder, config), resolved, batch_size, folder, precision,
+                        channels_last)
+        segmenter.network_origin = "built"
         return segmenter
 
     def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,

@@ -39,35 +39,61 @@ Batch = Union[np.ndarray, "torch.Tensor"]
 
 @dataclass(frozen=True)
 class IntensityScale:
-    """``(x - offset) / scale``, then clipped to [0, 1] for percentile scaling."""
+    """``(x - offset) / scale``, then clipped to [0, 1] for percentile scaling.
+
+    ``factor`` (a power of two, 1 for any ordinary scan) first brings a volume whose values reach towards the
+    float32 limit (+-3.4e38) into a safe range: both normalisations are scale-invariant, and multiplying by a
+    power of two is exact, so the result is the same as for the volume scaled down, where ``x - offset`` and
+    ``scale`` themselves would overflow float32 to inf (the network then saw zeros or NaN: an empty mask).
+    """
 
     offset: float
     scale: float
     clip: bool
     background: float = 0.0  # raw intensity of the darkest tissue (lower percentile): fills in-plane padding
+    factor: float = 1.0
 
     def apply(self, values: Batch) -> Batch:
-        out = (values - self.offset) / self.scale
+        if self.factor == 1.0:
+            out = (values - self.offset) / self.scale
+        else:
+            out = (values * self.factor - self.offset * self.factor) / (self.scale * self.factor)
         if self.clip:
             out = out.clip(0.0, 1.0)
         return out
+
+
+_SAFE_MAGNITUDE = 2.0 ** 64  # far below float32's 2 ** 128: differences and spreads of such values stay finite
+
+
+def _safe_factor(array: np.ndarray) -> float:
+    """A power of two that brings the volume's largest magnitude to at most 2 ** 64 (1.0 when it is already)."""
+    if array.size == 0:
+        return 1.0
+    peak = max(abs(float(np.max(array))), abs(float(np.min(array))))
+    if not np.isfinite(peak) or peak <= _SAFE_MAGNITUDE:
+        return 1.0
+    return 2.0 ** -(int(np.ceil(np.log2(peak))) - 64)
 
 
 def intensity_scale(array: np.ndarray, config: InputConfig) -> IntensityScale:
     """Statistics from an evenly strided subsample, so a 512x512x300 volume costs milliseconds.
 
     The statistics are computed once per volume, and applied batch by batch, so no normalised float copy of
-    the whole volume is ever held in memory.
+    the whole volume is ever held in memory. They are computed in float64 on values brought into a safe range
+    (``IntensityScale.factor``) and reported in the volume's own units.
     """
     flat = array.reshape(-1)
-    sample = flat[:: max(1, flat.size // _MAX_STAT_SAMPLES)].astype(np.float64)
+    factor = _safe_factor(array)
+    sample = flat[:: max(1, flat.size // _MAX_STAT_SAMPLES)].astype(np.float64) * factor
     if config.intensity_method == "percentile_minmax":
         low, high = np.percentile(sample, [config.lower_percentile, config.upper_percentile])
-        return IntensityScale(float(low), float(max(high - low, 1e-6)), clip=True, background=float(low))
+        return IntensityScale(float(low) / factor, float(max(high - low, 1e-6)) / factor, clip=True,
+                              background=float(low) / factor, factor=factor)
     if config.intensity_method == "zscore":
         low = np.percentile(sample, config.lower_percentile) if config.in_plane_policy != "fixed_size" else 0.0
-        return IntensityScale(float(sample.mean()), float(max(sample.std(), 1e-6)), clip=False,
-                              background=float(low))
+        return IntensityScale(float(sample.mean()) / factor, float(max(sample.std(), 1e-6)) / factor, clip=False,
+                              background=float(low) / factor, factor=factor)
     raise ValueError(f"unknown intensity method {config.intensity_method!r}")
 
 
@@ -154,6 +180,8 @@ def body_box(slices: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, i
     """
     n, rows, cols = slices.shape
     sample = np.asarray(slices[:: max(1, n // 32)], dtype=np.float32)
+    if sample.size and _safe_factor(sample) != 1.0:  # values near the float32 limit: spreads need float64
+        sample = sample.astype(np.float64)
     low, high = np.percentile(sample[:, ::2, ::2], [2, 98])
     if not high > low:
         return (0, rows, 0, cols)

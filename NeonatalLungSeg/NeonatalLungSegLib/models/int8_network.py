@@ -6,7 +6,7 @@ the naive fp32 baseline; int8 dot products (VNNI) do twice the work per instruct
 
 What it is: the same network (built from the folder's config and weights, exported with ``torch.onnx.export``,
 never a second copy of its code) with its convolutions quantized to int8 (``neonatal-lung-seg quantize``,
-``neonatal_lung_training/quantize.py``). The deep half of the encoder and the first decoder block, where most of
+``neonatal_lung_training/release/quantize.py``). The deep half of the encoder and the first decoder block, where most of
 the work is, run in int8; the layers that place the lung boundary stay float (``quantize.FLOAT_LAYERS``: on the
 small lungs of a real fetal MRI atlas quantizing them moved Dice against fp32 to 0.995). Two files beside
 ``model.json``:
@@ -22,17 +22,17 @@ torch path runs exactly as before. ``--precision int8`` asks for it explicitly (
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .model_folder import ModelConfig, ModelFolderError, sha256_of
+from .model_folder import ModelConfig, ModelFolderError, read_json_file, sha256_of, verify_weights
 
 INT8_NAME = "network-int8.onnx"
 INT8_RECORD = "network-int8.json"
 RECORD_FORMAT = "neonatal-lung-int8-network"
+MAX_RECORD_BYTES = 1 << 16  # the bundled record is 1 kB
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -40,10 +40,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / INT8_RECORD
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFolderError(f"{path}: unreadable ({exc})") from exc
+    record = read_json_file(path, MAX_RECORD_BYTES)  # bounded, and one line for any damage (deep nesting too)
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT \
             or not isinstance(record.get("sha256"), str) or not isinstance(record.get("weights_sha256"), str):
         raise ModelFolderError(f"{path}: not an int8 network record (format, sha256, weights_sha256)")
@@ -51,7 +48,12 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def unavailable_reason(folder: Path | None, config: ModelConfig) -> str | None:
-    """Why the int8 network cannot run for this folder (None: it can). Checks files and checksums, not CPU."""
+    """Why the int8 network cannot run for this folder (None: it can). Checks files and checksums, not CPU.
+
+    Where the int8 network could run, the folder's ``model.safetensors`` is checked against ``model.json`` too
+    (ModelFolderError when missing, truncated or swapped), although this path never reads it: every file of
+    a model folder is checked on every path, so a damaged folder is refused whichever precision runs it, not
+    only once the CPU or the precision sends it down the torch path."""
     if folder is None:
         return "no model folder"
     if config.input.spatial_dims != 2 or config.input.guidance:
@@ -70,6 +72,7 @@ def unavailable_reason(folder: Path | None, config: ModelConfig) -> str | None:
         import openvino  # noqa: F401
     except ImportError:
         return "the optional openvino package is not installed (pip install openvino)"
+    verify_weights(folder, config)
     return None
 
 
@@ -77,21 +80,24 @@ class Int8Network:
     """The compiled int8 network: a float32 array batch (N, C, H, W) in, logits (N, 1, H, W) out, with no torch
     anywhere (``array_inference.py`` runs it), so a command on this path never pays torch's import."""
 
-    def __init__(self, path: Path, threads: int, cache: Path | None = None) -> None:
-        """``cache``: a folder where OpenVINO keeps the compiled network (the CLI passes the user's cache
-        folder): compiling the ONNX file took 0.44 s per run, loading the compiled blob 0.09 s."""
+    def __init__(self, path: Path, threads: int) -> None:
+        """Compiled from the checked ONNX file on every load (0.44 s): OpenVINO's blob cache is not used, since a
+        blob in a folder other programs can write could not be verified as the model folder is."""
         import openvino as ov
 
         core = ov.Core()
-        if cache is not None:
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-                core.set_property({"CACHE_DIR": str(cache)})
-            except (OSError, RuntimeError):
-                pass  # an unwritable cache only costs the compile time
-        self.compiled = core.compile_model(str(path), "CPU",
-                                           {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY"})
-        self.request = self.compiled.create_infer_request()
+        try:
+            self.compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads),
+                                                                  "PERFORMANCE_HINT": "LATENCY"})
+            self.request = self.compiled.create_infer_request()
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            # A file whose record matches (rewritten with it) but that is no network OpenVINO can compile:
+            # its message spans several lines of C++ locations; the last non-empty one says what is wrong.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = lines[-1][:200] if lines else type(exc).__name__
+            raise ModelFolderError(f"{path}: OpenVINO cannot compile this int8 network ({detail}); re-run "
+                                   "`neonatal-lung-seg quantize` or remove network-int8.onnx and "
+                                   "network-int8.json to use the torch path") from None
         self.version = ov.__version__.split("-")[0]  # "2026.4.1", not the build string
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

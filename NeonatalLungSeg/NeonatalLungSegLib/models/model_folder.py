@@ -10,14 +10,14 @@ The format is documented in docs/model-folder.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError
+from .. import json_input
+from ..errors import InputError, ModelFolderError
 from ..geometry import check_orientation_code
 from .model_schema import schema_problems
 
@@ -30,6 +30,13 @@ GUIDANCE_CHANNELS = ("mask", "positive_clicks", "negative_clicks")  # click-refi
 INTENSITY_METHODS = ("percentile_minmax", "zscore")
 SPATIAL_DIMS = (2, 3)
 PATCH_SLICES_MULTIPLE = 16  # four 2x downsamplings along the slice axis, as in_plane_size allows five
+MAX_CONFIG_BYTES = 1 << 20  # model.json is read whole; the bundled one is 22 kB
+# The label values the engine writes (postprocess.RIGHT_LUNG, LEFT_LUNG) under the names every reader uses
+# (volumes.json, DICOM SEG's SNOMED codes, the refinement model, the Slicer segments), and the name of the
+# unsplit label. Not a choice of the model folder: a folder saying otherwise would make its volumes.json
+# contradict its own voxels.
+ENGINE_LABELS = {"right_lung": 1, "left_lung": 2}
+ENGINE_NETWORK_LABEL = "lung"
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,12 @@ class ModelConfig:
             found.append(f"output.activation must be 'sigmoid', got {self.output.activation!r}")
         if not 0 < self.output.threshold < 1:
             found.append(f"output.threshold must lie in (0, 1), got {self.output.threshold}")
-        if sorted(self.output.labels.values()) != [1, 2]:
-            found.append("output.labels must map the right and left lung to 1 and 2")
+        if dict(self.output.labels) != ENGINE_LABELS:
+            found.append(f"output.labels must map the right and left lung to the values the engine writes, "
+                         f"{ENGINE_LABELS}; got {dict(self.output.labels)}")
+        if self.output.network_label != ENGINE_NETWORK_LABEL:
+            found.append(f"output.network_label must be {ENGINE_NETWORK_LABEL!r} (the unsplit label's name), got "
+                         f"{self.output.network_label!r}")
         return found
 
     def _spatial_problems(self) -> list[str]:
@@ -225,11 +236,16 @@ def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise ModelFolderError(f"{path}: missing model config")
+    return ModelConfig.from_dict(read_json_file(path, MAX_CONFIG_BYTES), source=str(path))
+
+
+def read_json_file(path: Path, max_bytes: int) -> Any:
+    """A small JSON file of a model folder, parsed (``json_input``: bounded, regular file, strict, nesting
+    bounded); any damage is one ModelFolderError line."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(f"{path}: unreadable JSON ({exc})") from None
-    return ModelConfig.from_dict(data, source=str(path))
+        return json_input.read_json_file(path, max_bytes, "model folder file")
+    except InputError as exc:
+        raise ModelFolderError(str(exc)) from None
 
 
 def verify_weights(folder: Path, config: ModelConfig) -> Path:
@@ -287,7 +303,7 @@ def write_model_folder(folder: Path, config: ModelConfig, state_dict: dict[str, 
     try:
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
         final = replace(config, weights_sha256=sha256_of(staging / WEIGHTS_NAME), weights_dtype=dtype)
-        (staging / CONFIG_NAME).write_text(json.dumps(final.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (staging / CONFIG_NAME).write_text(json_input.dump_json(final.to_dict(), indent=2) + "\n", encoding="utf-8")
         staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
         for child in staging.iterdir():
             child.chmod(0o644)

@@ -2,18 +2,22 @@
 
 A model folder comes from anywhere (a colleague, a download, an edited copy). Without these checks a string
 where a number belongs ended in a traceback (and one remembered bad folder broke `models` for good), and
-huge sizes allocated gigabytes before the weights were even looked at.
+huge sizes allocated gigabytes before the weights were even looked at, and JSON nested thousands of levels
+deep ended in a RecursionError.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-MAX_IN_PLANE = 2048      # network input rows/columns
+# Network input rows/columns. The engine runs every slice at this size: 512 (the finest neonatal MRI matrices)
+# is already 16x the work of the bundled 128, and 1024 took minutes per volume on a CPU for no gain.
+MAX_IN_PLANE = 512
 MAX_CHANNELS = 15        # 2.5D slices stacked as input channels
 MAX_ARG_INT = 4096       # any whole number in network.args (channels, features, depths)
 MAX_ARG_LIST = 16
-MAX_PATCH_SLICES = 1024
+MAX_PATCH_SLICES = 256   # 3D window depth (slices); the window is patch_slices x in_plane_size
+MAX_DEPTH = 32           # JSON nesting (the bundled model.json nests 4 deep)
 DTYPES = ("float16", "float32")
 
 
@@ -71,8 +75,29 @@ def _args_problems(value: Any, where: str) -> list[str]:
     return []
 
 
+def nesting_problem(value: Any, where: str = "", limit: int = MAX_DEPTH) -> str | None:
+    """Where ``value`` nests objects and lists more than ``limit`` levels deep (None: it does not).
+
+    Iterative, so any depth the JSON parser accepted is measured without recursion (every later step, from
+    the checks below to ``dataclasses.asdict``, recurses once per level)."""
+    stack = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > limit:
+            path = path or "the document"
+            return f"{path if len(path) <= 60 else path[:57] + '...'} is nested more than {limit} levels deep"
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+    return None
+
+
 def schema_problems(body: dict[str, Any]) -> list[str]:
     """Every type or range problem of a model.json body (without format/format_version), first one first."""
+    deep = nesting_problem(body)
+    if deep:
+        return [deep]
     found = _section(body, _TOP, "")
     if found:
         return found
@@ -94,8 +119,9 @@ def schema_problems(body: dict[str, Any]) -> list[str]:
         found.append(f"input.channels must lie in 1..{MAX_CHANNELS}, got {inp['channels']}")
     size = inp.get("in_plane_size", [128, 128])
     if len(size) != 2 or not all(_is_int(s) and 1 <= s <= MAX_IN_PLANE for s in size):
-        found.append(f"input.in_plane_size must be two whole numbers up to {MAX_IN_PLANE}, got {_short(size)}")
-    if "patch_slices" in inp and not 1 <= inp["patch_slices"] <= MAX_PATCH_SLICES:
+        found.append(f"input.in_plane_size must be two whole numbers up to {MAX_IN_PLANE} (what the engine "
+                     f"supports), got {_short(size)}")
+    if "patch_slices" in inp and not 1 <= inp["patch_slices"] <= MAX_PATCH_SLICES:  # 3D windows
         found.append(f"input.patch_slices must lie in 1..{MAX_PATCH_SLICES}, got {inp['patch_slices']}")
     if not all(isinstance(g, str) for g in inp.get("guidance", [])) or len(inp.get("guidance", [])) > 3:
         found.append(f"input.guidance must be a list of at most 3 channel names, got {_short(inp['guidance'])}")

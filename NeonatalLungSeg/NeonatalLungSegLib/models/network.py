@@ -17,6 +17,11 @@ from ..errors import ModelFolderError
 from .model_folder import ModelConfig
 
 
+# Argument names that would fetch weights from elsewhere (MONAI's ``pretrained``, ``pretrained_path``, ...):
+# weights come only from the model folder's checked file.
+_DOWNLOAD_WORDS = ("pretrain", "url", "download", "weights")
+
+
 def build_network(config: ModelConfig) -> torch.nn.Module:
     """An untrained network with one logit channel per output ("lung"); the caller applies the sigmoid."""
     net = config.network
@@ -24,6 +29,9 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
     for reserved in ("in_channels", "classes", "encoder_weights", "activation", "out_channels"):
         if reserved in args:
             raise ModelFolderError(f"network.args must not set {reserved!r}: it is derived from the config")
+    for key in args:
+        if any(word in key.lower() for word in _DOWNLOAD_WORDS):
+            raise ModelFolderError(f"network.args must not set {key!r}: weights come only from the model folder")
     if net.library == "smp":
         import segmentation_models_pytorch as smp
 
@@ -33,11 +41,7 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"cannot build smp {net.architecture!r} with {args}: {exc}") from None
     if net.library == "monai":
-        from monai.networks import nets
-
-        factory = getattr(nets, net.architecture, None)
-        if factory is None:
-            raise ModelFolderError(f"MONAI has no network named {net.architecture!r}")
+        factory = monai_network_class(net.architecture)
         if "spatial_dims" in inspect.signature(factory).parameters:
             # 2D or 3D comes from input.spatial_dims (model_folder checks a stated value agrees with it).
             args.setdefault("spatial_dims", config.input.spatial_dims)
@@ -46,6 +50,19 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         except (TypeError, ValueError) as exc:
             raise ModelFolderError(f"cannot build MONAI {net.architecture!r} with {args}: {exc}") from None
     raise ModelFolderError(f"unknown network library {net.library!r}: use 'smp' or 'monai'")
+
+
+def monai_network_class(name: str) -> type[torch.nn.Module]:
+    """The class ``monai.networks.nets.<name>``, only when it is a public network class (a ``torch.nn.Module``
+    subclass): the name comes from a file, and that namespace also holds modules, functions (some download
+    weights), typing helpers and registries, none of which may be called with the config's arguments."""
+    from monai.networks import nets
+
+    factory = getattr(nets, name, None) if name.isidentifier() and not name.startswith("_") else None
+    if not (inspect.isclass(factory) and issubclass(factory, torch.nn.Module)):
+        raise ModelFolderError(f"MONAI has no network class named {name!r} (network.architecture names a class of "
+                               "monai.networks.nets, e.g. 'UNet' or 'BasicUNet')")
+    return factory
 
 
 def check_against_weights(config: ModelConfig, weights: Path) -> None:

@@ -13,14 +13,14 @@ Remembered folders live in a small JSON file (``$NEONATAL_LUNG_SEG_REGISTRY``, d
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..errors import ModelFolderError
+from .. import json_input
+from ..errors import InputError, ModelFolderError
 from .model_folder import CONFIG_NAME, read_config
 
 MODEL_ENV = "NEONATAL_LUNG_SEG_MODEL"  # a folder to use instead of the bundled model as the default
@@ -32,6 +32,7 @@ BUNDLED_REFINE_MODEL_NAME = "neonatal-lung-refine-r50"  # the click-refinement m
 KINDS = ("segmentation", "refine")
 _LIB = Path(__file__).resolve().parents[1]  # NeonatalLungSegLib/
 ORIGINS = ("bundled", "given", "remembered", "environment")
+MAX_REGISTRY_BYTES = 1 << 20  # a list of folders; a larger file is not one this code wrote
 
 
 def bundled_roots() -> list[Path]:
@@ -56,12 +57,18 @@ def bundled_refine_model_folder() -> Path:
 
 
 def default_model_folder() -> Path:
-    """The model used when none is chosen: $NEONATAL_LUNG_SEG_MODEL, else the bundled model.
+    """The model used when none is chosen: $NEONATAL_LUNG_SEG_MODEL, else the default chosen in the registry
+    (a promoted improvement) while its folder still holds a model, else the bundled model.
 
     The only place that knows the bundled model's name and location: the CLI and the Slicer module ask here.
     """
     override = os.environ.get(MODEL_ENV)
-    return Path(override) if override else bundled_model_folder()
+    if override:
+        return Path(override)
+    chosen = chosen_default()
+    if chosen is not None and (chosen / CONFIG_NAME).is_file():
+        return chosen
+    return bundled_model_folder()
 
 
 def registry_file() -> Path:
@@ -72,24 +79,52 @@ def registry_file() -> Path:
     return Path(base) / "neonatal-lung-seg" / "models.json"
 
 
+def _read_registry() -> dict[str, Any]:
+    """The registry file's content; an unreadable, oversized or foreign file counts as empty (never fatal)."""
+    try:
+        data = json_input.read_json_file(registry_file(), MAX_REGISTRY_BYTES, "model registry")
+    except InputError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def remembered_paths() -> list[Path]:
     """Folders remembered with :func:`remember` (an unreadable registry file counts as empty)."""
-    path = registry_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
-    folders = data.get("folders", []) if isinstance(data, dict) else []
-    return [Path(f) for f in folders if isinstance(f, str)]
+    folders = _read_registry().get("folders", [])
+    return [Path(f) for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
 
 
-def _write_registry(folders: Sequence[Path]) -> None:
+def chosen_default() -> Path | None:
+    """The segmentation model the user made the default (``improve`` promoting a model, or ``models
+    --default``), or None: the bundled model is the default then."""
+    value = _read_registry().get("default")
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def _write_registry(folders: Sequence[Path], default: Path | None | str = "unchanged") -> None:
     path = registry_file()
+    chosen = chosen_default() if default == "unchanged" else default
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    temporary.write_text(json.dumps({"format": REGISTRY_FORMAT, "folders": [str(f) for f in folders]}, indent=2)
-                         + "\n", encoding="utf-8")
+    body: dict[str, Any] = {"format": REGISTRY_FORMAT, "folders": [str(f) for f in folders]}
+    if chosen is not None:
+        body["default"] = str(chosen)
+    temporary.write_text(json_input.dump_json(body, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)  # concurrent readers see the old list or the new one
+
+
+def set_default(folder: Path | str | None) -> None:
+    """Make ``folder`` (a segmentation model folder, remembered too) the default model; None: the bundled
+    one again. The folder is read and checked first: a default that cannot load is never written."""
+    if folder is None:
+        _write_registry(remembered_paths(), None)
+        return
+    folder = Path(folder).expanduser().resolve()
+    config = read_config(folder)
+    if config.input.guidance:
+        raise ModelFolderError(f"{folder}: a click-refinement model cannot be the segmentation default")
+    known = remembered_paths()
+    _write_registry(known if folder in known else [*known, folder], folder)
 
 
 def remember(folder: Path | str) -> bool:

@@ -12,6 +12,8 @@ modules (copied from the source series by highdicom): it is for the hospital, no
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +36,61 @@ def algorithm_type_for(ai_labels: np.ndarray | None, labels: np.ndarray) -> str:
     return AUTOMATIC if ai_labels is not None and np.array_equal(ai_labels, labels) else SEMIAUTOMATIC
 
 
+def check_seg_labels(label_names: dict[str, int]) -> None:
+    """Every label must have a SNOMED CT code: a DICOM SEG segment cannot be written without one."""
+    unknown = sorted(set(label_names) - set(SNOMED))
+    if unknown:
+        raise OutputError(f"cannot write a DICOM SEG: no SNOMED CT code for label(s) {', '.join(unknown)} (known: "
+                          f"{', '.join(SNOMED)}); choose --format nii.gz, nrrd or mha for these labels")
+
+
 def _read_sources(series_files: list[str]) -> list[Any]:
     import pydicom
 
     datasets = []
     for file in series_files:
         try:
-            datasets.append(pydicom.dcmread(file))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's notes on odd values: not lines for the user
+                datasets.append(pydicom.dcmread(file))
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             raise InputError(f"{file}: unreadable DICOM slice ({exc})") from None
     return datasets
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return value not in (None, "") and math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _slice_spacing(folder: Path, sources: list[Any]) -> float:
+    """The distance between neighbouring slices along the slice normal, from the slice positions."""
+    try:
+        cosines = np.array([float(v) for v in sources[0].ImageOrientationPatient], dtype=float)
+        normal = np.cross(cosines[:3], cosines[3:6])
+        along = sorted(float(np.array([float(v) for v in s.ImagePositionPatient], dtype=float) @ normal)
+                       for s in sources)
+        spacing = float(np.median(np.diff(along))) if len(along) > 1 else math.nan
+    except (AttributeError, TypeError, ValueError, IndexError):
+        spacing = math.nan
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise InputError(f"{folder}: cannot build a DICOM SEG for this series: it gives no Slice Thickness "
+                         "(0018,0050) and no slice positions to derive the spacing between slices from")
+    return spacing
+
+
+def _with_slice_thickness(folder: Path, sources: list[Any]) -> None:
+    """highdicom copies the first source's Slice Thickness into the SEG's pixel measures, but MR series often
+    leave it empty (Type 2). Where it is missing or empty, the spacing between the slices (from their
+    positions: the series' own geometry) stands in, on these in-memory datasets only."""
+    if all(_positive(s.get("SliceThickness")) for s in sources):
+        return
+    spacing = _slice_spacing(folder, sources)
+    for dataset in sources:
+        if not _positive(dataset.get("SliceThickness")):
+            dataset.SliceThickness = f"{spacing:.6g}"
 
 
 def build_dicom_seg(labels: np.ndarray, series_files: list[str], label_names: dict[str, int], *,
@@ -55,14 +102,13 @@ def build_dicom_seg(labels: np.ndarray, series_files: list[str], label_names: di
 
     if algorithm_type not in (AUTOMATIC, SEMIAUTOMATIC):
         raise ValueError(f"algorithm_type must be {AUTOMATIC} or {SEMIAUTOMATIC}, got {algorithm_type!r}")
+    check_seg_labels(label_names)
     sources = _read_sources(series_files)
     if labels.ndim != 3 or labels.shape[0] != len(sources) or \
             labels.shape[1:] != (int(sources[0].Rows), int(sources[0].Columns)):
         raise ValueError(f"labels of shape {labels.shape} do not match the series ({len(sources)} slices of "
                          f"{sources[0].Rows}x{sources[0].Columns})")
-    unknown = sorted(set(label_names) - set(SNOMED))
-    if unknown:
-        raise ValueError(f"no SNOMED code for label(s) {', '.join(unknown)}")
+    _with_slice_thickness(Path(series_files[0]).parent, sources)
     ordered = sorted(label_names.items(), key=lambda item: item[1])
     algorithm = hd.AlgorithmIdentificationSequence(name=model_name, version=model_version,
                                                    family=codes.cid7162.ArtificialIntelligence)
@@ -80,13 +126,15 @@ def build_dicom_seg(labels: np.ndarray, series_files: list[str], label_names: di
     if labels.max(initial=0) >= segment_map.size or np.any(segment_map[np.unique(labels)][1:] == 0):
         raise ValueError(f"label values {sorted(np.unique(labels).tolist())} not all named in {label_names}")
     try:
-        return hd.seg.Segmentation(
-            source_images=sources, pixel_array=segment_map[labels],
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(),
-            instance_number=1, manufacturer=SOFTWARE_NAME, manufacturer_model_name=model_name,
-            software_versions=f"{SOFTWARE_NAME} {__version__}; model {model_name} {model_version}",
-            device_serial_number="none", series_description=SERIES_DESCRIPTION, omit_empty_frames=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # highdicom's and pydicom's notes: not lines for the user
+            return hd.seg.Segmentation(
+                source_images=sources, pixel_array=segment_map[labels],
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(), series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(),
+                instance_number=1, manufacturer=SOFTWARE_NAME, manufacturer_model_name=model_name,
+                software_versions=f"{SOFTWARE_NAME} {__version__}; model {model_name} {model_version}",
+                device_serial_number="none", series_description=SERIES_DESCRIPTION, omit_empty_frames=False)
     except (ValueError, AttributeError, TypeError) as exc:  # e.g. a source series lacking required attributes
         raise InputError(f"{Path(series_files[0]).parent}: cannot build a DICOM SEG for this series "
                          f"({str(exc).splitlines()[0]})") from None
@@ -97,11 +145,13 @@ def read_dicom_seg(path: Path | str, series_files: list[str]) -> tuple[np.ndarra
     ``series_files``' grid; also the label names and each segment's algorithm type."""
     import highdicom as hd
 
-    seg = hd.seg.segread(str(path))
     sources = _read_sources(series_files)
-    numbers = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=[d.SOPInstanceUID for d in sources], combine_segments=True,
-        skip_overlap_checks=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = hd.seg.segread(str(path))
+        numbers = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[d.SOPInstanceUID for d in sources], combine_segments=True,
+            skip_overlap_checks=True)
     by_code = {code: name for name, (code, _) in SNOMED.items()}
     names, lookup, types = {}, np.zeros(len(seg.SegmentSequence) + 1, np.uint8), []
     engine_values = {"right_lung": 1, "left_lung": 2, "lung": 1}

@@ -15,6 +15,7 @@ import time
 import zlib
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,8 +25,11 @@ import SimpleITK as sitk
 
 from ..errors import InputError, OutputError, OutputExistsError
 from ..geometry import Geometry, image_to_array
-from .input_checks import (FoldedItkWarnings, check_claimed_size, check_dicom_series, check_direction,
-                           check_float64_range, check_nifti, voxel_bytes)
+from .header_checks import (FileStamp, check_claimed_size, check_direction, check_origin, check_spacing, stamp_file,
+                            unchanged_since, voxel_bytes)
+from .input_checks import (FoldedItkWarnings, check_dicom_series, check_float64_range, check_header_spacing_declared,
+                           check_metaimage_stream, library_reason)
+from .nifti_reader import is_nifti, read_nifti, scan as scan_nifti
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 OUTPUT_FORMATS = ("nii.gz", "nrrd", "mha")
@@ -95,21 +99,15 @@ def case_name(path: Path) -> str:
     return safe or "case"
 
 
-def _first_line(exc: Exception) -> str:
-    """ITK errors span many lines; keep the one that says what went wrong."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "Description:" in ln or "ERROR" in ln.upper()]
-    text = (useful or lines or [type(exc).__name__])[-1]
-    return text.replace("Description:", "").strip()
-
-
 def dicom_series_files(folder: Path) -> list[str]:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder}: folder holds no DICOM series (and is not a volume file)")
-    if len(series) > 1:
-        raise InputError(f"{folder}: folder holds {len(series)} DICOM series; pass a folder with one series")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    """The files of the one DICOM series in ``folder``, in the order ITK stacks them (GDCM's, by position)."""
+    with FoldedItkWarnings(folder, emit=False):  # GDCM's notes on files that are not DICOM: not the user's concern
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        if not series:
+            raise InputError(f"{folder}: folder holds no DICOM series (and is not a volume file)")
+        if len(series) > 1:
+            raise InputError(f"{folder}: folder holds {len(series)} DICOM series; pass a folder with one series")
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
 
 
 def _check_header(path: Path, dimension: int, size: tuple[int, ...], components: int) -> None:
@@ -121,63 +119,148 @@ def _check_header(path: Path, dimension: int, size: tuple[int, ...], components:
         raise InputError(f"{path}: image has size {list(size)}; every axis needs at least 2 voxels")
 
 
-def probe_volume(path: Path) -> None:
-    """Checks before any voxel is allocated, so a batch fails before anything is computed or written.
-
-    From the header: dimension, size against the memory budget and the file size, an orthogonal direction;
-    NIfTI files are streamed once more (truncation, NaN/inf, shear: ITK reads all three silently); DICOM
-    series must have complete, evenly spaced slices.
-    """
-    path = Path(path)
+def _check_file_type(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        check_dicom_series(path, dicom_series_files(path))
-        return
-    if volume_suffix(path) is None:
+    if not path.is_dir() and volume_suffix(path) is None:
         raise InputError(f"{path}: unsupported file type; use one of {', '.join(VOLUME_SUFFIXES)} "
                          "or a DICOM series folder")
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        check_nifti(path)  # before ITK: it reads truncation and NaN silently, and misreports shear
+    if not path.is_dir() and not path.is_file():
+        raise InputError(f"{path}: not a regular file (a pipe or device cannot be read as a volume)")
+
+
+def _detached_data_files(path: Path) -> list[Path]:
+    """The data file a detached header (.nhdr, .mhd) names, where it names one file (not a list or pattern)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16).decode("latin-1")
+    except OSError:
+        return []
+    found = re.search(r"^(?:data ?file:|ElementDataFile\s*=)\s*(.+?)\s*$", head, re.MULTILINE | re.IGNORECASE)
+    if not found or found.group(1).upper() in ("LOCAL", "LIST") or "%" in found.group(1) or " " in found.group(1):
+        return []
+    data = path.parent / found.group(1)
+    return [data] if data.is_file() else []
+
+
+def source_files(path: Path) -> list[str]:
+    """Every file a volume is read from: a DICOM series' slices, a detached header and its data, or the file."""
+    path = Path(path)
+    if path.is_dir():
+        return dicom_series_files(path)
+    return [str(path), *map(str, _detached_data_files(path))] if path.name.lower().endswith((".nhdr", ".mhd")) \
+        else [str(path)]
+
+
+def _probe(path: Path, series: list[str] | None = None) -> None:
+    _check_file_type(path)
+    if path.is_dir():
+        check_dicom_series(path, dicom_series_files(path) if series is None else series)
+        return
+    if is_nifti(path):
+        scan_nifti(path, header_only=True)  # header, size against budget and file, geometry as ITK reads it
+        return
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        with FoldedItkWarnings(path):
+    with FoldedItkWarnings(path) as folded:
+        try:
             reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"{path}: unreadable image ({_first_line(exc)})") from None
+        except RuntimeError as exc:
+            raise InputError(f"{path}: unreadable image ({library_reason(exc, folded)})") from None
     _check_header(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
     check_claimed_size(path, reader.GetSize(), voxel_bytes(reader.GetPixelID(), reader.GetNumberOfComponents()))
     check_direction(path, reader.GetDirection())
+    check_header_spacing_declared(path)
+    check_spacing(path, reader.GetSpacing())
+    check_origin(path, reader.GetOrigin())
 
 
-def read_volume(path: Path, check: bool = True, probe: bool = True) -> sitk.Image:
-    """Read a 3D scalar volume from a file or a DICOM series folder, as float32, checking its values.
+def probe_volume(path: Path) -> None:
+    """Checks before any voxel is allocated, so a batch fails before anything is computed or written.
 
-    ``check=False`` leaves the value check to the engine (``Segmenter.segment_array`` always makes it), so
-    the CLI scans the voxels once, not twice. ``probe=False`` skips ``probe_volume`` for a path the caller
-    has just probed (a compressed NIfTI is decompressed by each probe and each read).
+    From the header: dimension, size against the memory budget and the file size, an orthogonal direction,
+    a finite and positive spacing; a NIfTI header field by field (``nifti_reader``); a DICOM series must have
+    complete slices on one evenly spaced stack along the slice normal. The read (``read_checked``) makes these
+    checks again on the bytes it reads, so a probe is an early answer, not a licence.
     """
     path = Path(path)
-    if probe:
-        probe_volume(path)
-    try:
-        with FoldedItkWarnings(path):
-            if path.is_dir():
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames(dicom_series_files(path))
-                image = reader.Execute()
-            else:
-                image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"{path}: unreadable image ({_first_line(exc)})") from None
-    _check_header(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
-    check_direction(path, image.GetDirection())
-    check_float64_range(path, image)
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    if check:
-        check_values(sitk.GetArrayViewFromImage(image), str(path))
-    return image
+    with FoldedItkWarnings(path, emit=False):
+        _probe(path)
+
+
+@dataclass(frozen=True)
+class CheckedVolume:
+    """A volume read and checked, and the stamp of the bytes it was read from (one per source file)."""
+
+    image: sitk.Image
+    fingerprint: tuple[FileStamp, ...]
+
+
+def _identity(fingerprint: tuple[FileStamp, ...]) -> tuple[tuple[str, int, str], ...]:
+    return tuple((s.path, s.size, s.sha256) for s in fingerprint)
+
+
+def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None) -> CheckedVolume:
+    """Read a 3D scalar volume from a file or a DICOM series folder as float32, checking what is read.
+
+    Every read checks the bytes it uses: a NIfTI file in one pass that hashes, checks and decodes the same
+    bytes (``nifti_reader``); other formats are stamped (size, time, SHA-256), checked and read by ITK, and
+    refused if they changed meanwhile. ``expect``: the fingerprint an earlier read of this run recorded; the
+    bytes must be those (an input changed or truncated since it was checked is refused, not segmented).
+    ``check=False`` leaves the value check (NaN, constant) to the engine, which always makes it.
+    """
+    path = Path(path)
+    with FoldedItkWarnings(path, emit=expect is None) as folded:
+        _check_file_type(path)
+        if path.is_file() and is_nifti(path):
+            if expect is not None and len(expect) == 1 and path.stat().st_size != expect[0].size:
+                _same_as_checked(path, (stamp_file(path),), expect)  # say "changed", not what the change broke
+            try:
+                image, stamp = read_nifti(path)
+            except InputError:
+                if expect is not None:
+                    _same_as_checked(path, (stamp_file(path),), expect)
+                raise
+            fingerprint = (stamp,)
+            _same_as_checked(path, fingerprint, expect)
+        else:
+            files = source_files(path)
+            fingerprint = tuple(stamp_file(f) for f in files)
+            _same_as_checked(path, fingerprint, expect)
+            _probe(path, files if path.is_dir() else None)
+            if path.is_file():
+                check_metaimage_stream(path)
+            try:
+                if path.is_dir():
+                    reader = sitk.ImageSeriesReader()
+                    reader.SetFileNames(files)
+                    image = reader.Execute()
+                else:
+                    image = sitk.ReadImage(str(path))
+            except RuntimeError as exc:
+                raise InputError(f"{path}: unreadable image ({library_reason(exc, folded)})") from None
+            if not unchanged_since(fingerprint):
+                raise InputError(f"{path}: changed while it was being read; read it again when nothing writes to it")
+        _check_header(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+        check_direction(path, image.GetDirection())
+        check_spacing(path, image.GetSpacing())
+        check_origin(path, image.GetOrigin())
+        check_float64_range(path, image)
+        image = sitk.Cast(image, sitk.sitkFloat32)
+        if check:
+            check_values(sitk.GetArrayViewFromImage(image), str(path))
+    return CheckedVolume(image, fingerprint)
+
+
+def _same_as_checked(path: Path, fingerprint: tuple[FileStamp, ...], expect: tuple[FileStamp, ...] | None) -> None:
+    if expect is not None and _identity(fingerprint) != _identity(expect):
+        raise InputError(f"{path}: changed since this run checked it (other bytes or files than were checked); "
+                         "it was not segmented")
+
+
+def read_volume(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None) -> sitk.Image:
+    """``read_checked``'s image: a 3D scalar float32 volume, checked as it is read."""
+    return read_checked(path, check=check, expect=expect).image
 
 
 def check_values(array: np.ndarray, source: str) -> None:
@@ -210,6 +293,9 @@ class AtomicOutputs:
     def check(self, final: Path) -> None:
         if Path(final).resolve() in self.protected:
             raise OutputError(f"{final}: is an input of this run; refusing to write over it (even with --overwrite)")
+        if Path(final).is_dir():  # a file cannot replace it: the rename would fail after others were made
+            raise OutputError(f"{final}: is a folder where this output goes; refusing to replace it (even with "
+                              "--overwrite): move or rename it")
         if Path(final).exists() and not self.overwrite:
             raise OutputExistsError(f"{final}: already exists; pass --overwrite to replace it")
 
@@ -228,7 +314,8 @@ class AtomicOutputs:
         """Write, then read back and compare voxel for voxel: ITK's writers can short-write without raising."""
         temporary = self.path_for(final)
         try:
-            sitk.WriteImage(image, str(temporary), useCompression=True)
+            with FoldedItkWarnings(final):  # ITK's writers warn over three lines: one line at most
+                sitk.WriteImage(image, str(temporary), useCompression=True)
         except (OSError, RuntimeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
             raise OutputError(f"{final}: cannot write ({reason}); nothing was written") from None

@@ -41,8 +41,12 @@ class WorkerClient:
     """One worker process and the requests sent to it (one at a time)."""
 
     def __init__(self, python: str | None = None, extra_paths: Sequence[Path | str] = (),
-                 env: dict[str, str] | None = None, session_dir: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, session_dir: Path | None = None,
+                 loaders: Sequence[str] = ()) -> None:
+        """``loaders``: further ``module:function`` loaders the worker may use (tests' fake segmenters). They are
+        fixed on the worker's command line at start; a request naming any other loader is refused."""
         self.python = python or default_python()
+        self.loaders = tuple(loaders)
         self.extra_paths = [str(p) for p in extra_paths]
         self.env = env
         self._owns_session = not (session_dir and Path(session_dir).exists())  # close() removes only its own
@@ -71,7 +75,10 @@ class WorkerClient:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "ab") as log:  # its own process group: cancel kills the whole tree
-            self.process = subprocess.Popen([self.python, "-m", "NeonatalLungSegLib.worker.server", str(self.events_path)],
+            command = [self.python, "-m", "NeonatalLungSegLib.worker.server", str(self.events_path)]
+            for loader in self.loaders:
+                command += ["--loader", loader]
+            self.process = subprocess.Popen(command,
                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             cwd=str(self.session), **new_group_options())
         track(self)

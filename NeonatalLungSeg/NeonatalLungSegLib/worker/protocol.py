@@ -31,9 +31,11 @@ from typing import Any, Mapping
 
 from ..inference.confidence import CaseConfidence, SliceConfidence
 from ..geometry import Geometry
+from ..json_input import parse_json
 from ..inference.postprocess import PostprocessOptions
 
 PROTOCOL_VERSION = 1
+MAX_LINE_CHARS = 1_000_000  # messages carry paths and small dicts; voxels travel in .npy files
 REQUEST_TYPES = ("segment", "refine_start", "refine", "shutdown")
 EVENT_TYPES = ("hello", "loading", "loaded", "progress", "ready", "result", "error", "bye")
 
@@ -57,7 +59,8 @@ REQUIRED_FIELDS: dict[str, dict[str, Any]] = {
 # Fields a message may leave out, checked when present: a wrong type here would otherwise be read as a
 # default (a string "false" is truthy) and silently change what the worker does.
 OPTIONAL_FIELDS: dict[str, dict[str, Any]] = {
-    "refine_start": {"image_contrast": bool},
+    "segment": {"loader": str, "source": str, "flip": bool, "options": (dict, type(None))},
+    "refine_start": {"image_contrast": bool, "loader": str, "source": str},
 }
 
 
@@ -103,10 +106,12 @@ def validate(message: Any) -> dict[str, Any]:
 
 
 def decode(line: str) -> dict[str, Any]:
-    """Parse and validate one line."""
+    """Parse and validate one line: at most ``MAX_LINE_CHARS`` characters, strict JSON, bounded nesting."""
+    if len(line) > MAX_LINE_CHARS:
+        raise ProtocolError(f"a message of {len(line)} characters is longer than the {MAX_LINE_CHARS} allowed")
     try:
-        message = json.loads(line)
-    except json.JSONDecodeError as error:
+        message = parse_json(line, "message")
+    except ValueError as error:
         raise ProtocolError(f"not JSON: {line[:200]!r} ({error})") from None
     return validate(message)
 

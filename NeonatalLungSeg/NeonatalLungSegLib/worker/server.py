@@ -1,10 +1,14 @@
 """The inference worker process: loads a model once and segments volume after volume for its client.
 
-Run as ``python -m NeonatalLungSegLib.worker.server EVENTS_FILE`` (the client, ``worker_client.py``, does this with
-Slicer's own PythonSlicer inside Slicer, with the current interpreter elsewhere). Requests arrive as JSON
+Run as ``python -m NeonatalLungSegLib.worker.server EVENTS_FILE [--loader MODULE:FUNCTION]...`` (the client,
+``client.py``, does this with Slicer's own PythonSlicer inside Slicer, with the current interpreter elsewhere). Requests arrive as JSON
 lines on stdin; events are appended to EVENTS_FILE; anything else printed (library warnings, tracebacks)
-goes to stderr, which the client sends to a log file. The message schema is in ``worker_protocol.py`` and
+goes to stderr, which the client sends to a log file. The message schema is in ``protocol.py`` and
 docs/worker-protocol.md.
+
+What a request may name is data, never code: a request's ``loader`` must be one of the loaders fixed when the
+process started (the engine's two, and those given with ``--loader`` on its command line, which only tests
+use); any other is refused before anything is imported. A request line is bounded in size and nesting.
 
 Why a long-lived process: loading the model takes seconds, so the loaded segmenters are kept per
 (model folder, device) and a second Segment with the same model starts inference at once; ``load_count``
@@ -21,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
@@ -73,8 +77,11 @@ def load_refiner(folder: str, device: str) -> Any:
     return Refiner.load(folder, device=engine_device(device))
 
 
-def resolve_loader(spec: str) -> Callable[[str, str], Any]:
-    """'package.module:function' -> the function; tests name a fake segmenter's loader this way."""
+def resolve_loader(spec: str, allowed: frozenset[str]) -> Callable[[str, str], Any]:
+    """'package.module:function' -> the function, only for a loader fixed at the worker's start."""
+    if spec not in allowed:
+        raise wp.ProtocolError(f"loader {spec!r} was not given when this worker started; a request cannot "
+                               "name code to run")
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise wp.ProtocolError(f"loader must be 'module:function', got {spec!r}")
@@ -91,11 +98,26 @@ def describe_error(error: BaseException) -> str:
     return text
 
 
+def bounded_lines(stream: TextIO, limit: int) -> Iterator[str]:
+    """The stream's lines, none longer than ``limit`` characters kept in memory: a longer line is read on to
+    its end and handed on cut to ``limit + 1`` characters, which ``decode`` refuses as too long."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith("\n"):
+            rest = line
+            while rest and not rest.endswith("\n"):
+                rest = stream.readline(limit + 1)
+        yield line
+
+
 class Worker:
     """The request loop, separate from process start-up so tests can drive it in-process."""
 
-    def __init__(self, events: TextIO) -> None:
+    def __init__(self, events: TextIO, loaders: tuple[str, ...] = ()) -> None:
         self.events = events
+        self.loaders = frozenset((DEFAULT_LOADER, DEFAULT_REFINE_LOADER, *loaders))
         self.segmenters: dict[tuple[str, str, str], Any] = {}  # segmenters and refiners, by loader
         self.sessions: dict[str, Any] = {}  # refine session id -> refine.RefineSession, oldest first
         self.load_count = 0
@@ -107,7 +129,7 @@ class Worker:
     def serve(self, requests: TextIO) -> None:
         self.emit("hello", pid=os.getpid(), python=sys.executable,
                   python_version=".".join(map(str, sys.version_info[:3])))
-        for line in requests:
+        for line in bounded_lines(requests, wp.MAX_LINE_CHARS):
             if not line.strip():
                 continue
             try:
@@ -131,9 +153,10 @@ class Worker:
         loader = request.get("loader") or default_loader
         key = (loader, str(Path(request["model"]).resolve()), request["device"])
         if key not in self.segmenters:
+            load = resolve_loader(loader, self.loaders)  # refused before anything is imported or announced
             self.emit("loading", id=request["id"], model=request["model"])
             start = time.perf_counter()
-            self.segmenters[key] = resolve_loader(loader)(request["model"], request["device"])
+            self.segmenters[key] = load(request["model"], request["device"])
             self.load_count += 1
             self.emit("loaded", id=request["id"], model=request["model"],
                       device=str(getattr(self.segmenters[key], "device", request["device"])),
@@ -245,18 +268,34 @@ class Worker:
             self.emit("error", id=request["id"], error_type=type(error).__name__, message=describe_error(error))
 
 
+def parse_arguments(argv: list[str]) -> tuple[str, tuple[str, ...]] | None:
+    """(events file, loaders) from ``EVENTS_FILE [--loader MODULE:FUNCTION]...``, or None when malformed."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    events, rest, loaders = argv[0], argv[1:], []
+    while rest:
+        if len(rest) < 2 or rest[0] != "--loader" or ":" not in rest[1]:
+            return None
+        loaders.append(rest[1])
+        rest = rest[2:]
+    return events, tuple(loaders)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m NeonatalLungSegLib.worker.server EVENTS_FILE", file=sys.stderr)
+    parsed = parse_arguments(argv)
+    if parsed is None:
+        print("usage: python -m NeonatalLungSegLib.worker.server EVENTS_FILE [--loader MODULE:FUNCTION]...",
+              file=sys.stderr)
         return 2
+    events_file, loaders = parsed
     from ..inference.acceleration import configure_process
 
     configure_process()  # before torch is imported: OpenMP threads wait passively, as in the CLI
-    with open(argv[0], "a", encoding="utf-8") as events:
+    with open(events_file, "a", encoding="utf-8") as events:
         # Anything a library prints must not reach the client as a message: stdout goes to stderr (the log).
         sys.stdout = sys.stderr
-        Worker(events).serve(sys.stdin)
+        Worker(events, loaders).serve(sys.stdin)
     return 0
 
 

@@ -26,6 +26,8 @@ import SimpleITK as sitk
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.dataset.training_folder import add_case, new_training_folder
 
+from ..locations import shared_data
+
 NOMINAL_SPACING_MM = (5.0, 5.0, 5.0)
 DUPLICATE_RMS = 0.03
 DESCRIPTION = ("213 real axial chest CT slices (64x64, 0..1) with lung masks from the public 'Finding and "
@@ -34,7 +36,7 @@ DESCRIPTION = ("213 real axial chest CT slices (64x64, 0..1) with lung masks fro
 
 
 def default_source() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ct-lung-slices"
+    return shared_data("ct-lung-slices")
 
 
 def load_ct_slices(source: Path) -> tuple[np.ndarray, np.ndarray]:

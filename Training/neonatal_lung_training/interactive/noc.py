@@ -100,15 +100,16 @@ def evaluate(data: Path, refine_model: Path, segment_model: Path | None, starts:
     refiner = Refiner.load(refine_model, device=device)
     segmenter = Segmenter.load(segment_model, device=device) if "model" in starts else None
     pairs = volume_pairs(data)
-    if "given" in starts:  # a missing starting mask is found now, not after the other cases' minutes
-        for name, _, _ in pairs:
-            given_start(data, name)
+    for name, image_path, label_path in pairs:  # every problem found now, not after other cases' minutes
+        _, geometry = image_to_array(read_volume(image_path, check=True))
+        read_labels_on_grid(label_path, geometry)  # labels on another grid: one line naming the file
+        if "given" in starts:
+            read_labels_on_grid(given_start(data, name), geometry)
     results = []
     for name, image_path, label_path in pairs:
         array, geometry = image_to_array(read_volume(image_path, check=True))
         array = array.astype(np.float32, copy=False)
-        reference, _ = image_to_array(read_volume(label_path, check=True))
-        reference = reference.astype(np.uint8)
+        reference = read_labels_on_grid(label_path, geometry).astype(np.uint8)
         sampling = tuple(float(s) for s in geometry.spacing[::-1])
         for start in starts:
             initial = _start_mask(start, data, name, reference, array, geometry, segmenter)

@@ -21,6 +21,7 @@ from NeonatalLungSegLib.inference.acceleration import TRAINING_PRECISIONS
 from NeonatalLungSegLib.models.model_folder import IN_PLANE_POLICIES, PATCH_SLICES_MULTIPLE
 
 from .augment import AugmentConfig
+from ..locations import REPOSITORY
 
 SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
 
@@ -53,6 +54,10 @@ class TrainConfig:
     patience: int = 6                 # early stopping, epochs without validation improvement
     max_minutes: float = 0.0          # stop after this wall time (0 = none); the best model is kept
     keep_empty_fraction: float = 0.3  # share of lung-free slices kept (teaches "no lung here")
+    # Rehearsal (fine-tuning without forgetting): a training folder of what the parent knew, a share of every
+    # batch drawn from it; its cases never enter the split, validation or the test figures.
+    rehearsal_data: str = ""
+    rehearsal_fraction: float = 0.0
     in_plane_size: int = 128
     # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
     # (crop to the body, then as keep_aspect); "" = the
@@ -103,6 +108,10 @@ class TrainConfig:
         if self.in_plane_policy not in ("",) + IN_PLANE_POLICIES:
             found.append(f"in_plane_policy must be one of {', '.join(IN_PLANE_POLICIES)}, got "
                          f"{self.in_plane_policy!r}")
+        if not 0 <= self.rehearsal_fraction < 1:
+            found.append(f"rehearsal_fraction must lie in [0, 1), got {self.rehearsal_fraction}")
+        elif self.rehearsal_fraction > 0 and not self.rehearsal_data:
+            found.append("rehearsal_fraction > 0 needs rehearsal_data (a training folder to rehearse)")
         if self.learning_rate <= 0:
             found.append("learning_rate must be > 0")
         if self.weights_dtype not in ("float16", "float32"):
@@ -174,7 +183,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 
 def environment() -> dict[str, Any]:
     """Git revision and versions of what shapes the result, recorded with every run."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPOSITORY
     try:
         revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
                                   text=True, timeout=10).stdout.strip()

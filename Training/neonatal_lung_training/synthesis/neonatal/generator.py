@@ -38,6 +38,7 @@ from ..anatomy.lung_topology import finalize_lungs
 from .mr_artefacts import acquire
 from ..anatomy.pathology import add_bpd_patterns, draw_severity
 from ..anatomy.variants import FAMILY_NAMES, draw_pose, family_seed
+from ...locations import shared_data
 
 ANATOMIES = ("procedural", "atlas")
 TOUCHING_PROBABILITY = 0.3
@@ -59,7 +60,7 @@ class SyntheticCase:
 
 def default_atlas_dir() -> Path:
     """Where the fetal thorax atlas lives beside a checkout (never inside it: it is GPL-3.0 data)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fetal-thorax-atlas"
+    return shared_data("fetal-thorax-atlas")
 
 
 def _validate(anatomy: str, shape: tuple[int, int, int], spacing: tuple[float, float, float],
