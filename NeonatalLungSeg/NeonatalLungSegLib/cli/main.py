@@ -37,7 +37,9 @@ def collect_cases(inputs: Sequence[Path]) -> list[Case]:
                 continue
             if files:
                 raise InputError(f"{path}: holds only this tool's outputs or temporary files, no scans")
-            dicom_series_files(path)  # a folder with no volume files must hold a DICOM series; raises a clear error when it holds no series either
+            # a folder with no volume files must hold a DICOM series; raises a clear error when it holds no
+            # series either
+            dicom_series_files(path)
         cases.append(Case(path, case_name(path)))
     seen: dict[str, Path] = {}
     for case in cases:
@@ -256,6 +258,10 @@ TRAINING_COMMANDS = {
                 "fine-tune a model on a training folder's reviewed cases, without forgetting, and judge it"),
     "evaluate-clicks": ("neonatal_lung_training.interactive.noc",
                         "score click refinement with simulated clicks: NoC@90 / NoC@95, Dice per click"),
+    "import-cases": ("neonatal_lung_training.datasets.import_cases",
+                     "turn an nnU-Net raw dataset or image/mask pairs into a training folder (reference labels)"),
+    "export-nnunet": ("neonatal_lung_training.datasets.nnunet",
+                      "write a training folder as an nnU-Net v2 raw dataset (imagesTr, labelsTr, dataset.json)"),
 }
 
 

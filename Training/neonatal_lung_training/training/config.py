@@ -56,7 +56,7 @@ class TrainConfig:
     keep_empty_fraction: float = 0.3  # share of lung-free slices kept (teaches "no lung here")
     # Rehearsal (fine-tuning without forgetting): a training folder of what the parent knew, a share of every
     # batch drawn from it; its cases never enter the split, validation or the test figures.
-    rehearsal_data: str = ""
+    rehearsal_data: tuple[str, ...] = ()
     rehearsal_fraction: float = 0.0
     in_plane_size: int = 128
     # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
@@ -91,6 +91,8 @@ class TrainConfig:
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         self.monai_channels = tuple(int(c) for c in self.monai_channels)
         self.monai_strides = tuple(int(c) for c in self.monai_strides)
+        self.rehearsal_data = (self.rehearsal_data,) if isinstance(self.rehearsal_data, str) and self.rehearsal_data \
+            else tuple(str(d) for d in self.rehearsal_data or ())
 
     def problems(self) -> list[str]:
         found = []
@@ -112,6 +114,8 @@ class TrainConfig:
             found.append(f"rehearsal_fraction must lie in [0, 1), got {self.rehearsal_fraction}")
         elif self.rehearsal_fraction > 0 and not self.rehearsal_data:
             found.append("rehearsal_fraction > 0 needs rehearsal_data (a training folder to rehearse)")
+        elif self.rehearsal_fraction > 0 and self.spatial_dims == 3:
+            found.append("rehearsal is implemented for slice-wise (2D / 2.5D) models only")
         if self.learning_rate <= 0:
             found.append("learning_rate must be > 0")
         if self.weights_dtype not in ("float16", "float32"):

@@ -164,6 +164,11 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
         "recipe": recipe(config.augment), "learning_rate": config.learning_rate, "batch_size": config.batch_size,
         "seed": config.seed, "minutes": round(minutes, 1),
     }
+    if config.rehearsal_fraction > 0:
+        folders = [(Path(path), read_training_folder(path)) for path in config.rehearsal_data]
+        training["rehearsal"] = {"batch_fraction": config.rehearsal_fraction, "folders": [
+            {"data": rehearsed.description or path.name, "cases": len(rehearsed.cases),
+             "training_folder_manifest_sha256": rehearsed.manifest_sha256} for path, rehearsed in folders]}
     if model_config.input.spatial_dims == 3:
         training["samples"] = (f"3D windows of {model_config.input.patch_slices} slices centred on the training "
                                "slices; validation by sliding-window inference over whole volumes")

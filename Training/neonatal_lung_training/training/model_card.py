@@ -34,6 +34,30 @@ def _int8_section(folder: Path, weights_sha256: str) -> str:
             f"{', '.join(record.get('float_layers', []))}; Dice of its labels against fp32: {figures}.\n")
 
 
+def _improvement_section(folder: Path) -> str:
+    """The before/after table and the promotion decision of a model made by ``improve`` (improvement.json)."""
+    from NeonatalLungSegLib.errors import InputError
+    from NeonatalLungSegLib.json_input import read_json_file
+
+    path = Path(folder) / "improvement.json"
+    if not path.is_file():
+        return ""
+    try:
+        record = read_json_file(path, 1 << 20, "improvement record")
+        decision = record["decision"]
+        rows = [decision["heldout"], *decision["anchors"]] if decision.get("heldout") else decision["anchors"]
+        table = "\n".join(f"| {r['title']} | {r['cases']} | {r['parent']:.4f} | {r['child']:.4f} | "
+                          f"{r['change']:+.4f} |" for r in rows)
+        parent = record["parent"]
+        return (f"\n## Improvement from corrected cases\n\nFine-tuned from {parent['name']} {parent['version']} on "
+                f"the reviewed cases of `{Path(record['training_folder']).name}` with `neonatal-lung-seg improve`; "
+                f"status: **{decision['status']}**. Rule: {decision['rule']['text']}.\n\n"
+                "| cases (whole-lung Dice) | n | parent | this model | change |\n|---|---|---|---|---|\n"
+                f"{table}\n\n" + "\n".join(f"- {reason}" for reason in decision["reasons"]) + "\n")
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        return f"\n## Improvement from corrected cases\n\n{path.name} is unreadable ({exc}).\n"
+
+
 def write_model_card(folder: Path) -> Path:
     config = read_config(folder)
     training, validation = dict(config.training), dict(config.validation)
@@ -61,6 +85,8 @@ def write_model_card(folder: Path) -> Path:
             " and the neighbouring slices given as channels." if inp.channels > 1 else ".")
     guidance = (f" plus {', '.join(inp.guidance)} (a click-refinement model: it corrects a mask where clicks "
                 f"say, see docs/click-refinement.md)" if inp.guidance else "")
+    parent = config.parent_version or 'none'
+    policy = _POLICY_WORDS.get(config.input.in_plane_policy, config.input.in_plane_policy)
     text = f"""# Model card: {config.name} {config.version}
 
 **{config.clinical_use}** This model has never been trained or tested on real neonatal MRI, because no
@@ -70,11 +96,11 @@ lungs on real scanner images at all, not how it does on newborns.
 
 ## What it is
 - Network: {net.library} `{net.architecture}` with {', '.join(f'{k}={v}' for k, v in net.args.items())};
-  one sigmoid "lung" output; {config.input.channels} input channel(s){guidance}; parent version: {config.parent_version or 'none'}.
+  one sigmoid "lung" output; {config.input.channels} input channel(s){guidance}; parent version: {parent}.
 - Input: the volume is reoriented to {config.input.canonical_orientation} and cut into slices across axis
   {config.input.slice_axis}; intensities are scaled by {config.input.intensity_method}
   ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
-  {list(config.input.in_plane_size)} ({_POLICY_WORDS.get(config.input.in_plane_policy, config.input.in_plane_policy)}) and {shape}.
+  {list(config.input.in_plane_size)} ({policy}) and {shape}.
 - Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
 - Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
 {int8_text}
@@ -94,7 +120,7 @@ labels; per-lung figures only where the reference labels tell right from left.
 | metric | value |
 |---|---|
 {_rows(validation)}
-{external_text}
+{external_text}{_improvement_section(folder)}
 ## Limits
 - Trained on synthetic MRI and/or public CT only. Real UTE / gradient-echo neonatal MRI differs in noise, artefacts
   (motion, streaks), coil shading and pathology (BPD: dense atelectasis, cysts) in ways the generator only

@@ -119,6 +119,20 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
     return sum(losses) / len(data), overlap.dice, overlap.iou
 
 
+def _with_rehearsal(images: torch.Tensor, targets: torch.Tensor, rehearsal, config: TrainConfig, epoch: int,
+                    step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with its last ``rehearsal_fraction`` replaced by seeded draws from the rehearsal slices, so
+    every step sees both the new cases and what the parent knew, whatever their slice counts."""
+    count = min(len(images) - 1, round(len(images) * config.rehearsal_fraction))
+    if count <= 0:
+        return images, targets
+    generator = torch.Generator().manual_seed(config.seed * 1_000_033 + epoch * 7_919 + step)
+    drawn = torch.randint(len(rehearsal), (count,), generator=generator)
+    keep = len(images) - count
+    return (torch.cat([images[:keep], rehearsal.images[drawn].float()]),
+            torch.cat([targets[:keep], rehearsal.targets[drawn].float()]))
+
+
 def _device_of(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -186,6 +200,16 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         say("warning: no validation subject; validation scores the training slices, so early stopping "
             "only detects a plateau", flush=True)
         val_set = train_set
+    rehearsal = None
+    if config.rehearsal_fraction > 0:  # what the parent knew, mixed into every batch (never validated on)
+        parts = []
+        for number, path in enumerate(config.rehearsal_data):
+            rehearsal_folder = read_training_folder(path)
+            parts.append(load(rehearsal_folder, list(rehearsal_folder.cases), model_config.input,
+                              config.keep_empty_fraction, config.seed + 2 + number))
+        rehearsal = SliceSet.concat(parts)
+        say(f"rehearsal: {len(rehearsal)} slices from {len(parts)} folder(s), "
+            f"{config.rehearsal_fraction:.0%} of every batch", flush=True)
     say(f"data: {len(train_cases)} training / {len(val_cases)} validation / {len(test_cases)} test cases "
         f"({len(split['train'])}/{len(split['val'])}/{len(split.get('test', []))} subjects); "
         f"{len(train_set)} training and {len(val_set)} validation slices", flush=True)
@@ -249,7 +273,10 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         bar = _progress(steps, context.is_main, f"epoch {epoch}")
         for step in range(steps):
             index = shard[(torch.arange(config.batch_size) + step * config.batch_size) % len(shard)]
-            images, targets = augmenter(train_set.images[index].float(), train_set.targets[index].float())
+            images, targets = train_set.images[index].float(), train_set.targets[index].float()
+            if rehearsal is not None:
+                images, targets = _with_rehearsal(images, targets, rehearsal, config, epoch, step)
+            images, targets = augmenter(images, targets)
             with acceleration.autocast(device, precision):
                 logits = model(_as_input(images.to(device), channels_last))
             loss = loss_fn(logits.float(), targets.to(device))

@@ -1,0 +1,165 @@
+"""`neonatal-lung-seg improve`: fine-tune with rehearsal, judge with the promotion rule, write and register.
+
+A tiny parent trained on toy chests (dark lungs in a bright body) plays the bundled model; the "clinic" has a
+new domain, the same chests with inverted contrast (bright lungs in a dark body, as in ventilation MRI),
+which the parent fails on. Rehearsal and anchor sets are toy folders of the parent's own domain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_folder
+from NeonatalLungSegLib.models import registry
+from NeonatalLungSegLib.models.model_folder import read_config
+from neonatal_lung_training.improve.anchors import AnchorSet
+from neonatal_lung_training.improve.promotion import Rule, Score, decide
+from neonatal_lung_training.improve.run import ImproveSettings, holdout_subjects, improve
+from neonatal_lung_training.training.train import main as train_main
+
+from training_fixtures import TINY_TRAIN_ARGS
+
+
+def chest(seed: int, inverted: bool = False, shape=(8, 32, 32)) -> tuple[sitk.Image, sitk.Image]:
+    """Two lungs whose position and size vary with the seed (so labels of two cases differ)."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    body = (i / 0.9) ** 2 + (j / 0.8) ** 2 < 1
+    label = np.zeros(shape, np.uint8)
+    radius, shift = rng.uniform(0.18, 0.3), rng.uniform(-0.3, 0.3)
+    for side, centre in ((1, -0.42), (2, 0.42)):
+        label[((i - centre) / radius) ** 2 + ((j - shift) / (radius * 1.3)) ** 2 + (k / 1.2) ** 2 < 1] = side
+    lung = label > 0
+    image = (np.where(lung, 900.0, np.where(body, 100.0, 0.0)) if inverted
+             else np.where(body, 800.0, 0.0) - 650.0 * lung) + rng.normal(0, 30, shape)
+    out = sitk.GetImageFromArray(image.astype(np.float32))
+    out.SetSpacing((1.0, 1.0, 2.0))
+    lab = sitk.GetImageFromArray(label)
+    lab.CopyInformation(out)
+    return out, lab
+
+
+def chest_folder(root: Path, seeds, inverted: bool = False, shuffled: bool = False,
+                 status: str = "reviewed") -> Path:
+    seeds = list(seeds)
+    labels = [chest(s, inverted)[1] for s in seeds]
+    if shuffled:  # each image gets the next case's label: a deliberately broken "correction"
+        labels = labels[1:] + labels[:1]
+    for seed, label in zip(seeds, labels):
+        image = chest(seed, inverted)[0]
+        add_case(root, image, label, f"chest{seed:03d}", review_status=status, source="test",
+                 description="toy chests for improve tests")
+    return root
+
+
+@pytest.fixture(scope="module")
+def toys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("improve")
+    known = chest_folder(root / "known", range(0, 12), status="reference")
+    parent = root / "parent"
+    assert train_main(["--data", str(known), "--output", str(parent), *TINY_TRAIN_ARGS, "--epochs", "12",
+                       "--version", "1.0.0", "--learning-rate", "0.003", "--seed", "1"]) == 0
+    return {"root": root, "known": known, "parent": parent,
+            "anchor": chest_folder(root / "anchor", range(100, 104), status="reference"),
+            "clinic": chest_folder(root / "clinic", range(200, 210), inverted=True),
+            "broken": chest_folder(root / "broken", range(200, 210), inverted=True, shuffled=True)}
+
+
+SETTINGS = ImproveSettings(minutes=0.4, learning_rate=3e-3, batch_size=8, steps_per_epoch=10, device="cpu",
+                           int8=False)
+
+
+def _improve(toys: dict[str, Path], data: str, out: Path, registry_file: Path, monkeypatch) -> object:
+    monkeypatch.setenv(registry.REGISTRY_ENV, str(registry_file))
+    anchors = [AnchorSet("toys", "the parent's own toy chests", toys["anchor"])]
+    return improve(toys[data], out, toys["parent"], SETTINGS, rehearsal=[toys["known"]], anchors=anchors)
+
+
+# --- the rule --------------------------------------------------------------------------------------------
+
+def test_the_rule_promotes_only_a_better_model_that_forgets_nothing() -> None:
+    anchors = [Score("a", "anchor A", 3, 0.95, 0.945), Score("b", "anchor B", 3, 0.90, 0.91)]
+    good = decide(Score("heldout", "held-out", 2, 0.05, 0.93), anchors)
+    assert good.promoted and good.status == "default" and "0.050 -> 0.930" in good.reasons[0]
+    forgot = decide(Score("heldout", "held-out", 2, 0.05, 0.93), [Score("a", "anchor A", 3, 0.95, 0.10)])
+    assert not forgot.promoted and "Forgot part of anchor A" in forgot.summary()
+    same = decide(Score("heldout", "held-out", 2, 0.90, 0.905), anchors)
+    assert not same.promoted and "Not better on the held-out" in same.reasons[0]
+    alone = decide(None, anchors)
+    assert not alone.promoted and "No held-out corrected case" in alone.reasons[0]
+    strict = decide(Score("heldout", "held-out", 2, 0.05, 0.93), anchors, Rule(anchor_margin=0.001))
+    assert not strict.promoted  # anchor A lost 0.005
+    record = json.loads(json.dumps(good.to_dict()))
+    assert record["status"] == "default" and record["rule"]["min_gain"] == 0.01 and "beats the parent" in \
+        record["rule"]["text"]
+    with pytest.raises(ValueError):
+        Rule(min_gain=-0.1)
+
+
+def test_holdout_is_seeded_at_least_one_subject_and_none_for_one() -> None:
+    subjects = [f"s{i}" for i in range(10)]
+    assert holdout_subjects(subjects) == holdout_subjects(list(reversed(subjects)))
+    assert len(holdout_subjects(subjects)) == 2 and len(holdout_subjects(subjects[:3])) == 1
+    assert holdout_subjects(["only"]) == []
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+def test_improve_adapts_to_a_new_domain_writes_a_complete_folder_and_registers_it(toys, tmp_path, monkeypatch):
+    out = tmp_path / "improved"
+    decision = _improve(toys, "clinic", out, tmp_path / "registry.json", monkeypatch)
+    config, parent = read_config(out), read_config(toys["parent"])
+    assert config.parent_version == "1.0.0" and config.training["parent"]["weights_sha256"] == parent.weights_sha256
+    assert config.training["training_folder_manifest_sha256"] == read_training_folder(toys["clinic"]).manifest_sha256
+    assert config.training["rehearsal"]["batch_fraction"] == SETTINGS.rehearsal_fraction
+    assert set().union(*config.training["split_subjects"].values()) <= {f"chest{s:03d}" for s in range(200, 210)}
+    assert config.training["split_subjects"]["test"] == holdout_subjects([f"chest{s:03d}" for s in range(200, 210)])
+    record = json.loads((out / "improvement.json").read_text())
+    assert record["decision"]["status"] == decision.status and record["parent"]["version"] == "1.0.0"
+    held = decision.heldout
+    assert held.cases == 2 and held.child > held.parent + 0.2, held  # the new domain was learned
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Improvement from corrected cases" in card and f"{held.child:.4f}" in card
+    assert out.resolve() in registry.remembered_paths()
+    assert (registry.chosen_default() == out.resolve()) is decision.promoted
+    assert not list((out.with_name(out.name + ".run") / "train").glob("*.pt"))  # checkpoints tidied
+
+
+def test_the_rule_refuses_a_broken_fine_tune(toys, tmp_path, monkeypatch):
+    """Labels shuffled between cases: the result must not become the default, and the reason is shown."""
+    registry_file = tmp_path / "registry.json"
+    decision = _improve(toys, "broken", tmp_path / "broken-model", registry_file, monkeypatch)
+    assert not decision.promoted and decision.status == "candidate"
+    assert any(r.startswith(("Not better", "Forgot")) for r in decision.reasons), decision.reasons
+    assert registry.chosen_default() is None  # the parent (here: the bundled model) stays the default
+    assert (tmp_path / "broken-model").resolve() in registry.remembered_paths()  # kept as a candidate
+
+
+@pytest.mark.parametrize("problem", ["no-reviewed", "exists", "missing-folder", "refine-parent"])
+def test_bad_input_is_one_line_and_nothing_is_written(problem, toys, tmp_path, tiny_refine_folder, capsys,
+                                                       monkeypatch):
+    from NeonatalLungSegLib.cli.main import main
+
+    monkeypatch.setenv(registry.REGISTRY_ENV, str(tmp_path / "registry.json"))
+    data, parent, out = toys["clinic"], toys["parent"], tmp_path / "new"
+    if problem == "no-reviewed":
+        data = chest_folder(tmp_path / "unreviewed", range(300, 303), status="unreviewed")
+    elif problem == "exists":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif problem == "missing-folder":
+        data = tmp_path / "nowhere"
+    else:
+        parent = tiny_refine_folder
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["improve", str(data), "-o", str(out), "--model", str(parent), "--minutes", "0.1", "--device", "cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert problem != "exists" or (out / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "registry.json").exists()

@@ -1,0 +1,104 @@
+"""Whether an improved model replaces its parent as the default: one rule, in words a clinician can read.
+
+The child is offered as the default only when
+
+1. it is better than the parent on the held-out corrected cases (cases of the clinic's own folder that
+   training never saw) by at least ``min_gain`` mean Dice, and
+2. on every anchor set (what the parent knew: ``anchors.py``) it loses at most ``anchor_margin`` mean Dice.
+
+Otherwise it is kept as a candidate, with every reason written down; a user can still choose it by hand.
+Without held-out cases (a folder of one subject) nothing can show the child is better, so it stays a
+candidate. The margins are part of every decision record, so a decision can be re-read later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MIN_GAIN = 0.01        # mean Dice on held-out corrected cases: more than the noise of a few cases
+ANCHOR_MARGIN = 0.01   # mean Dice any anchor set may lose (the issue's "loses at most 0.01")
+
+
+@dataclass(frozen=True)
+class Rule:
+    min_gain: float = MIN_GAIN
+    anchor_margin: float = ANCHOR_MARGIN
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_gain < 1 or not 0 <= self.anchor_margin < 1:
+            raise ValueError(f"margins must lie in [0, 1), got {self.min_gain} and {self.anchor_margin}")
+
+    def text(self) -> str:
+        return (f"the new model becomes the default only if it beats the parent by at least {self.min_gain:.3f} "
+                f"mean Dice on the held-out corrected cases and loses at most {self.anchor_margin:.3f} on each "
+                "anchor set")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Parent and child mean Dice on one set of cases."""
+
+    key: str
+    title: str
+    cases: int
+    parent: float
+    child: float
+
+    @property
+    def change(self) -> float:
+        return self.child - self.parent
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    reasons: list[str]
+    rule: Rule
+    heldout: Score | None
+    anchors: list[Score] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "default" if self.promoted else "candidate"
+
+    def summary(self) -> str:
+        head = ("Promoted: the new model is now the default." if self.promoted
+                else "Kept as a candidate: the parent stays the default.")
+        return " ".join([head, *self.reasons])
+
+    def to_dict(self) -> dict[str, Any]:
+        def score(s: Score) -> dict[str, Any]:
+            return {**asdict(s), "parent": round(s.parent, 4), "child": round(s.child, 4),
+                    "change": round(s.change, 4)}
+
+        return {"status": self.status, "promoted": self.promoted, "reasons": self.reasons,
+                "rule": {**asdict(self.rule), "text": self.rule.text()},
+                "heldout": score(self.heldout) if self.heldout else None,
+                "anchors": [score(a) for a in self.anchors]}
+
+
+def decide(heldout: Score | None, anchors: list[Score], rule: Rule = Rule()) -> Decision:
+    """Apply ``rule``; every reason for or against is kept, in the order the rule states them."""
+    reasons: list[str] = []
+    ok = True
+    if heldout is None or heldout.cases == 0:
+        ok = False
+        reasons.append("No held-out corrected case: with one subject nothing can show the new model is better "
+                       "(export more cases, then improve again).")
+    elif heldout.change >= rule.min_gain:
+        reasons.append(f"Held-out corrected cases ({heldout.cases}): Dice {heldout.parent:.3f} -> "
+                       f"{heldout.child:.3f} ({heldout.change:+.3f}, at least {rule.min_gain:+.3f} needed).")
+    else:
+        ok = False
+        reasons.append(f"Not better on the held-out corrected cases ({heldout.cases}): Dice {heldout.parent:.3f} "
+                       f"-> {heldout.child:.3f} ({heldout.change:+.3f}; at least {rule.min_gain:+.3f} needed).")
+    for anchor in anchors:
+        if anchor.change >= -rule.anchor_margin:
+            reasons.append(f"Kept what it knew on {anchor.title} ({anchor.cases} cases): Dice {anchor.parent:.3f} "
+                           f"-> {anchor.child:.3f}.")
+        else:
+            ok = False
+            reasons.append(f"Forgot part of {anchor.title} ({anchor.cases} cases): Dice {anchor.parent:.3f} -> "
+                           f"{anchor.child:.3f} ({anchor.change:+.3f}; at most {-rule.anchor_margin:+.3f} allowed).")
+    return Decision(ok, reasons, rule, heldout, list(anchors))
