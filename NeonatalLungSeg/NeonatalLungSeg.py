@@ -13,7 +13,8 @@ import qt
 import vtk
 
 import slicer
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
+                                          ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 from NeonatalLungSegSlicerLib import (aiCorrectPanel, compatibility, modelSelector, mrmlNodes, pathFields, pipeline,

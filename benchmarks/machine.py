@@ -53,7 +53,8 @@ def machine_info(model: Path | None = None) -> dict:
             "avx512_bf16": cpu_features().avx512_bf16, "avx512f": cpu_features().avx512f,
             "avx512_vnni": cpu_features().avx512_vnni, "avx_vnni": cpu_features().avx_vnni,
             "avx2": cpu_features().avx2, "fma": cpu_features().fma,
-            "cpu_features": cpu_features().describe(), "cpu_precision": auto_cpu_choice(model) if model else "%s (%s)" % cpu_precision(),
+            "cpu_features": cpu_features().describe(),
+            "cpu_precision": auto_cpu_choice(model) if model else "%s (%s)" % cpu_precision(),
             "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

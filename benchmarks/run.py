@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(MODEL)
     info["device"] = device
     line = machine_line(info)
-    print(f"machine: {line}\ndevice: {device}; precision auto picks {info['cpu_precision'] if device == 'cpu' else 'per GPU'}; "
+    print(f"machine: {line}\ndevice: {device}; "
+          f"precision auto picks {info['cpu_precision'] if device == 'cpu' else 'per GPU'}; "
           f"load average at start {os.getloadavg()}", flush=True)
     names = args.volumes or (["256x256x96"] + (["256x256x128"] if device == "cuda" else [])
                              + ([] if args.no_large else ["512x512x300"]))
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 results["volumes"][name] = per_volume
                 args.out.mkdir(parents=True, exist_ok=True)
-                (args.out / f"{args.name or 'bench-' + device}.partial.json").write_text(json.dumps(results, indent=1) + "\n")
+                (args.out / f"{args.name or 'bench-' + device}.partial.json").write_text(
+                    json.dumps(results, indent=1) + "\n")
             results["volumes"][name] = per_volume
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"bench-{device}"
@@ -288,7 +290,8 @@ def markdown(results: dict) -> str:
     model = results["model"]
     out = [f"# Benchmark ({device})", "", f"Machine: {line}.",
            f"CPU instruction-set features: {results['machine'].get('cpu_features', '?')}; precision `auto` picks "
-           f"there: {results['machine'].get('cpu_precision', '?')}.", f"Command: `.venv/bin/python {results['command'].strip()}`"
+           f"there: {results['machine'].get('cpu_precision', '?')}.",
+           f"Command: `.venv/bin/python {results['command'].strip()}`"
            f" ({results['started']}).", "",
            "End to end = read + preprocess + infer + post-process + write, in a warm process (model loaded), "
            "median over repeats. Load: 1-min load average before the run, and the share of the CPUs other "

@@ -31,7 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "NeonatalLungSeg")]
-from NeonatalLungSegLib.inference.acceleration import cpu_is_the_device, cpu_line, cpu_precision, cpu_prefers_int8  # noqa: E402
+from NeonatalLungSegLib.inference.acceleration import (cpu_is_the_device, cpu_line, cpu_precision,  # noqa: E402
+                                                       cpu_prefers_int8)
 
 SAMPLE = REPO / "Resources" / "Sample" / "sample-neonatal-chest.nii.gz"
 

@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402  (installed with matplotlib)
 
 from NeonatalLungSegLib.geometry import image_to_array  # noqa: E402
-from neonatal_lung_training.synthesis.neonatal.generator import SyntheticCase, default_atlas_dir, generate_case  # noqa: E402
+from neonatal_lung_training.synthesis.neonatal.generator import (SyntheticCase, default_atlas_dir,  # noqa: E402
+                                                                 generate_case)
 
 SHAPE = (80, 160, 160)
 SPACING = (1.6, 0.9, 0.9)

@@ -124,7 +124,8 @@ def makeRequest(parameterNode):
                                  split_left_right=parameterNode.splitLeftRight)
     count = int(parameterNode.reviewSliceCount)
     return SegmentationRequest(
-        volumeNodeId=volumeNode.GetID(), volumeName=f"volume '{volumeNode.GetName()}'", array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
+        volumeNodeId=volumeNode.GetID(), volumeName=f"volume '{volumeNode.GetName()}'",
+        array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
         geometry=mrmlNodes.volumeGeometry(volumeNode), modelFolder=folder,
         device=engineDevice(parameterNode.device), options=options,
         withProbabilities=True,  # the confidence and the slices to review are computed from it

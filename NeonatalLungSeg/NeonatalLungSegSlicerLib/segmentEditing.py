@@ -2,7 +2,8 @@
 
 The self-test and the CI tests correct the AI result this way rather than by writing arrays into segments,
 so what they export is what the real Segment Editor path produces (modifier labelmaps, masking, undo
-history). ``vtkSlicerSegmentEditorLogic`` is the C++ core behind the Segment Editor (Slicer >= 5.10, the module's minimum: compatibility.py).
+history). ``vtkSlicerSegmentEditorLogic`` is the C++ core behind the Segment Editor (Slicer >= 5.10, the
+module's minimum: compatibility.py).
 """
 
 from vtk.util.numpy_support import vtk_to_numpy

@@ -66,6 +66,40 @@ def sheared_nifti(path: Path) -> Path:
                                  (280, struct.pack("<12f", 0.9, 0.24, 0, 1, 0, 0.8, 0, 2, 0, 0, 2.0, 3))])
 
 
+# A NIfTI built byte by byte, so a header field can disagree with another as a foreign writer can make it do.
+_DATATYPES = {np.dtype("uint8"): 2, np.dtype("int16"): 4, np.dtype(">i2"): 4, np.dtype("int32"): 8,
+              np.dtype("float32"): 16, np.dtype("float64"): 64}
+
+
+def hand_nifti(array: np.ndarray, *, datatype: int | None = None, bitpix: int | None = None,
+               vox_offset: float = 352.0, slope: float = 0.0, inter: float = 0.0,
+               pixdim: tuple[float, float, float] = (0.9, 0.8, 2.0), qform_code: int = 1, sform_code: int = 0,
+               srow: tuple[float, ...] | None = None, magic: bytes = b"n+1\0") -> bytes:
+    """A single-file NIfTI-1 (little endian) of a (k, j, i) array, every header field given by hand."""
+    array = np.ascontiguousarray(array)
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, array.shape[2], array.shape[1], array.shape[0], 1, 1, 1, 1)
+    code = _DATATYPES[array.dtype] if datatype is None else datatype
+    struct.pack_into("<2h", header, 70, code, array.dtype.itemsize * 8 if bitpix is None else bitpix)
+    struct.pack_into("<8f", header, 76, 1.0, *pixdim, 1.0, 1.0, 1.0, 1.0)
+    struct.pack_into("<3f", header, 108, vox_offset, slope, inter)
+    struct.pack_into("<B", header, 123, 2)  # xyzt_units: mm
+    struct.pack_into("<2h", header, 252, qform_code, sform_code)
+    struct.pack_into("<6f", header, 256, 0, 0, 0, 1.0, 2.0, 3.0)  # identity quaternion, offset (1, 2, 3)
+    rows = srow if srow is not None else (pixdim[0], 0, 0, 1.0, 0, pixdim[1], 0, 2.0, 0, 0, pixdim[2], 3.0)
+    struct.pack_into("<12f", header, 280, *rows)
+    header[344:348] = magic
+    start = max(352, int(vox_offset)) if np.isfinite(vox_offset) else 352
+    return bytes(header) + bytes(start - 348) + array.tobytes()
+
+
+def write_nifti(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
 def write_dicom_series(folder: Path, slices: int = 8, spacing_z: float = 5.0, seed: int = 0,
                        rows: int = 40, columns: int = 32) -> Path:
     """A small synthetic MR Image Storage series (int16) with positions ``spacing_z`` mm apart."""
@@ -81,7 +115,8 @@ def write_dicom_series(folder: Path, slices: int = 8, spacing_z: float = 5.0, se
         for tag, value in (("0008|0016", "1.2.840.10008.5.1.4.1.1.4"), ("0008|0060", "MR"),
                            ("0020|000d", "1.2.826.0.1.3680043.8.498.1"), ("0020|000e", "1.2.826.0.1.3680043.8.498.2"),
                            ("0008|0018", f"1.2.826.0.1.3680043.8.498.3.{k + 1}"),
-                           ("0020|0052", "1.2.826.0.1.3680043.8.498.4"), ("0020|0013", str(k + 1)), ("0020|0032", "\\".join(f"{v:.4f}" for v in position)),
+                           ("0020|0052", "1.2.826.0.1.3680043.8.498.4"), ("0020|0013", str(k + 1)),
+                           ("0020|0032", "\\".join(f"{v:.4f}" for v in position)),
                            ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0018|0050", f"{spacing_z}"),
                            ("0010|0010", "Doe^Jane"), ("0010|0020", "PID-123"),
                            ("0008|0020", "20260101"), ("0008|0030", "120000")):

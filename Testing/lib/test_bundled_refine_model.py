@@ -63,7 +63,8 @@ def test_a_negative_click_removes_a_false_blob_and_leaves_the_rest(refiner, samp
     blob[k - 3:k + 4, j - 40:j - 30, i - 5:i + 5] = True   # false "right lung" in front of the right lung
     blob &= reference == 0
     labels[blob] = 1
-    out, outcome = refiner.session(image, geometry).apply(labels, Click(tuple(np.argwhere(blob)[len(np.argwhere(blob)) // 2]), False))
+    out, outcome = refiner.session(image, geometry).apply(
+        labels, Click(tuple(np.argwhere(blob)[len(np.argwhere(blob)) // 2]), False))
     assert outcome.lung == "right_lung"
     assert (out[blob] == 0).mean() >= 0.8                      # most of the false blob is gone
     assert (out[reference == 2] == 2).all()                    # the left lung untouched

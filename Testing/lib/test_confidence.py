@@ -1,4 +1,5 @@
-"""NeonatalLungSegLib.inference.confidence: per-slice and per-case confidence, the left-right flip, and the CLI's JSON."""
+"""NeonatalLungSegLib.inference.confidence: per-slice and per-case confidence, the left-right flip, and the CLI's
+JSON."""
 
 from __future__ import annotations
 

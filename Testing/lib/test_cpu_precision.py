@@ -76,7 +76,8 @@ def test_features_are_parsed_and_named() -> None:
     laptop = CpuFeatures.from_flags(AVX2_LAPTOP.split())
     assert laptop == CpuFeatures(avx2=True, fma=True)
     assert laptop.describe() == "AVX2, FMA; no AVX-512, no AMX"
-    assert CpuFeatures.from_flags(AMD_AVX512_BF16.split()).describe() == "AVX2, FMA, AVX-512, AVX512-VNNI, AVX512-BF16; no AMX"
+    assert CpuFeatures.from_flags(AMD_AVX512_BF16.split()).describe() == \
+        "AVX2, FMA, AVX-512, AVX512-VNNI, AVX512-BF16; no AMX"
     assert CpuFeatures.from_flags(INTEL_AMX_FP16.split()).describe() == \
         "AVX2, FMA, AVX-512, AVX512-VNNI, AVX512-BF16, AMX-BF16, AMX-FP16"
     assert CpuFeatures.from_flags(ARM.split()).describe() == "no AVX2; no AVX-512, no AMX"

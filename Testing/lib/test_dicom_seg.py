@@ -14,8 +14,8 @@ pytest.importorskip("highdicom")
 import pydicom  # noqa: E402
 
 from fuzz_helpers import assert_one_error_line, run, write_dicom_series, write_volume  # noqa: E402
-from NeonatalLungSegLib.volumes.dicom_seg import (AUTOMATIC, SEMIAUTOMATIC, algorithm_type_for, read_dicom_seg,  # noqa: E402
-                                          write_dicom_seg)
+from NeonatalLungSegLib.volumes.dicom_seg import (AUTOMATIC, SEMIAUTOMATIC, algorithm_type_for,  # noqa: E402
+                                                  read_dicom_seg, write_dicom_seg)
 from NeonatalLungSegLib.volumes.volume_io import dicom_series_files  # noqa: E402
 
 

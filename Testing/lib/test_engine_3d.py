@@ -233,7 +233,8 @@ def test_bad_3d_configs_are_refused_with_one_line(tmp_path: Path, change, messag
 
 def test_2d_models_never_import_monai(tiny_model_folder: Path) -> None:
     code = ("import sys; sys.path.insert(0, 'NeonatalLungSeg'); import numpy as np; "
-            "from NeonatalLungSegLib.inference.engine import Segmenter; from NeonatalLungSegLib.geometry import Geometry; "
+            "from NeonatalLungSegLib.inference.engine import Segmenter; "
+            "from NeonatalLungSegLib.geometry import Geometry; "
             f"s = Segmenter.load({str(tiny_model_folder)!r}, device='cpu'); "
             "s.predict(np.random.rand(2, 32, 32).astype('float32'), Geometry((32, 32, 2), (1, 1, 1), (0, 0, 0), "
             "(1, 0, 0, 0, 1, 0, 0, 0, 1))); print('monai' in sys.modules)")

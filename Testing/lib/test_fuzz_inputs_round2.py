@@ -8,7 +8,6 @@ it do.
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import struct
 from pathlib import Path
@@ -17,47 +16,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fuzz_helpers import assert_one_error_line, run, write_dicom_series, write_volume
+from fuzz_helpers import assert_one_error_line, hand_nifti, run, write_dicom_series, write_nifti, write_volume
 from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.errors import InputError, OutputError
 from NeonatalLungSegLib.volumes.volume_io import AtomicOutputs, dicom_series_files, read_volume
 
 SHAPE = (8, 40, 32)  # (k, j, i)
-_DATATYPES = {np.dtype("uint8"): 2, np.dtype("int16"): 4, np.dtype(">i2"): 4, np.dtype("int32"): 8,
-              np.dtype("float32"): 16, np.dtype("float64"): 64}
 
 
 def int16_volume(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(300, 60, SHAPE).clip(1, 4000).astype(np.int16)
-
-
-def hand_nifti(array: np.ndarray, *, datatype: int | None = None, bitpix: int | None = None,
-               vox_offset: float = 352.0, slope: float = 0.0, inter: float = 0.0,
-               pixdim: tuple[float, float, float] = (0.9, 0.8, 2.0), qform_code: int = 1, sform_code: int = 0,
-               srow: tuple[float, ...] | None = None, magic: bytes = b"n+1\0") -> bytes:
-    """A single-file NIfTI-1 (little endian) of a (k, j, i) array, every header field given by hand."""
-    array = np.ascontiguousarray(array)
-    header = bytearray(348)
-    struct.pack_into("<i", header, 0, 348)
-    struct.pack_into("<8h", header, 40, 3, array.shape[2], array.shape[1], array.shape[0], 1, 1, 1, 1)
-    code = _DATATYPES[array.dtype] if datatype is None else datatype
-    struct.pack_into("<2h", header, 70, code, array.dtype.itemsize * 8 if bitpix is None else bitpix)
-    struct.pack_into("<8f", header, 76, 1.0, *pixdim, 1.0, 1.0, 1.0, 1.0)
-    struct.pack_into("<3f", header, 108, vox_offset, slope, inter)
-    struct.pack_into("<B", header, 123, 2)  # xyzt_units: mm
-    struct.pack_into("<2h", header, 252, qform_code, sform_code)
-    struct.pack_into("<6f", header, 256, 0, 0, 0, 1.0, 2.0, 3.0)  # identity quaternion, offset (1, 2, 3)
-    rows = srow if srow is not None else (pixdim[0], 0, 0, 1.0, 0, pixdim[1], 0, 2.0, 0, 0, pixdim[2], 3.0)
-    struct.pack_into("<12f", header, 280, *rows)
-    header[344:348] = magic
-    start = max(352, int(vox_offset)) if np.isfinite(vox_offset) else 352
-    return bytes(header) + bytes(start - 348) + array.tobytes()
-
-
-def write_nifti(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-    return path
 
 
 def segment_args(tmp_path: Path, inputs: list[Path], model: Path, *extra: str) -> list:

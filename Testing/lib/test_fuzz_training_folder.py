@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from fuzz_helpers import hand_nifti
 from NeonatalLungSegLib.dataset import training_folder
 from NeonatalLungSegLib.errors import InputError, NeonatalLungSegError
 from NeonatalLungSegLib.dataset.training_folder import MANIFEST_NAME, add_case, read_training_folder, safe_name
@@ -157,3 +158,113 @@ def test_truncated_image_in_a_training_folder_is_refused_when_read(tmp_path: Pat
     folder = read_training_folder(root)
     with pytest.raises(InputError, match="truncated"):
         folder.read_case(folder.cases[0])
+
+
+# 7. Reading: the engine's checked reader, one pass over the bytes it decodes --------------------------
+
+def plain_folder(root: Path, image: tuple[str, bytes], label: tuple[str, bytes]) -> training_folder.TrainingFolder:
+    """A training folder of one images/ + labels/ pair, files given by name and bytes."""
+    for sub, (name, data) in (("images", image), ("labels", label)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub / name).write_bytes(data)
+    return read_training_folder(root)
+
+
+def image_bytes(image: sitk.Image, name: str, tmp_path: Path) -> bytes:
+    path = tmp_path / "written" / name
+    path.parent.mkdir(exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=name.endswith((".gz", ".mha")))
+    return path.read_bytes()
+
+
+def assert_refused_in_one_line(folder: training_folder.TrainingFolder, needle: str, name: str) -> None:
+    with pytest.raises(InputError, match=needle) as caught:
+        folder.read_case(folder.cases[0])
+    assert name in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("which", ["images", "labels"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_bitpix_disagreeing_with_datatype_cannot_hide_a_truncated_case_file(tmp_path: Path, which: str,
+                                                                             suffix: str) -> None:
+    """bitpix 8 on int16 data: ITK reads the datatype's bytes, the missing half as zeros, without a word."""
+    image = np.random.default_rng(0).normal(300, 60, (6, 40, 48)).clip(1, 4000).astype(np.int16)
+    label = np.zeros(image.shape, np.uint8)
+    label[1:4, 5:20, 5:20] = 1
+    files = {"images": hand_nifti(image), "labels": hand_nifti(label)}
+    whole = hand_nifti(image if which == "images" else label.astype(np.int16), bitpix=8)
+    files[which] = whole[: 352 + (len(whole) - 352) // 2 + 100]
+    for key in files:
+        files[key] = gzip.compress(files[key]) if suffix == ".nii.gz" else files[key]
+    folder = plain_folder(tmp_path / "tf", (f"c1{suffix}", files["images"]), (f"c1{suffix}", files["labels"]))
+    assert_refused_in_one_line(folder, "truncated", f"{which}/c1{suffix}")
+
+
+def _without_spacing(data: bytes) -> bytes:
+    start = data.index(b"ElementSpacing")
+    return data[:start] + data[data.index(b"\n", start) + 1:]
+
+
+def _damaged_stream(data: bytes) -> bytes:
+    """A compressed MetaImage with bytes in the middle of its zlib stream flipped (the header left whole)."""
+    damaged = bytearray(data)
+    start = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    middle = start + (len(data) - start) // 2
+    for at in range(middle - 4, middle + 4):
+        damaged[at] ^= 0xFF
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("which, problem, needle", [
+    ("images", "no spacing", "spacing"), ("labels", "no spacing", "spacing"),
+    ("images", "damaged stream", "damaged|truncated"), ("labels", "damaged stream", "damaged|truncated"),
+    ("images", "nan voxels", "NaN")])
+def test_case_files_itk_would_read_silently_are_refused_in_one_line(tmp_path: Path, which: str, problem: str,
+                                                                     needle: str) -> None:
+    """A MetaImage without ElementSpacing reads as 1 mm, a damaged zlib stream as partly wrong voxels, NaN
+    voxels of a non-NIfTI image went into training: each is one line naming the file, as ``segment`` says it."""
+    image, label = pair(0, shape=(6, 40, 48))
+    if problem == "no spacing":  # 1 mm: ITK's guess then agrees with the other file's grid
+        image.SetSpacing((1.0, 1.0, 1.0))
+        label.SetSpacing((1.0, 1.0, 1.0))
+    if problem == "nan voxels":
+        array = sitk.GetArrayFromImage(image)
+        array[2, 3, 4] = np.nan
+        nan_image = sitk.GetImageFromArray(array)
+        nan_image.CopyInformation(image)
+        image = nan_image
+    files = {"images": image_bytes(image, "image.mha", tmp_path), "labels": image_bytes(label, "label.mha", tmp_path)}
+    if problem == "no spacing":
+        files[which] = _without_spacing(files[which])
+    elif problem == "damaged stream":
+        files[which] = _damaged_stream(files[which])
+    folder = plain_folder(tmp_path / "tf", ("c1.mha", files["images"]), ("c1.mha", files["labels"]))
+    assert_refused_in_one_line(folder, needle, f"{which}/c1.mha")
+
+
+def test_labels_that_do_not_fit_uint8_are_refused_not_wrapped(tmp_path: Path) -> None:
+    """A uint16 label of 257 became 1 (right lung) when cast to uint8; a fraction was cut to a whole label."""
+    image, label = pair(0)
+    for bad in (257, 1.5):
+        array = sitk.GetArrayFromImage(label).astype(np.float32 if isinstance(bad, float) else np.uint16)
+        array[0, 0, 0] = bad
+        wide = sitk.GetImageFromArray(array)
+        wide.CopyInformation(image)
+        root = tmp_path / f"tf{bad}"
+        folder = plain_folder(root, ("c1.nii.gz", image_bytes(image, "i.nii.gz", tmp_path)),
+                              ("c1.nii.gz", image_bytes(wide, "l.nii.gz", tmp_path)))
+        assert_refused_in_one_line(folder, "label", "labels/c1.nii.gz")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_single_slice_cases_are_still_read(tmp_path: Path, suffix: str) -> None:
+    """CT slices are cases of depth 1 (``prepare-ct``); an empty label is a valid label."""
+    image, label = pair(0, shape=(1, 16, 20))
+    label = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    label.CopyInformation(image)
+    folder = plain_folder(tmp_path / "tf", (f"c1{suffix}", image_bytes(image, f"i{suffix}", tmp_path)),
+                          (f"c1{suffix}", image_bytes(label, f"l{suffix}", tmp_path)))
+    read_image, read_label = folder.read_case(folder.cases[0])
+    assert read_image.GetSize() == (20, 16, 1) and read_image.GetPixelID() == sitk.sitkFloat32
+    assert read_label.GetPixelID() == sitk.sitkUInt8 and not sitk.GetArrayViewFromImage(read_label).any()
+    assert np.array_equal(sitk.GetArrayViewFromImage(read_image), sitk.GetArrayViewFromImage(image))

@@ -2,8 +2,9 @@
 
 They have the engine's interface (``config``, ``device``, ``predict``-free ``segment_array``) but no torch, so
 a worker started for them comes up in about a second. The "model folder" a test passes is any folder it owns;
-the fakes use it (or $NEONATAL_LUNG_SEG_FAKE_CONTROL) to talk to the test: a ``gate`` file releases a waiting run, ``grandchild.pid`` names a
-child process the fake started (cancel must kill it too), ``loads`` counts how often a loader ran.
+the fakes use it (or $NEONATAL_LUNG_SEG_FAKE_CONTROL) to talk to the test: a ``gate`` file releases a waiting
+run, ``grandchild.pid`` names a child process the fake started (cancel must kill it too), ``loads`` counts how
+often a loader ran.
 """
 
 from __future__ import annotations

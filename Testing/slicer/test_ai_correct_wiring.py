@@ -146,7 +146,8 @@ def test_ai_correct_without_a_segmentation_or_with_a_bad_model_says_why(panel, t
     panel.node.refineModelFolder = str(tmp_path)  # not a model folder
     ui.aiCorrectButton.click()
     assert not ui.aiCorrectButton.checked and w._aiCorrect.correction is None
-    assert ui.aiCorrectStatusLabel.text.startswith("AI correct is off:") and str(tmp_path) in ui.aiCorrectStatusLabel.text
+    assert ui.aiCorrectStatusLabel.text.startswith("AI correct is off:") \
+        and str(tmp_path) in ui.aiCorrectStatusLabel.text
     panel.node.refineModelFolder = panel.node.modelFolder  # a segmentation model
     ui.aiCorrectButton.click()
     assert "not a click-refinement model" in ui.aiCorrectStatusLabel.text

@@ -242,7 +242,8 @@ def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_p
     assert [c.case_id for c in cases] == [first.record.case_id, second.record.case_id]
     # An AI mask exported without review is marked so, and `train --reviewed-only` leaves it out.
     unreviewed = logic.exportForTraining(segmentation, volume, tmp_path / "unreviewed", "", "unreviewed")
-    assert unreviewed.record.review_status == "unreviewed" and unreviewed.sidecar["model"]["version"] == STORED["version"]
+    assert unreviewed.record.review_status == "unreviewed" \
+        and unreviewed.sidecar["model"]["version"] == STORED["version"]
 
     table = logic.updateVolumeTable(segmentation, volume)
     from NeonatalLungSegSlicerLib import mrmlNodes

@@ -1,4 +1,5 @@
-"""thread_job (the former runner, kept as the GIL test's counter-example): work off the calling thread, progress, a cancel that stops at the next check."""
+"""thread_job (the former runner, kept as the GIL test's counter-example): work off the calling thread, progress,
+a cancel that stops at the next check."""
 
 from __future__ import annotations
 

@@ -234,7 +234,8 @@ def test_review_list_jumps_and_export_remembers_reviewer(widget, tmp_path, monke
     ui.trainingFolderPathLineEdit.currentPath = str(tmp_path / "folder")
     assert ui.exportButton.enabled
     ui.exportButton.click()
-    assert ui.exportStatusLabel.text.startswith("Exported vol-") and "verified voxel for voxel" in ui.exportStatusLabel.text
+    assert ui.exportStatusLabel.text.startswith("Exported vol-") \
+        and "verified voxel for voxel" in ui.exportStatusLabel.text
     import qt
 
     assert qt.QSettings().value("NeonatalLungSeg/Reviewer") == "Dr Wiring"

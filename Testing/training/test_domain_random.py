@@ -90,7 +90,8 @@ def test_draws_stay_in_their_ranges():
 # ----------------------------------------------------------------------------------------------------
 
 from neonatal_lung_training.synthesis.randomised.acquisition import apply_artefacts, draw_grid  # noqa: E402
-from neonatal_lung_training.synthesis.randomised.contrast import BODY_TISSUES, LUNG, PROTON_FREE, draw_tables  # noqa: E402
+from neonatal_lung_training.synthesis.randomised.contrast import (BODY_TISSUES, LUNG, PROTON_FREE,  # noqa: E402
+                                                                  draw_tables)
 from neonatal_lung_training.synthesis.neonatal.mr_artefacts import RADIAL_UNDERSAMPLING  # noqa: E402
 from neonatal_lung_training.synthesis.randomised.generator import (acquired_geometry, draw_subject,  # noqa: E402
                                                         to_acquired)

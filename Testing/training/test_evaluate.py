@@ -14,8 +14,9 @@ from NeonatalLungSegLib.cli.main import main
 from NeonatalLungSegLib.geometry import Geometry
 from NeonatalLungSegLib.dataset.training_folder import add_case
 from neonatal_lung_training.evaluation.evaluate import score_case
-from neonatal_lung_training.evaluation.metrics import (RocCounts, dice, hausdorff95, iou, mean_surface_distance, roc_auc,
-                                            slice_dice_by_position, surface_distances, volume_errors)
+from neonatal_lung_training.evaluation.metrics import (RocCounts, dice, hausdorff95, iou, mean_surface_distance,
+                                                       roc_auc, slice_dice_by_position, surface_distances,
+                                                       volume_errors)
 
 # ---------------------------------------------------------------- overlap and surface distance, by hand
 

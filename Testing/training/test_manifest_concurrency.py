@@ -73,7 +73,8 @@ def _stop(process: subprocess.Popen, stop: Path) -> None:
 
 
 def _snapshot_cases(snapshots: Path) -> dict[str, list[str]]:
-    return {p.stem: [c["case_id"] for c in json.loads(p.read_text(encoding="utf-8"))["cases"]] for p in snapshots.glob("*.json")}
+    return {p.stem: [c["case_id"] for c in json.loads(p.read_text(encoding="utf-8"))["cases"]]
+            for p in snapshots.glob("*.json")}
 
 
 def test_every_read_gets_hash_and_cases_of_one_manifest_version(tmp_path: Path) -> None:
@@ -133,7 +134,8 @@ def test_training_records_the_manifest_snapshot_it_trained_on_while_exports_run(
     recorded = read_config(model).training
     versions = _snapshot_cases(snapshots)
     assert recorded["training_folder_manifest_sha256"] in versions, "the hash names no manifest that existed"
-    trained_on = json.loads((snapshots / f"{recorded['training_folder_manifest_sha256']}.json").read_text(encoding="utf-8"))
+    trained_on = json.loads((snapshots / f"{recorded['training_folder_manifest_sha256']}.json")
+                            .read_text(encoding="utf-8"))
     split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     assert {c["subject"] for c in trained_on["cases"]} == set(split["train"]) | set(split["val"]) | \
         set(split.get("test", []))

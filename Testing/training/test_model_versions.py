@@ -90,7 +90,8 @@ def test_reframing_makes_a_new_version_with_the_same_weights_and_no_stale_figure
     out = tmp_path / "framed"
     assert main(["reframe", "--model", str(parent), "--policy", "body_crop", "--version", "0.0.2", "-o", str(out)]) == 0
     config, old = read_config(out), read_config(parent)
-    assert config.input.in_plane_policy == "body_crop" and config.version == "0.0.2" and config.parent_version == "0.0.1"
+    assert config.input.in_plane_policy == "body_crop" and config.version == "0.0.2" \
+        and config.parent_version == "0.0.1"
     assert config.weights_sha256 == old.weights_sha256 and config.validation == {}
     assert config.training["reframed_from"]["in_plane_policy"] == "keep_aspect"
     assert {p.name: p.read_bytes() for p in parent.iterdir()} == before  # the parent is never edited

@@ -170,7 +170,8 @@ def test_fine_tuning_records_lineage_and_keeps_a_frozen_encoder(toy_folder: Path
     assert sum(subjects.values()) == 5  # reviewed subjects only, newest version of each
     named = child_config.training["split_subjects"]
     assert {k: len(v) for k, v in named.items()} == subjects
-    reviewed = {c.subject for c in read_training_folder(toy_folder).cases if c.review_status in ("reviewed", "reference")}
+    reviewed = {c.subject for c in read_training_folder(toy_folder).cases
+                if c.review_status in ("reviewed", "reference")}
     assert set().union(*named.values()) <= reviewed
     assert "training.split_subjects" in (child / "MODEL_CARD.md").read_text(encoding="utf-8")
     before, after = load_state_dict(parent, parent_config), load_state_dict(child, child_config)

@@ -132,7 +132,8 @@ def check_labels(labels: np.ndarray, geometry: Geometry, label_scheme: str) -> n
     allowed = {0, *LABEL_SCHEMES[label_scheme].values()}
     present = set(np.unique(labels).tolist())
     if not present <= allowed:
-        raise ValueError(f"label values {sorted(present)} do not fit scheme {label_scheme!r} (allowed {sorted(allowed)})")
+        raise ValueError(f"label values {sorted(present)} do not fit scheme {label_scheme!r} "
+                         f"(allowed {sorted(allowed)})")
     return labels.astype(np.uint8, copy=False)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..inference.confidence import segment_with_confidence
-from ..errors import InputError
 from ..geometry import image_to_array
 from .training_folder import MANIFEST_NAME, read_training_folder
 from ..volumes.volume_io import VOLUME_SUFFIXES, case_name, read_volume
@@ -50,16 +49,11 @@ def is_training_folder(path: Path) -> bool:
 
 
 def read_folder_image(path: Path) -> sitk.Image:
-    """A training-folder image as Training reads it: any 3D scalar volume, single slices included.
+    """A training-folder image as Training reads it: any 3D scalar volume, single slices included, read by the
+    checked reader (a NIfTI in one pass that checks and decodes the same bytes) as ``read_case`` reads it.
 
-    Its values are not scanned here: the engine checks them, once, when the image is segmented."""
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise InputError(f"{path}: unreadable image ({str(error).strip().splitlines()[0]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: a training-folder image must be a 3D scalar volume")
-    return sitk.Cast(image, sitk.sitkFloat32)
+    Its values are not scanned here (a NIfTI's NaN aside): the engine checks them when the image is segmented."""
+    return read_volume(path, check=False, single_slices=True)
 
 
 def read_chest_volume(path: Path) -> sitk.Image:

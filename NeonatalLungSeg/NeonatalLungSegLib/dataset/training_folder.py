@@ -36,10 +36,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..volumes.input_checks import check_nifti
-from .training_folder_checks import (check_free_text, check_identifying, check_sidecar_size,
-                                     records_from_sidecars, without_metadata)
-from ..volumes.volume_io import VOLUME_SUFFIXES, verify_image_file
+from .training_folder_checks import (check_finite, check_free_text, check_identifying, check_sidecar_size,
+                                     label_as_uint8, records_from_sidecars, without_metadata)
+from ..volumes.volume_io import VOLUME_SUFFIXES, read_volume, verify_image_file
 
 FORMAT_NAME = "neonatal-lung-training-folder"
 FORMAT_VERSION = 1
@@ -125,21 +124,25 @@ class TrainingFolder:
         return [latest[s] for s in sorted(latest)]
 
     def read_case(self, record: CaseRecord) -> tuple[sitk.Image, sitk.Image]:
-        """Image (float32) and label (uint8), checked to share one grid."""
+        """Image (float32) and label (uint8), checked to share one grid.
+
+        Both files are read by the engine's checked reader, as ``segment`` reads a scan: a NIfTI in one pass
+        that checks and decodes the same bytes (ITK reads a truncated one as whole, and training would learn
+        garbage), other formats checked for what ITK lets through (no spacing, a damaged stream, a sheared
+        grid). A slice of depth 1 is a case; one InputError line names the file and the problem.
+        """
         image_path, label_path = self.root / record.image, self.root / record.label
         for path in (image_path, label_path):
             if not path.is_file():
                 raise InputError(f"{path}: listed in {MANIFEST_NAME} but missing")
-            if path.name.lower().endswith((".nii", ".nii.gz")):
-                check_nifti(path)  # ITK reads a truncated NIfTI as whole: training would learn garbage
-        image = sitk.Cast(sitk.ReadImage(str(image_path)), sitk.sitkFloat32)
-        label = sitk.ReadImage(str(label_path))
+        image = read_volume(image_path, check=False, single_slices=True)
+        check_finite(image, image_path)  # the NIfTI reader refuses NaN itself; other formats are checked here
+        label = label_as_uint8(read_volume(label_path, check=False, single_slices=True), label_path)
         if (label.GetSize() != image.GetSize()
                 or not np.allclose(label.GetSpacing(), image.GetSpacing(), rtol=1e-4)
                 or not np.allclose(label.GetOrigin(), image.GetOrigin(), atol=1e-3)
                 or not np.allclose(label.GetDirection(), image.GetDirection(), atol=1e-4)):
             raise InputError(f"{label_path}: label grid differs from its image {image_path.name}")
-        label = sitk.Cast(label, sitk.sitkUInt8)
         label.CopyInformation(image)
         return image, label
 

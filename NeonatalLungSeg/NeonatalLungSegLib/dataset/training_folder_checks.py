@@ -1,5 +1,5 @@
 """What keeps a training folder private and whole: metadata stripped, free text checked, a lost manifest
-rebuilt from the sidecars.
+rebuilt from the sidecars, a case's voxels as training may use them (finite images, labels that fit uint8).
 
 A training folder travels (to a collaborator, into a model's lineage), so nothing from a scan's header may
 reach it: ITK writes an image's metadata dictionary into the NIfTI description and into NRRD keys, which put
@@ -120,11 +120,36 @@ def check_identifying(text: str, where: str, **which: bool) -> None:
 def without_metadata(image: sitk.Image) -> sitk.Image:
     """The same voxels on the same grid with an empty metadata dictionary (only what the format defines
     is written: size, spacing, origin, direction, pixel type)."""
-    clean = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image), isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    clean = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image),
+                                   isVector=image.GetNumberOfComponentsPerPixel() > 1)
     clean.CopyInformation(image)
     for key in clean.GetMetaDataKeys():
         clean.EraseMetaData(key)
     return clean
+
+
+def check_finite(image: sitk.Image, path: Path) -> None:
+    """A training image holds no NaN or infinite voxel (training would learn from them)."""
+    array = sitk.GetArrayViewFromImage(image)
+    if not (np.isfinite(np.min(array)) and np.isfinite(np.max(array))):  # min and max propagate NaN
+        raise InputError(f"{path}: volume contains {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite "
+                         "voxels")
+
+
+def label_as_uint8(label: sitk.Image, path: Path) -> sitk.Image:
+    """The label (read as float32) as uint8, refused where a value would change on the way: a uint16 257 must
+    not become 1 (right lung), nor a 1.5 become 1."""
+    values = sitk.GetArrayViewFromImage(label)
+    low, high = float(np.min(values)), float(np.max(values))
+    if 0 <= low and high <= 255:  # NaN fails this test too
+        narrow = sitk.Cast(label, sitk.sitkUInt8)
+        differs = sitk.GetArrayViewFromImage(narrow) != values
+        if not differs.any():
+            return narrow
+        found = float(values[differs].flat[0])
+    else:
+        found = high if 0 <= low else low
+    raise InputError(f"{path}: label values must be whole numbers from 0 to 255 (a uint8 label), found {found:g}")
 
 
 def check_free_text(value: Any, where: str = "metadata", key: str = "", *, names: bool = True) -> None:

@@ -110,12 +110,13 @@ def dicom_series_files(folder: Path) -> list[str]:
         return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
 
 
-def _check_header(path: Path, dimension: int, size: tuple[int, ...], components: int) -> None:
+def _check_header(path: Path, dimension: int, size: tuple[int, ...], components: int,
+                  single_slices: bool = False) -> None:
     if dimension != 3:
         raise InputError(f"{path}: image is {dimension}D; a 3D chest volume is needed")
     if components != 1:
         raise InputError(f"{path}: image has {components} components per voxel; a scalar volume is needed")
-    if min(size) < 2:
+    if min(size) < (1 if single_slices else 2):
         raise InputError(f"{path}: image has size {list(size)}; every axis needs at least 2 voxels")
 
 
@@ -152,7 +153,7 @@ def source_files(path: Path) -> list[str]:
         else [str(path)]
 
 
-def _probe(path: Path, series: list[str] | None = None) -> None:
+def _probe(path: Path, series: list[str] | None = None, single_slices: bool = False) -> None:
     _check_file_type(path)
     if path.is_dir():
         check_dicom_series(path, dicom_series_files(path) if series is None else series)
@@ -167,7 +168,7 @@ def _probe(path: Path, series: list[str] | None = None) -> None:
             reader.ReadImageInformation()
         except RuntimeError as exc:
             raise InputError(f"{path}: unreadable image ({library_reason(exc, folded)})") from None
-    _check_header(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
+    _check_header(path, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents(), single_slices)
     check_claimed_size(path, reader.GetSize(), voxel_bytes(reader.GetPixelID(), reader.GetNumberOfComponents()))
     check_direction(path, reader.GetDirection())
     check_header_spacing_declared(path)
@@ -200,7 +201,8 @@ def _identity(fingerprint: tuple[FileStamp, ...]) -> tuple[tuple[str, int, str],
     return tuple((s.path, s.size, s.sha256) for s in fingerprint)
 
 
-def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None) -> CheckedVolume:
+def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None,
+                 single_slices: bool = False) -> CheckedVolume:
     """Read a 3D scalar volume from a file or a DICOM series folder as float32, checking what is read.
 
     Every read checks the bytes it uses: a NIfTI file in one pass that hashes, checks and decodes the same
@@ -208,6 +210,8 @@ def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] |
     refused if they changed meanwhile. ``expect``: the fingerprint an earlier read of this run recorded; the
     bytes must be those (an input changed or truncated since it was checked is refused, not segmented).
     ``check=False`` leaves the value check (NaN, constant) to the engine, which always makes it.
+    ``single_slices``: an axis of one voxel is accepted (a training folder's CT slice is a volume of depth 1);
+    a chest volume to segment needs at least 2 voxels on every axis.
     """
     path = Path(path)
     with FoldedItkWarnings(path, emit=expect is None) as folded:
@@ -227,7 +231,7 @@ def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] |
             files = source_files(path)
             fingerprint = tuple(stamp_file(f) for f in files)
             _same_as_checked(path, fingerprint, expect)
-            _probe(path, files if path.is_dir() else None)
+            _probe(path, files if path.is_dir() else None, single_slices)
             if path.is_file():
                 check_metaimage_stream(path)
             try:
@@ -241,7 +245,8 @@ def read_checked(path: Path, check: bool = True, expect: tuple[FileStamp, ...] |
                 raise InputError(f"{path}: unreadable image ({library_reason(exc, folded)})") from None
             if not unchanged_since(fingerprint):
                 raise InputError(f"{path}: changed while it was being read; read it again when nothing writes to it")
-        _check_header(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+        _check_header(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(),
+                      single_slices)
         check_direction(path, image.GetDirection())
         check_spacing(path, image.GetSpacing())
         check_origin(path, image.GetOrigin())
@@ -258,9 +263,10 @@ def _same_as_checked(path: Path, fingerprint: tuple[FileStamp, ...], expect: tup
                          "it was not segmented")
 
 
-def read_volume(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None) -> sitk.Image:
+def read_volume(path: Path, check: bool = True, expect: tuple[FileStamp, ...] | None = None,
+                single_slices: bool = False) -> sitk.Image:
     """``read_checked``'s image: a 3D scalar float32 volume, checked as it is read."""
-    return read_checked(path, check=check, expect=expect).image
+    return read_checked(path, check=check, expect=expect, single_slices=single_slices).image
 
 
 def check_values(array: np.ndarray, source: str) -> None:

@@ -1,10 +1,10 @@
 """The inference worker process: loads a model once and segments volume after volume for its client.
 
 Run as ``python -m NeonatalLungSegLib.worker.server EVENTS_FILE [--loader MODULE:FUNCTION]...`` (the client,
-``client.py``, does this with Slicer's own PythonSlicer inside Slicer, with the current interpreter elsewhere). Requests arrive as JSON
-lines on stdin; events are appended to EVENTS_FILE; anything else printed (library warnings, tracebacks)
-goes to stderr, which the client sends to a log file. The message schema is in ``protocol.py`` and
-docs/worker-protocol.md.
+``client.py``, does this with Slicer's own PythonSlicer inside Slicer, with the current interpreter elsewhere).
+Requests arrive as JSON lines on stdin; events are appended to EVENTS_FILE; anything else printed (library
+warnings, tracebacks) goes to stderr, which the client sends to a log file. The message schema is in
+``protocol.py`` and docs/worker-protocol.md.
 
 What a request may name is data, never code: a request's ``loader`` must be one of the loaders fixed when the
 process started (the engine's two, and those given with ``--loader`` on its command line, which only tests
@@ -213,7 +213,8 @@ class Worker:
                 "device": str(getattr(model, "device", ""))}
         inference = getattr(model, "inference", None)  # a Segmenter: precision (and why) and backend, e.g. int8
         if isinstance(inference, dict):
-            info.update({key: inference[key] for key in ("precision", "precision_reason", "backend") if key in inference})
+            info.update({key: inference[key] for key in ("precision", "precision_reason", "backend")
+                         if key in inference})
         return info
 
     def handle_refine_start(self, request: dict[str, Any]) -> None:

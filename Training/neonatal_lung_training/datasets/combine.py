@@ -3,9 +3,10 @@
 Why: training reads exactly one training folder, but the bundled model learns from two sources of very
 different size (thousands of synthetic slices, 213 real CT slices). Combining keeps each source's label
 scheme (a CT mask is "lung", not right/left) and lets a small real source be repeated, as further versions
-of the same subject, so it is not drowned (validation subjects are copied once); repeats stay with their subject, so the subject-level split
-never puts a copy of a validation or test case into training. Subjects that a source's own split holds
-out for testing are left out of the combined folder entirely, so they stay unseen.
+of the same subject, so it is not drowned (validation subjects are copied once); repeats stay with their
+subject, so the subject-level split never puts a copy of a validation or test case into training. Subjects
+that a source's own split holds out for testing are left out of the combined folder entirely, so they stay
+unseen.
 
     python -m neonatal_lung_training.datasets.combine -o runs/mix --source runs/syn --source runs/ct:3:SPLIT.json \
         --val-fraction 0.1

@@ -39,7 +39,8 @@ def next_click(target: np.ndarray, current: np.ndarray, labels: tuple[int, ...] 
 
     For each lung value: missed voxels (target is it, current has no lung there) give positive clicks, false
     voxels (current is it, target is not) negative ones, so a lung labelled as the other one is first
-    removed from the wrong lung (a positive click never relabels the other lung); regions are 6- (3D) / 4- (2D) connected components.
+    removed from the wrong lung (a positive click never relabels the other lung); regions are 6- (3D) / 4- (2D)
+    connected components.
     ``sampling`` (mm per axis) makes "largest" a volume and "centre" a physical distance.
     """
     best: tuple[int, np.ndarray, bool, int] | None = None
