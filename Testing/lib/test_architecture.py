@@ -154,3 +154,22 @@ def test_every_package_says_what_it_owns(root: str) -> None:
     for init in ROOTS[root].rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
         assert doc and len(doc) > 80, f"{init} has no docstring saying what the package owns"
+
+
+# Every tracked file above 1 MB, by path: exactly one version of each bundled model and the sample. A candidate's
+# or experiment's weights committed anywhere else would grow every clone for ever (docs/architecture.md).
+LARGE_FILES = {"Resources/Models/neonatal-lung-unet-r50/model.safetensors",
+               "Resources/Models/neonatal-lung-unet-r50/network-int8.onnx",
+               "Resources/Models/neonatal-lung-refine-r50/model.safetensors",
+               "Resources/Sample/sample-neonatal-chest.nii.gz"}
+
+
+def test_only_the_bundled_models_and_the_sample_are_large_files() -> None:
+    import subprocess
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
+    large = {name for name in tracked.decode().split("\0")
+             if name and (REPO / name).is_file() and (REPO / name).stat().st_size > 1_000_000}
+    assert large == LARGE_FILES
