@@ -69,7 +69,8 @@ class ThresholdSegmenter:
 
 
 # The loaders a test's worker is started with (a worker refuses any loader it was not started with).
-LOADERS = ("worker_fakes:load", "worker_fakes:load_gated", "worker_fakes:load_dying", "worker_fakes:load_failing")
+LOADERS = ("worker_fakes:load", "worker_fakes:load_gated", "worker_fakes:load_dying", "worker_fakes:load_failing",
+           "worker_fakes:load_exiting")
 
 
 def load(folder: str, device: str) -> ThresholdSegmenter:
@@ -82,6 +83,10 @@ def load_gated(folder: str, device: str) -> ThresholdSegmenter:
 
 def load_dying(folder: str, device: str) -> ThresholdSegmenter:
     return ThresholdSegmenter(folder, device, die=True)
+
+
+def load_exiting(folder: str, device: str) -> ThresholdSegmenter:
+    os._exit(1)  # as a launcher reports a killed child: a plain status, no error event, no bye
 
 
 def load_failing(folder: str, device: str) -> ThresholdSegmenter:

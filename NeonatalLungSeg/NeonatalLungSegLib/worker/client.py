@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,8 +26,8 @@ from . import protocol as wp
 from ..geometry import Geometry
 from ..inference.postprocess import PostprocessOptions
 from .jobs import WorkerJob, WorkerResult
-from .process import (default_python, describe_exit, find_python_slicer, kill_process_tree, new_group_options,
-                      track)
+from .process import (SESSION_PREFIX, default_python, describe_exit, find_python_slicer, kill_process_tree,
+                      new_group_options, sweep_stale_sessions, track, write_owner)
 from .refine_jobs import click_message, start_message
 
 # The jobs and process helpers live in jobs.py and process.py; processRunner and the tests import them here.
@@ -50,7 +51,9 @@ class WorkerClient:
         self.extra_paths = [str(p) for p in extra_paths]
         self.env = env
         self._owns_session = not (session_dir and Path(session_dir).exists())  # close() removes only its own
-        self.session = Path(session_dir) if session_dir else Path(tempfile.mkdtemp(prefix="NeonatalLungSeg-worker-"))
+        if not session_dir:  # a crashed host's session folders go before this one is made
+            sweep_stale_sessions(Path(tempfile.gettempdir()))
+        self.session = Path(session_dir) if session_dir else Path(tempfile.mkdtemp(prefix=SESSION_PREFIX))
         self.events_path = self.session / "events.jsonl"
         self.log_path = self.session / "worker.log"
         self.process: subprocess.Popen | None = None
@@ -60,6 +63,7 @@ class WorkerClient:
         self._partial = ""
         self._job: WorkerJob | None = None
         self._ids = itertools.count(1)
+        self.last_heard = time.monotonic()
 
     # life cycle
     def start(self) -> WorkerClient:
@@ -67,6 +71,8 @@ class WorkerClient:
         if self.process is not None:
             return self
         self.session.mkdir(parents=True, exist_ok=True)
+        if self._owns_session:
+            write_owner(self.session)
         self.events_path.write_bytes(b"")  # emptied: a reused folder's old events would answer our r1, r2...
         env = dict(os.environ if self.env is None else self.env)
         paths = [str(LIBRARY_ROOT), *self.extra_paths]
@@ -173,8 +179,24 @@ class WorkerClient:
         self.start()
         return self._submit(*build(self, *self._new_request(), *args))
 
+    def silent_for(self) -> float:
+        """Seconds since the worker last said anything (an event or a heartbeat) while a job runs; 0 when idle.
+        A working worker beats every HEARTBEAT_SECONDS, so a long silence means it hangs (the panel offers
+        Cancel)."""
+        if self._job is None or self._job.done:
+            return 0.0
+        return time.monotonic() - self.last_heard
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker's own PID from its ``hello`` (under Slicer's launcher the child we started is the launcher)."""
+        if self.hello is not None:
+            return int(self.hello["pid"])
+        return self.pid
+
     def _submit(self, job: WorkerJob, message: dict[str, Any]) -> WorkerJob:
         self._job = job
+        self.last_heard = time.monotonic()
         try:
             self._send(message)
         except OSError:
@@ -185,8 +207,11 @@ class WorkerClient:
     def poll(self) -> None:
         """Read new events; notice a dead worker. Never blocks."""
         for event in self._read_events():
+            self.last_heard = time.monotonic()
             if event["type"] == "hello":
                 self.hello = event
+            elif event["type"] == "heartbeat":
+                continue  # liveness only: see silent_for()
             elif self._job is not None and event.get("id") in (self._job.id, None) and event["type"] != "bye":
                 self._job._take(event)
         if self.process is not None and self.process.poll() is not None and not self.terminated:
@@ -228,5 +253,8 @@ class WorkerClient:
     def _death_message(self) -> str:
         code = None if self.process is None else self.process.poll()
         tail = self.log_tail()
-        return (f"The segmentation process (PID {self.pid}) {describe_exit(code)} before finishing; nothing was "
+        how = describe_exit(code)
+        if "memory" not in how:  # no error event, no bye: under a launcher a kill reads as a plain exit status
+            how += " without reporting an error (the system may have run out of memory)"
+        return (f"The segmentation process (PID {self.worker_pid}) {how} before finishing; nothing was "
                 "changed. Segment again to start a new one." + (f"\nIts last output:\n{tail}" if tail else ""))

@@ -89,6 +89,7 @@ class WorkerJob:
         if not self.done:
             self.client.terminate()
             self._error = Cancelled("cancelled; nothing was changed")
+            self._discard_files()
 
     def result(self) -> WorkerResult:
         if not self.done:
@@ -111,6 +112,7 @@ class WorkerJob:
             self.status = "Segmenting..."
         elif kind == "error":
             self._error = wp.WorkerError(event["message"])
+            self._discard_files()
         elif kind == "result":
             self._result = self._read_result(event)
             self.progress = 1.0
@@ -133,3 +135,8 @@ class WorkerJob:
     def _fail(self, error: BaseException) -> None:
         if not self.done:
             self._error = error
+            self._discard_files()
+
+    def _discard_files(self) -> None:
+        """A failed or cancelled request's files (its input, anything written) go at once, not at close()."""
+        shutil.rmtree(Path(self.client.session) / self.id, ignore_errors=True)

@@ -97,3 +97,63 @@ def describe_exit(returncode: int | None) -> str:
         hint = " (the system ends a process this way when memory runs out)" if name == "SIGKILL" else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {returncode}"
+
+
+SESSION_PREFIX = "NeonatalLungSeg-worker-"
+OWNER_NAME = "owner.json"
+LEGACY_AGE_SECONDS = 24 * 3600  # a session folder without an owner record (older versions): swept after a day
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this computer (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":
+        done = subprocess.run(["tasklist", "/FI", f"PID eq {pid}", "/NH"], capture_output=True, text=True,
+                              creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        return str(pid) in done.stdout
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def write_owner(session: Path) -> None:
+    """Record which process owns a session folder, so a later start can tell a crashed owner's folder."""
+    import json
+
+    (Path(session) / OWNER_NAME).write_text(json.dumps({"pid": os.getpid()}) + "\n", encoding="utf-8")
+
+
+def sweep_stale_sessions(root: Path, now: float | None = None) -> list[Path]:
+    """Remove the session folders under ``root`` whose owner process is gone (a crashed Slicer leaves its
+    input, labels and probabilities behind); returns what was removed. Never touches a live owner's folder."""
+    import json
+    import time
+
+    removed = []
+    now = time.time() if now is None else now
+    for folder in Path(root).glob(f"{SESSION_PREFIX}*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            owner = json.loads((folder / OWNER_NAME).read_text(encoding="utf-8")).get("pid")
+            stale = not isinstance(owner, int) or not pid_alive(owner)
+        except (OSError, ValueError, AttributeError):
+            try:
+                stale = now - folder.stat().st_mtime > LEGACY_AGE_SECONDS
+            except OSError:
+                stale = False
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

@@ -37,7 +37,8 @@ from ..inference.postprocess import PostprocessOptions
 PROTOCOL_VERSION = 1
 MAX_LINE_CHARS = 1_000_000  # messages carry paths and small dicts; voxels travel in .npy files
 REQUEST_TYPES = ("segment", "refine_start", "refine", "shutdown")
-EVENT_TYPES = ("hello", "loading", "loaded", "progress", "ready", "result", "error", "bye")
+EVENT_TYPES = ("hello", "loading", "loaded", "progress", "ready", "result", "error", "bye", "heartbeat")
+HEARTBEAT_SECONDS = 2.0  # a busy worker says it is alive this often, whatever its work is doing
 
 # Fields every message of a type must carry (besides "protocol" and "type"), with their JSON types.
 _NUMBER = (int, float)
@@ -55,6 +56,7 @@ REQUIRED_FIELDS: dict[str, dict[str, Any]] = {
                "load_count": int, "pid": int, "seconds": _NUMBER},
     "error": {"error_type": str, "message": str},
     "bye": {},
+    "heartbeat": {"pid": int},
 }
 # Fields a message may leave out, checked when present: a wrong type here would otherwise be read as a
 # default (a string "false" is truthy) and silently change what the worker does.

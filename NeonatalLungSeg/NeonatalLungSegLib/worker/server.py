@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -115,20 +116,45 @@ def bounded_lines(stream: TextIO, limit: int) -> Iterator[str]:
 class Worker:
     """The request loop, separate from process start-up so tests can drive it in-process."""
 
-    def __init__(self, events: TextIO, loaders: tuple[str, ...] = ()) -> None:
+    def __init__(self, events: TextIO, loaders: tuple[str, ...] = (), heartbeat_seconds: float | None = None) -> None:
+        """``heartbeat_seconds``: beat while busy (the process passes HEARTBEAT_SECONDS; in-process tests none)."""
         self.events = events
         self.loaders = frozenset((DEFAULT_LOADER, DEFAULT_REFINE_LOADER, *loaders))
+        self._lock = threading.Lock()
+        self._busy, self._stop = threading.Event(), threading.Event()
+        self.heartbeat_seconds = heartbeat_seconds
         self.segmenters: dict[tuple[str, str, str], Any] = {}  # segmenters and refiners, by loader
         self.sessions: dict[str, Any] = {}  # refine session id -> refine.RefineSession, oldest first
         self.load_count = 0
 
     def emit(self, kind: str, **fields: Any) -> None:
-        self.events.write(wp.encode(wp.make_message(kind, **fields)))
-        self.events.flush()
+        line = wp.encode(wp.make_message(kind, **fields))
+        with self._lock:  # the heartbeat thread writes too: whole lines only
+            self.events.write(line)
+            self.events.flush()
+
+    def _beat(self) -> None:
+        """While a request runs: a heartbeat every HEARTBEAT_SECONDS, so the client can tell a worker that is
+        busy from one that hangs or died (a thread is fine here: this is the worker, not Slicer)."""
+        while not self._stop.wait(self.heartbeat_seconds):
+            if self._busy.is_set():
+                self.emit("heartbeat", pid=os.getpid())
 
     def serve(self, requests: TextIO) -> None:
         self.emit("hello", pid=os.getpid(), python=sys.executable,
                   python_version=".".join(map(str, sys.version_info[:3])))
+        beater = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        if self.heartbeat_seconds:
+            beater.start()
+        try:
+            self._serve_lines(requests)
+        finally:
+            self._stop.set()
+            if beater.is_alive():
+                beater.join(timeout=1)
+        self.emit("bye")
+
+    def _serve_lines(self, requests: TextIO) -> None:
         for line in bounded_lines(requests, wp.MAX_LINE_CHARS):
             if not line.strip():
                 continue
@@ -145,8 +171,11 @@ class Worker:
                 self.emit("error", id=request.get("id"), error_type="ProtocolError",
                           message=f"a worker does not accept '{request['type']}' messages")
                 continue
-            handler(request)
-        self.emit("bye")
+            self._busy.set()
+            try:
+                handler(request)
+            finally:
+                self._busy.clear()
 
     def segmenter(self, request: dict[str, Any], default_loader: str = DEFAULT_LOADER) -> Any:
         """The loaded model for (loader, folder, device), loaded on first use; refiners are cached here too."""
@@ -296,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(events_file, "a", encoding="utf-8") as events:
         # Anything a library prints must not reach the client as a message: stdout goes to stderr (the log).
         sys.stdout = sys.stderr
-        Worker(events, loaders).serve(sys.stdin)
+        Worker(events, loaders, heartbeat_seconds=wp.HEARTBEAT_SECONDS).serve(sys.stdin)
     return 0
 
 

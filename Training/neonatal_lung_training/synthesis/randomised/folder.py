@@ -36,18 +36,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _make(job: tuple[int, str]) -> tuple[int, np.ndarray, np.ndarray, tuple, dict]:
+def _make(job: tuple[int, str, dict]) -> tuple[int, np.ndarray, np.ndarray, tuple, dict]:
     """Worker: one case as arrays and geometry (SimpleITK images are rebuilt in the parent)."""
-    seed, family = job
+    seed, family, overrides = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    case = generate_random_case(seed, family)
+    case = generate_random_case(seed, family, **overrides)
     geometry = (case.image.GetSpacing(), case.image.GetOrigin(), case.image.GetDirection())
     return (seed, sitk.GetArrayFromImage(case.image), sitk.GetArrayFromImage(case.label), geometry,
             _plain(case.parameters))
 
 
-def _cases(seeds: list[int], family: str, workers: int) -> Iterator[tuple]:
-    jobs = [(int(s), family) for s in seeds]
+def _cases(seeds: list[int], family: str, workers: int, overrides: dict | None = None) -> Iterator[tuple]:
+    jobs = [(int(s), family, dict(overrides or {})) for s in seeds]
     if workers <= 1:
         for job in jobs:
             yield _make(job)
@@ -57,8 +57,9 @@ def _cases(seeds: list[int], family: str, workers: int) -> Iterator[tuple]:
 
 
 def write_domain_random_folder(root: Path, seeds: Iterable[int], family: str = "train", workers: int = 1,
-                               echo: Callable[..., None] = print) -> int:
-    """Generate ``seeds`` into a NEW training folder ``root``; returns the number of cases written."""
+                               echo: Callable[..., None] = print, overrides: dict | None = None) -> int:
+    """Generate ``seeds`` into a NEW training folder ``root``; returns the number of cases written.
+    ``overrides``: ``generate_random_case`` overrides for every case (e.g. smaller grids for quick checks)."""
     root = Path(root)
     seeds = [int(s) for s in seeds]
     if root.exists():
@@ -69,7 +70,7 @@ def write_domain_random_folder(root: Path, seeds: Iterable[int], family: str = "
             "grid, orientation, artefacts); no real MRI")
     with new_training_folder(root) as staging:
         for number, (seed, image, label, (spacing, origin, direction), parameters) in enumerate(
-                _cases(seeds, family, workers), 1):
+                _cases(seeds, family, workers, overrides), 1):
             images = []
             # int16, like `synthesize`'s other writers: images span about 0..10 000 with noise of at least
             # a few units, so rounding loses nothing and the files are about half the size of float32.
