@@ -17,8 +17,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import (aiCorrectPanel, compatibility, modelSelector, mrmlNodes, pathFields, pipeline,
-                                      resources)
+from NeonatalLungSegSlicerLib import (aiCorrectPanel, compatibility, improvePanel, modelSelector, mrmlNodes, pathFields,
+                                      pipeline, resources)
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -43,7 +43,9 @@ the AI follows the error through the slices) or the Segment Editor below (paint,
 smoothing, undo: each AI click is one undo step);
 <b>Update volumes</b> re-measures.</li>
 <li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
-identifiers) are appended to the folder for retraining.</li></ol>
+identifiers) are appended to the folder for retraining.</li>
+<li><b>Improve model</b> fine-tunes the selected model on the folder's reviewed cases in a separate process and
+shows the before/after scores; one click switches to the new model or back.</li></ol>
 <b>Research use only. Not clinically validated.</b> The bundled model was trained on synthetic data only.
 <p>Needs 3D Slicer 5.10 or later.</p>"""
         self.parent.acknowledgementText = """
@@ -85,6 +87,8 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.timeout.connect(self._pollJob)
         self._aiCorrect = aiCorrectPanel.AICorrectPanel(self.ui, self.logic, lambda: self._parameterNode,
                                                         self._ensureDependencies, self._updateButtons)
+        self._improve = improvePanel.ImprovePanel(self.ui, self.logic, lambda: self._parameterNode, self._models,
+                                                  self._ensureDependencies)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -110,6 +114,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._timer is not None:
             self._timer.stop()
             self._aiCorrect.stop()
+            self._improve.stop()
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -207,6 +212,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node and node.device != self._shownDevice:
             self._shownDevice = node.device
             self.ui.deviceInfoLabel.text = pipeline.deviceMessage(node.device)
+        self._improve.refresh()
         self._updateButtons()
 
     def _updateButtons(self):
@@ -337,6 +343,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.exportStatusLabel.text = (f"Exported {result.record.case_id} (verified voxel for voxel)"
                                               + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else "")
                                               + effort)
+            self._improve.refresh()  # one more reviewed case for Improve model
 
 
 class NeonatalLungSegTest(ScriptedLoadableModuleTest):

@@ -1,22 +1,26 @@
-"""The module's Logic: segment, measure, export. No widgets, no dialogs: questions go through callbacks.
+"""The module's Logic: segment, measure, export, improve the model. No widgets, no dialogs: questions go
+through callbacks.
 
 Segmentation runs in a separate worker process (``processRunner``), never on a thread of the Slicer
 process; the Logic keeps that worker between runs (the model stays loaded) and stops it in ``close()``.
+*Improve model* runs ``improve`` in a process of its own (``improvement.Improver``), so Segment goes on
+beside it; the Logic holds the run, so it outlives a collapsed panel or another module being shown.
 """
 
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from NeonatalLungSegSlicerLib import aiCorrect, dependencies, pipeline
+from NeonatalLungSegSlicerLib import aiCorrect, dependencies, improvement, pipeline
 from NeonatalLungSegSlicerLib.parameters import NeonatalLungSegParameterNode
 
 EDITOR_NODE_TAG = "NeonatalLungSeg"
 
 
 class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
-    """``runner`` is anything with ``start(request) -> job`` and ``close()`` (default: the worker process)."""
+    """``runner`` is anything with ``start(request) -> job`` and ``close()`` (default: the worker process);
+    ``improver`` runs ``improve`` (default: ``improvement.Improver()``; tests pass one with a fake command)."""
 
-    def __init__(self, runner=None):
+    def __init__(self, runner=None, improver=None):
         ScriptedLoadableModuleLogic.__init__(self)
         if runner is None:
             from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
@@ -24,6 +28,9 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
             runner = ProcessRunner()
         self.runner = runner
         self.edits = aiCorrect.EditCounter()  # the reviewer's own edits, for the export's correction record
+        self.improver = improver if improver is not None else improvement.Improver()
+        self.improveOutcome = None  # the last finished improvement (improvement.Outcome)
+        self._improveTable = None  # reused by the next improvement's table
 
     def getParameterNode(self):
         return NeonatalLungSegParameterNode(super().getParameterNode())
@@ -83,9 +90,43 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
             self.edits.watch(segmentationNode)
 
     def close(self):
-        """Stop the worker process and wait for it (module reload, application exit)."""
+        """Stop the worker process and wait for it, and cancel a running improvement, removing what it wrote
+        (module reload, application exit)."""
         self.edits.unwatchAll()
         self.runner.close()
+        self.improver.close()
+
+    @property
+    def improveJob(self):
+        """The running or last ``improve`` run (``improve_process.ImproveRun``), or None."""
+        return self.improver.job
+
+    def startImprove(self, parameterNode):
+        """Fine-tune the selected model on the training folder's reviewed cases, in its own process; returns
+        the run at once, to be polled from the GUI timer. Bad input raises one line and starts nothing."""
+        job = self.improver.start(parameterNode.trainingFolder, parameterNode.modelFolder,
+                                  parameterNode.improveMinutes, parameterNode.device)
+        self.improveOutcome = None
+        return job
+
+    def cancelImprove(self):
+        """Kill the run's process tree now; its folders and registry entries are removed (as before Start)."""
+        self.improver.cancel()
+
+    def finishImprove(self, job, parameterNode=None):
+        """Once ``job.done``: the before/after table and decision (re-raises the run's error or Cancelled). A
+        promoted model is the registry's default now, so the panel selects it too."""
+        self.improveOutcome = improvement.outcomeOf(slicer.mrmlScene, job, self._improveTable)
+        self._improveTable = self.improveOutcome.table
+        if self.improveOutcome.promoted and parameterNode is not None:
+            parameterNode.modelFolder = str(self.improveOutcome.folder)
+        return self.improveOutcome
+
+    def useModel(self, parameterNode, folder):
+        """One click: ``folder`` becomes the default model (registry, so the CLI's too) and the selected one."""
+        improvement.makeDefault(folder)
+        if parameterNode is not None:
+            parameterNode.modelFolder = str(folder)
 
     def updateVolumeTable(self, segmentationNode, volumeNode):
         return pipeline.updateVolumeTable(slicer.mrmlScene, segmentationNode, volumeNode)

@@ -32,3 +32,4 @@ class NeonatalLungSegParameterNode:
     reviewer: str = ""
     refineModelFolder: str = str(resources.defaultRefineModelFolder())
     aiCorrectImageContrast: bool = True
+    improveMinutes: Annotated[float, WithinRange(0.1, 240.0)] = 5.0  # improve's --minutes (its own default)

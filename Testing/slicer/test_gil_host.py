@@ -19,7 +19,7 @@ import slicer_harness
 
 # A generous cap on idle ticks (300 s of idling), only so a hung worker cannot hang the suite.
 TICK_CAP = 3000
-# Longest main-thread block of one timer callback. benchmarks/gil_host_designs.py measured 0.2 s on the
+# Longest main-thread block of one timer callback. benchmarks/gil_host_designs.py measured 0.22-0.28 s on the
 # sample (2-core Xeon, busy): the bound leaves room for a loaded machine.
 MAX_BLOCK_S = 2.0
 

@@ -79,6 +79,11 @@ class _Connector:
             for a in annotations:
                 if isinstance(a, WithinRange):
                     widget.setRange(a.minimum, a.maximum)
+        elif kind is qt.QDoubleSpinBox and base is float:
+            self.signal, self.attribute = widget.valueChanged, "value"
+            for a in annotations:
+                if isinstance(a, WithinRange):
+                    widget.minimum, widget.maximum = a.minimum, a.maximum
         elif kind is qt.QLineEdit and base is str:
             self.signal, self.attribute = widget.textChanged, "text"
         elif kind is qt.QComboBox and base in (str, int, float, bool):

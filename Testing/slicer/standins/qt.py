@@ -190,6 +190,48 @@ class QSpinBox(QWidget):
             self.valueChanged.emit(value)
 
 
+class QDoubleSpinBox(QWidget):
+    """``minimum`` / ``maximum`` are properties here as in PythonQt (Slicer's float connector sets them so)."""
+
+    SIGNALS = ("valueChanged",)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._minimum, self._maximum, self._value = 0.0, 99.99, 0.0
+        self.decimals, self.singleStep, self.suffix = 2, 1.0, ""
+
+    @property
+    def minimum(self) -> float:
+        return self._minimum
+
+    @minimum.setter
+    def minimum(self, value: float) -> None:
+        self._minimum = float(value)
+        self._maximum = max(self._maximum, self._minimum)
+        self.value = self._value
+
+    @property
+    def maximum(self) -> float:
+        return self._maximum
+
+    @maximum.setter
+    def maximum(self, value: float) -> None:
+        self._maximum = float(value)
+        self._minimum = min(self._minimum, self._maximum)
+        self.value = self._value
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    @value.setter
+    def value(self, value: float) -> None:
+        value = round(min(max(float(value), self._minimum), self._maximum), self.decimals)  # as Qt: rounded
+        if value != self._value:
+            self._value = value
+            self.valueChanged.emit(value)
+
+
 class QLineEdit(QWidget):
     SIGNALS = ("textChanged",)
 
