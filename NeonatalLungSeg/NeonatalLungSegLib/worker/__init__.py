@@ -3,5 +3,6 @@ client that starts, feeds, polls and cancels it (the protocol is in docs/worker-
 
 ``client``, ``jobs``, ``refine_jobs``, ``protocol`` and ``process`` are plain NumPy, imported by the Slicer
 process before torch exists; ``server`` is the process itself (``python -m NeonatalLungSegLib.worker.server``)
-and imports the engine. Imports point one way: client -> refine_jobs -> jobs -> protocol.
+and imports the engine. Imports point one way: client -> refine_jobs -> jobs -> protocol. ``improve_process``
+runs ``neonatal-lung-seg improve`` for the module the same way (own process group, polled log, cancel).
 """
