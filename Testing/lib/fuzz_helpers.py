@@ -146,3 +146,16 @@ def assert_one_error_line(code: int, err: str, *needles: str) -> None:
     text = re.sub(r"\S*/pytest-\d+/[^/\s]+", "", lines[0]).lower()
     for needle in needles:
         assert needle.lower() in text, lines[0]
+
+
+def labelled_pair(seed: int = 0, shape: tuple[int, int, int] = (6, 10, 12)) -> tuple[sitk.Image, sitk.Image]:
+    """A small image with right (1) and left (2) lung labels on its grid, for training-folder tests."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.normal(size=shape).astype(np.float32))
+    image.SetSpacing((0.7, 0.8, 1.5))
+    labels = np.zeros(shape, np.uint8)
+    labels[1:4, 2:6, 1:5] = 1
+    labels[1:4, 2:6, 7:11] = 2
+    label = sitk.GetImageFromArray(labels)
+    label.CopyInformation(image)
+    return image, label

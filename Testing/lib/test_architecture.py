@@ -20,8 +20,9 @@ LIB_LAYERS = {
     "inference": {"volumes", "models"},
     "correction": {"volumes", "models", "inference"},
     "dataset": {"volumes", "models", "inference"},
+    "measurements": {"volumes", "models", "inference"},
     "worker": {"volumes", "models", "inference", "correction"},
-    "cli": {"volumes", "models", "inference", "correction", "dataset"},
+    "cli": {"volumes", "models", "inference", "correction", "dataset", "measurements"},
 }
 # The same for Training's packages; the engine (NeonatalLungSegLib) is open to all of them.
 TRAINING_LAYERS = {

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
+from fuzz_helpers import labelled_pair
 from fuzz_helpers import assert_one_error_line, run, write_volume
 from NeonatalLungSegLib.dataset import export
 from NeonatalLungSegLib.dataset.training_folder import MANIFEST_NAME, add_case, read_training_folder
@@ -282,16 +282,7 @@ def test_a_damaged_int8_file_with_a_matching_record_is_one_line(tmp_path: Path, 
 
 # 5. Privacy: identifiers kept out by what the values look like ---------------------------------------------
 
-def pair(seed: int = 0, shape: tuple[int, int, int] = (6, 10, 12)) -> tuple[sitk.Image, sitk.Image]:
-    rng = np.random.default_rng(seed)
-    image = sitk.GetImageFromArray(rng.normal(size=shape).astype(np.float32))
-    image.SetSpacing((0.7, 0.8, 1.5))
-    labels = np.zeros(shape, np.uint8)
-    labels[1:4, 2:6, 1:5] = 1
-    labels[1:4, 2:6, 7:11] = 2
-    label = sitk.GetImageFromArray(labels)
-    label.CopyInformation(image)
-    return image, label
+pair = labelled_pair
 
 
 def folder_text(root: Path) -> bytes:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from fuzz_helpers import labelled_pair
 from fuzz_helpers import hand_nifti
 from NeonatalLungSegLib.dataset import training_folder
 from NeonatalLungSegLib.errors import InputError, NeonatalLungSegError
@@ -18,16 +19,7 @@ from NeonatalLungSegLib.dataset.training_folder import MANIFEST_NAME, add_case, 
 from NeonatalLungSegLib.volumes.volume_io import case_name
 
 
-def pair(seed: int = 0, shape: tuple[int, int, int] = (6, 10, 12)) -> tuple[sitk.Image, sitk.Image]:
-    rng = np.random.default_rng(seed)
-    image = sitk.GetImageFromArray(rng.normal(size=shape).astype(np.float32))
-    image.SetSpacing((0.7, 0.8, 1.5))
-    labels = np.zeros(shape, np.uint8)
-    labels[1:4, 2:6, 1:5] = 1
-    labels[1:4, 2:6, 7:11] = 2
-    label = sitk.GetImageFromArray(labels)
-    label.CopyInformation(image)
-    return image, label
+pair = labelled_pair
 
 
 # 1. Loss ----------------------------------------------------------------------------------------------

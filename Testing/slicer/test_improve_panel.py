@@ -28,18 +28,15 @@ if str(FAKES_DIR) not in sys.path:
     sys.path.insert(0, str(FAKES_DIR))
 import worker_fakes  # noqa: E402
 
+TRAINING_TESTS = HERE.parents[0] / "training"
+if str(TRAINING_TESTS) not in sys.path:
+    sys.path.insert(0, str(TRAINING_TESTS))
+from training_fixtures import chest_arrays  # noqa: E402
+
 
 def chest(seed, shape=(6, 24, 24)):
-    """A toy chest: two lungs whose size and position vary with the seed; labels 1 right, 2 left."""
-    rng = np.random.default_rng(seed)
-    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    body = (i / 0.9) ** 2 + (j / 0.8) ** 2 < 1
-    label = np.zeros(shape, np.uint8)
-    radius, shift = rng.uniform(0.2, 0.3), rng.uniform(-0.2, 0.2)
-    for side, centre in ((1, -0.42), (2, 0.42)):
-        label[((i - centre) / radius) ** 2 + ((j - shift) / (radius * 1.3)) ** 2 + (k / 1.2) ** 2 < 1] = side
-    image = np.where(body, 800.0, 0.0) - 650.0 * (label > 0) + rng.normal(0, 30, shape)
-    return image.astype(np.float32), label
+    """A toy chest (training_fixtures.chest_arrays): two lungs varying with the seed; labels 1 right, 2 left."""
+    return chest_arrays(seed, shape)
 
 
 def training_folder(root, seeds, status="reviewed"):

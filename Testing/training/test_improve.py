@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -22,24 +21,14 @@ from neonatal_lung_training.improve.promotion import Rule, Score, decide
 from neonatal_lung_training.improve.run import ImproveSettings, holdout_subjects, improve
 from neonatal_lung_training.training.train import main as train_main
 
-from training_fixtures import TINY_TRAIN_ARGS
+from training_fixtures import TINY_TRAIN_ARGS, chest_arrays
 
 
 def chest(seed: int, inverted: bool = False, shape=(8, 32, 32)) -> tuple[sitk.Image, sitk.Image]:
-    """Two lungs whose position and size vary with the seed (so labels of two cases differ)."""
-    rng = np.random.default_rng(seed)
-    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
-    body = (i / 0.9) ** 2 + (j / 0.8) ** 2 < 1
-    label = np.zeros(shape, np.uint8)
-    radius, shift = rng.uniform(0.18, 0.3), rng.uniform(-0.3, 0.3)
-    for side, centre in ((1, -0.42), (2, 0.42)):
-        label[((i - centre) / radius) ** 2 + ((j - shift) / (radius * 1.3)) ** 2 + (k / 1.2) ** 2 < 1] = side
-    lung = label > 0
-    image = (np.where(lung, 900.0, np.where(body, 100.0, 0.0)) if inverted
-             else np.where(body, 800.0, 0.0) - 650.0 * lung) + rng.normal(0, 30, shape)
-    out = sitk.GetImageFromArray(image.astype(np.float32))
+    array, labels = chest_arrays(seed, shape, inverted)
+    out = sitk.GetImageFromArray(array)
     out.SetSpacing((1.0, 1.0, 2.0))
-    lab = sitk.GetImageFromArray(label)
+    lab = sitk.GetImageFromArray(labels)
     lab.CopyInformation(out)
     return out, lab
 

@@ -40,3 +40,20 @@ def toy_training_folder(root: Path, subjects: int = 10, versions: int = 1) -> Pa
             add_case(root, image, label, f"toy{s:02d}", review_status="reviewed" if s % 2 else "unreviewed",
                      source="test", description="toy ellipsoid volumes for tests")
     return root
+
+
+def chest_arrays(seed: int, shape: tuple[int, int, int] = (8, 32, 32), inverted: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) of a toy chest whose two lungs vary in size and position with the seed (so labels of two
+    cases differ); ``inverted``: bright lungs in a dark body, the contrast of ventilation MRI."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    body = (i / 0.9) ** 2 + (j / 0.8) ** 2 < 1
+    label = np.zeros(shape, np.uint8)
+    radius, shift = rng.uniform(0.18, 0.3), rng.uniform(-0.3, 0.3)
+    for side, centre in ((1, -0.42), (2, 0.42)):  # i grows towards patient left (LPS): right lung at -i
+        label[((i - centre) / radius) ** 2 + ((j - shift) / (radius * 1.3)) ** 2 + (k / 1.2) ** 2 < 1] = side
+    lung = label > 0
+    image = (np.where(lung, 900.0, np.where(body, 100.0, 0.0)) if inverted
+             else np.where(body, 800.0, 0.0) - 650.0 * lung) + rng.normal(0, 30, shape)
+    return image.astype(np.float32), label

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from ..inference.acceleration import SEGMENT_PRECISIONS, configure_process
 from ..errors import InputError, NeonatalLungSegError, exit_status
+from .describe import SegmentDescriber, add_parser as add_describe_parser, add_segment_options
 from ..volumes.volume_io import (OUTPUT_FORMATS, AtomicOutputs, case_name, check_output_folder, clean_stale_temporaries,
                         dicom_series_files, is_scan_file, probe_volume, source_files, volume_suffix)
 
@@ -112,6 +113,7 @@ def run_segment(args: argparse.Namespace) -> int:
     for paths in paths_of.values():
         for key in keys:
             checker.check(paths[key])
+    describer = SegmentDescriber(args, out_dir, [case.name for case in cases], checker)
     # Every input read and checked before anything is written (the README's promise). A single input is kept;
     # of several, each one's fingerprint (size, SHA-256 per file) is kept instead, and its read before use must
     # find those very bytes: an input changed or truncated since the check is refused, never segmented.
@@ -149,6 +151,7 @@ def run_segment(args: argparse.Namespace) -> int:
                                                "version": segmenter.config.version},
                   "labels": result.label_names, "postprocessed": options is not None,
                   "inference": result.inference, **result.volumes}
+        described = describer.prepare(case.name, image, result.labels, report["model"], str(case.source))
         with AtomicOutputs(overwrite=args.overwrite, protected=protected) as outputs:
             if args.format == DICOM_SEG:
                 from ..volumes.dicom_seg import write_dicom_seg
@@ -163,6 +166,7 @@ def run_segment(args: argparse.Namespace) -> int:
             if args.confidence:
                 outputs.write_json({"case": case.name, "model": report["model"],
                                     **confidence.to_dict(args.check_slices, result.geometry)}, paths["confidence"])
+            describer.write(outputs, described)
             report["seconds"] = round(time.perf_counter() - started, 3)
             outputs.write_json(report, paths["volumes"])
         line = f"{case.name}: {format_volumes(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}"
@@ -172,6 +176,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 f", flip agreement {confidence.flip_dice:.3f}" if confidence.flip_dice is not None else "") + \
                 (f"; check slices {check} first" if check else "")
         print(line)
+    describer.finish(args.overwrite)
     return 0
 
 
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--check-slices", type=int, default=5, metavar="N",
                      help="slices to list as most worth checking (default 5)")
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_segment_options(seg)
     seg.set_defaults(func=run_segment)
     rank = sub.add_parser("rank", help="rank unlabelled cases by the expected benefit of correcting them",
                           description="Segment every case and rank the cases by expected benefit of correction "
@@ -340,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .refine import add_parser as add_refine_parser
 
     add_refine_parser(sub)
+    add_describe_parser(sub)
     for command, (_, summary) in TRAINING_COMMANDS.items():
         sub.add_parser(command, help=f"{summary} (see `{command} --help`)", add_help=False)
     return parser
