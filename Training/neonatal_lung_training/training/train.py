@@ -186,7 +186,6 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     model_config, init_state, parent = model_config_for(config)
     if finish_now:
         return _finish_now(config, run, model_config, folder, cases, split, parent) if context.is_main else None
-    started = time.perf_counter()
     train_cases, val_cases = cases_of(cases, split["train"]), cases_of(cases, split["val"])
     test_cases = cases_of(cases, split.get("test", []))
     volumetric = model_config.input.spatial_dims == 3  # 3D: whole volumes, windows around slices (volumes3d.py)
@@ -259,6 +258,7 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
                                                                              channels_last=channels_last)
 
     epoch = first_epoch - 1
+    started = time.perf_counter()  # the time budget counts training, not reading the data (minutes for many cases)
     out_of_time = bool(config.max_minutes and spent > 60 * config.max_minutes)
     remaining = range(0) if stale >= config.patience or out_of_time else range(first_epoch, config.epochs + 1)
     for epoch in remaining:
