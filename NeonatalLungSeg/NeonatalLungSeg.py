@@ -8,6 +8,7 @@ after the user agreed to install what is missing.
 import importlib
 import logging
 import sys
+import unittest
 
 import qt
 import vtk
@@ -17,8 +18,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import (aiCorrectPanel, compatibility, improvePanel, modelSelector, mrmlNodes, pathFields,
-                                      pipeline, resources)
+from NeonatalLungSegSlicerLib import (aiCorrectEffect, compatibility, improvePanel, modelSelector, mrmlNodes,
+                                      pathFields, pipeline, resources)
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -38,9 +39,9 @@ Segments the right and left lungs in chest MRI of newborns and measures their vo
 <ol><li>Pick the input volume (Sample Data > Neonatal lung MRI has a synthetic example) and click <b>Segment</b>;
 Python packages are installed on first use after you agree.</li>
 <li>Check the result, starting with the slices the model was least sure of (its confidence is shown);
-correct it with <b>AI correct</b> (click in a slice view to add to the selected lung, Shift+click to remove;
-the AI follows the error through the slices) or the Segment Editor below (paint, erase, scissors, islands,
-smoothing, undo: each AI click is one undo step);
+correct it with the <b>AI correct</b> effect of the Segment Editor (click in a slice view to add to the
+selected lung or remove from it; the AI follows the error through the slices) or its other effects (paint,
+erase, scissors, islands, smoothing, undo: each AI click is one undo step);
 <b>Update volumes</b> re-measures.</li>
 <li>Enter your name and a training folder and click <b>Export</b>: image, label and a sidecar (no patient
 identifiers) are appended to the folder for retraining.</li>
@@ -52,6 +53,7 @@ shows the before/after scores; one click switches to the new model or back.</li>
 The network follows the published neonatal lung MRI segmentation method (U-Net with a ResNet-50 encoder
 trained slice-wise with BCE + Dice); credit for the method belongs to its authors. Built on 3D Slicer,
 PyTorch and segmentation-models-pytorch."""
+        slicer.app.connect("startupCompleted()", aiCorrectEffect.registerEffect)  # as SegmentEditorExtraEffects
         slicer.app.connect("startupCompleted()", resources.registerSampleData)
 
 
@@ -62,7 +64,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None
+        self._job = self._finishing = None
         self._timer = None
         self._shownModel = self._shownDevice = None
 
@@ -72,8 +74,9 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         self.logic = NeonatalLungSegLogic()
-        # As Slicer's SegmentEditor module: the editor node before the scene, so the selections made when
-        # the scene is set are stored in it.
+        # As Slicer's SegmentEditor module: 10 undo states (each AI click is one), the editor node before the
+        # scene, so the selections made when the scene is set are stored in it.
+        self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(10)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.getSegmentEditorNode())
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self._models = modelSelector.ModelSelector(self.ui.modelComboBox, self.ui.modelFolderPathLineEdit,
@@ -85,14 +88,16 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._pollJob)
-        self._aiCorrect = aiCorrectPanel.AICorrectPanel(self.ui, self.logic, lambda: self._parameterNode,
-                                                        self._ensureDependencies, self._updateButtons)
+        aiCorrectEffect.setHost(aiCorrectEffect.Host(self.logic, lambda: self._parameterNode,
+                                                     self._ensureDependencies, self._updateButtons))
+        aiCorrectEffect.attachEditor(self.ui.segmentEditorWidget)
         self._improve = improvePanel.ImprovePanel(self.ui, self.logic, lambda: self._parameterNode, self._models,
                                                   self._ensureDependencies)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.clicked.connect(self.onSegmentButton)
+        self.ui.aiCorrectButton.clicked.connect(self.onAICorrectButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.onSegmentationChanged)
         self.ui.updateVolumesButton.clicked.connect(self.onUpdateVolumesButton)
@@ -113,11 +118,14 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Module reload or application exit: stop the poll timer, kill a running job, stop the worker."""
         if self._timer is not None:
             self._timer.stop()
-            self._aiCorrect.stop()
             self._improve.stop()
+        aiCorrectEffect.stopAll()
+        aiCorrectEffect.detachEditor(self.ui.segmentEditorWidget)
+        if aiCorrectEffect.host() is not None and aiCorrectEffect.host().logic is self.logic:
+            aiCorrectEffect.setHost(None)
         if self._job is not None:
             self._job.cancel()
-            self._job = None
+        self._job = self._finishing = None
         if self.logic is not None:
             self.logic.close()
         self.removeObservers()
@@ -132,7 +140,6 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        self._aiCorrect.stop()  # the slice views belong to the next module now
         editor = self.ui.segmentEditorWidget
         editor.setActiveEffect(None)
         if self._unsupported:
@@ -149,7 +156,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self._job is not None:
             self._job.cancel()
-        self._aiCorrect.stop()
+        aiCorrectEffect.stopAll()
         self.setParameterNode(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
@@ -216,15 +223,15 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _updateButtons(self):
-        node, running = self._parameterNode, self._job is not None or self._installing or self._aiCorrect.busy
+        node, segmenting = self._parameterNode, self._job is not None  # until the result is in the scene
+        running = segmenting or self._installing or aiCorrectEffect.anyBusy()
         self.ui.segmentButton.enabled = bool(node and node.inputVolume) and not running and not self._unsupported
-        self.ui.cancelButton.enabled = self._job is not None
+        self.ui.cancelButton.enabled = self._job is not None and self._finishing is None
         hasResult = bool(node and node.outputSegmentation and node.inputVolume)
         self.ui.updateVolumesButton.enabled = hasResult and not running
         self.ui.show3DButton.enabled = hasResult
         self.ui.exportButton.enabled = hasResult and bool(node.reviewer.strip()) and not running
-        self.ui.aiCorrectButton.enabled = (hasResult and self._job is None and not self._installing
-                                           and not self._unsupported)
+        self.ui.aiCorrectButton.enabled = hasResult and not (segmenting or self._installing or self._unsupported)
 
     def _setInstalling(self, installing):
         """Segment stays disabled while packages install (pip's output pumps the event loop)."""
@@ -238,9 +245,9 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              busy=self._setInstalling)
 
     def onSegmentButton(self):
-        if self._installing or self._job is not None or self._unsupported or self._aiCorrect.busy:
+        if self._installing or self._job is not None or self._unsupported or aiCorrectEffect.anyBusy():
             return  # a click that arrived while installing or running
-        self._aiCorrect.stop()  # Segment replaces the segmentation AI correct was editing
+        aiCorrectEffect.stopAll()  # Segment replaces the segmentation AI correct was editing
         with slicer.util.tryWithErrorDisplay("Segmentation could not start.", waitCursor=True):
             if not self._ensureDependencies():
                 self.ui.statusLabel.text = "Not started: the required Python packages are not installed."
@@ -253,13 +260,16 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.start()
 
     def onCancelButton(self):
-        if self._job is not None:
+        if self._job is not None and self._finishing is None:
             self._job.cancel()
             self.ui.statusLabel.text = "Cancelling..."
             self.ui.cancelButton.enabled = False
 
     def _pollJob(self):
-        """Timer slot: take in what the worker process reported (never waits on it)."""
+        """Timer slot: take in what the worker process reported (never waits on it); once the result is there,
+        put it into the scene one short step per tick (``Logic.finishSegmentationSteps``)."""
+        if self._finishing is not None:
+            return self._finishStep()
         job = self._job
         if job is None:
             self._timer.stop()
@@ -268,39 +278,55 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * job.progress))
         if not job.done:
             if not job.cancelled:
-                self.ui.statusLabel.text = job.status
+                self.ui.statusLabel.text = aiCorrectEffect.liveness(self.logic.runner, job.status,
+                                                                    "the segmentation process")
             return
-        self._timer.stop()
-        self._job = None
         self.ui.progressBar.setVisible(False)
+        self._finishing = self.logic.finishSegmentationSteps(job, self._parameterNode)
+        self._updateButtons()
+        self._finishStep()
+
+    def _finishStep(self):
         try:
-            outputs = self.logic.finishSegmentation(job, self._parameterNode)
+            next(self._finishing)
+            return
+        except StopIteration as done:
+            outputs = done.value
         except Exception as error:
             from NeonatalLungSegLib.errors import Cancelled
 
+            self._job = self._finishing = None
+            self._timer.stop()
             if isinstance(error, Cancelled):
                 self.ui.statusLabel.text = "Cancelled: nothing was changed."
             else:
                 self.ui.statusLabel.text = f"Failed: {error}"
                 logging.error(f"NeonatalLungSeg: segmentation failed: {error}")
                 slicer.util.errorDisplay(f"Segmentation failed: {error}")
-        else:
-            from NeonatalLungSegLib.inference.acceleration import describe_inference
-            from NeonatalLungSegLib.inference.measure import format_volumes
+            self._onParameterNodeModified()
+            return
+        from NeonatalLungSegLib.inference.acceleration import describe_inference
+        from NeonatalLungSegLib.inference.measure import format_volumes
 
-            ranOn = f" ({describe_inference(outputs.model)})" if outputs.model.get("precision") else ""
-            self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}{ranOn}"
-            self._models.remember(job.request.modelFolder)
-            # A replaced result keeps its node, so currentNodeChanged does not fire: refresh explicitly.
-            self.onSegmentationChanged(outputs.segmentationNode)
-            if outputs.probabilityNode is not None:
-                slicer.util.setSliceViewerLayers(foreground=outputs.probabilityNode, foregroundOpacity=0.4)
+        self._models.remember(self._job.request.modelFolder)
+        self._job = self._finishing = None
+        self._timer.stop()
+        ranOn = f" ({describe_inference(outputs.model)})" if outputs.model.get("precision") else ""
+        self.ui.statusLabel.text = f"Done: {format_volumes(outputs.volumes)}{ranOn}"
+        # A replaced result keeps its node, so currentNodeChanged does not fire: refresh explicitly.
+        self.onSegmentationChanged(outputs.segmentationNode)
+        if outputs.probabilityNode is not None:
+            slicer.util.setSliceViewerLayers(foreground=outputs.probabilityNode, foregroundOpacity=0.4)
         self._onParameterNodeModified()
 
+    def onAICorrectButton(self):
+        """The panel's shortcut: the AI correct effect of the embedded Segment Editor, on a lung segment."""
+        node = self._parameterNode
+        problem = aiCorrectEffect.activateIn(self.ui.segmentEditorWidget, node.outputSegmentation if node else None)
+        if problem:
+            self.ui.statusLabel.text = problem
+
     def onSegmentationChanged(self, segmentationNode):
-        correction = self._aiCorrect.correction
-        if correction is not None and correction.segmentationNode is not segmentationNode:
-            self._aiCorrect.stop()
         self.logic.watchEdits(segmentationNode)
         editor = self.ui.segmentEditorWidget
         editor.setSegmentationNode(segmentationNode)
@@ -353,8 +379,14 @@ class NeonatalLungSegTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        """Reload and Test runs this outside a test runner, where a skip would surface as Slicer's "Reload and
+        Test failed" popup: a skip (no torch on a build machine, packages declined) is said, not raised."""
         self.setUp()
-        self.test_SegmentCorrectExport()
+        try:
+            self.test_SegmentCorrectExport()
+        except unittest.SkipTest as skipped:
+            logging.info(f"NeonatalLungSeg self-test skipped: {skipped}")
+            self.delayDisplay(f"Self-test skipped: {skipped}")
 
     def test_SegmentCorrectExport(self):
         from NeonatalLungSegSlicerLib import selfTest

@@ -1,18 +1,24 @@
 """AI correct: a click in a slice view -> one refine request to the worker -> one lung segment updated.
 
 MRML only (no Qt), so the whole click path is tested on slicer-core's real MRML with a real worker process;
-the Widget only turns slice-view mouse events into ``AICorrection.click`` calls (``sliceClicks.py``) and
-polls from its timer.
+the front end is the Segment Editor effect (``aiCorrectEffect.py``): Slicer's effect machinery hands it the
+clicks of every slice view, it calls ``AICorrection.click`` and polls from its timer.
 
 Why each step is done this way:
-- The click arrives in RAS (Slicer's world); it goes through ``geometry.lps_to_ras`` (the project's one
-  LPS/RAS conversion) and ``clicks.click_from_dict`` (the engine's one point-to-voxel rule), so a click
-  lands on the same voxel as a click given to the CLI.
-- The labels sent with each click are exported from the segmentation *as it is now* (the reviewer may have
-  painted since the last click), by segment name, on the input volume's grid.
+- The click arrives in RAS (Slicer's world). A volume and segmentation under one parent transform get it
+  through that transform's inverse (any transform, linear or not); under different transforms the click is
+  refused with one message. It then goes through ``geometry.lps_to_ras`` (the project's one LPS/RAS
+  conversion) and ``clicks.click_from_dict`` (the engine's one point-to-voxel rule), so a click lands on the
+  same voxel as a click given to the CLI.
+- The labels sent with each click are read from the segmentation *as it is now* (the reviewer may have
+  painted since the last click), by segment name, on the input volume's grid, from each segment's own
+  labelmap extent (``labelmaps.readLabels``: no whole-volume conversion).
 - Only the clicked lung's segment is written back (the engine never changes the other lung), and only the
-  click's own change (voxels added or removed against the labels sent), so a stroke painted while the worker
-  was busy survives; the result stays an ordinary segmentation that the Segment Editor edits as before.
+  click's own change (voxels added or removed against the labels sent), inside the box that changed
+  (``labelmaps.modifyBox``), so a stroke painted while the worker was busy survives and no other segment is
+  touched; the result stays an ordinary segmentation that the Segment Editor edits as before.
+- The result is taken in over two timer ticks (the worker's answer is read in one, written into the segment
+  in the next), so neither blocks Slicer's main thread long on a large volume.
 - Each click that changes something is one undo step: ``saveStateForUndo`` (the Segment Editor's own, in
   Slicer ``qMRMLSegmentEditorWidget.saveStateForUndo``) is called right before the segment is written, as
   every Segment Editor effect does before it modifies a segment.
@@ -23,10 +29,11 @@ import time
 from contextlib import contextmanager
 
 import numpy as np
+import vtk
 
 import slicer
 
-from NeonatalLungSegSlicerLib import mrmlNodes
+from NeonatalLungSegSlicerLib import labelmaps, mrmlNodes
 
 LUNG_OF_SEGMENT = {mrmlNodes.RIGHT_LUNG: "right_lung", mrmlNodes.LEFT_LUNG: "left_lung"}
 SEGMENT_OF_LUNG = {lung: name for name, lung in LUNG_OF_SEGMENT.items()}
@@ -38,12 +45,34 @@ EDIT_COUNT_METHOD = ("operations that modified a segment's labelmap other than S
                      "counted as one operation; undo and redo restore states and are not counted)")
 
 
-def clickFromRas(volumeNode, ras, positive, lung=None):
-    """The engine's Click at the voxel of ``volumeNode`` containing RAS point ``ras``; InputError (one line)
-    when the point lies outside the volume."""
+def worldToLocal(volumeNode, segmentationNode, ras):
+    """World RAS -> the RAS of the volume's own frame (before its parent transform). Both nodes must sit under
+    the same parent transform (or none): ValueError, one line, otherwise."""
+    volumeParent = volumeNode.GetParentTransformNode()
+    segmentationParent = segmentationNode.GetParentTransformNode() if segmentationNode is not None else None
+    if segmentationNode is not None and volumeNode.GetTransformNodeID() != segmentationNode.GetTransformNodeID():
+        def where(node):
+            return f"under transform '{node.GetName()}'" if node is not None else "under no transform"
+
+        raise ValueError(f"AI correct needs the volume and the segmentation under the same transform: volume "
+                         f"'{volumeNode.GetName()}' is {where(volumeParent)}, segmentation "
+                         f"'{segmentationNode.GetName()}' {where(segmentationParent)}. Harden or move one of "
+                         "them (Data module) and click again.")
+    if volumeParent is None:
+        return np.array([float(v) for v in ras])
+    transform = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volumeParent, transform)
+    return np.array(transform.TransformPoint([float(v) for v in ras]))
+
+
+def clickFromRas(volumeNode, ras, positive, lung=None, segmentationNode=None):
+    """The engine's Click at the voxel of ``volumeNode`` containing world RAS point ``ras`` (through the
+    nodes' shared parent transform, see ``worldToLocal``); InputError (one line) when the point lies outside
+    the volume."""
     from NeonatalLungSegLib.correction.clicks import click_from_dict
     from NeonatalLungSegLib.geometry import lps_to_ras
 
+    ras = worldToLocal(volumeNode, segmentationNode, ras)
     lps = (lps_to_ras() @ np.array([*map(float, ras), 1.0]))[:3]
     data = {"point": [float(v) for v in lps], "sign": "+" if positive else "-"}
     if lung:
@@ -64,13 +93,10 @@ def activeLung(segmentEditorNode, segmentationNode):
 def currentLabels(segmentationNode, volumeNode):
     """uint8 labels (1 right, 2 left lung) of the segmentation now, on the volume's grid (ValueError when the
     segmentation is not split into the two lungs, or the lungs overlap)."""
-    from NeonatalLungSegSlicerLib import pipeline
-
-    scheme, _, labels, _ = pipeline.currentLabels(segmentationNode, volumeNode)
-    if scheme != "right_left":
+    if mrmlNodes.labelScheme(segmentationNode) != "right_left":
         raise ValueError("AI correct needs the segments 'Right lung' and 'Left lung' (Segment with "
                          "'Split right and left lung' on).")
-    return labels
+    return labelmaps.readLabels(segmentationNode, volumeNode, (mrmlNodes.RIGHT_LUNG, mrmlNodes.LEFT_LUNG))
 
 
 def correctionRecord(segmentationNode):
@@ -162,10 +188,11 @@ class EditCounter:
 
 def applyClickResult(segmentationNode, volumeNode, result, saveStateForUndo, edits=None, sent=None):
     """Write the click's change into the clicked lung's segment as one undo step; False when the click changed
-    nothing (no undo step then). The other lung's segment is not touched.
+    nothing (no undo step then). Nothing but the clicked lung's segment is touched.
 
-    With ``sent`` (the labels the click was computed on) only the click's own change is applied to the
-    segment as it is now, so a stroke painted while the worker was busy is kept."""
+    Only the click's own change (against ``sent``, the labels the click was computed on) is applied, to the
+    segment as it is now and inside the box it changed, so a stroke painted while the worker was busy is
+    kept. Without ``sent`` the segment is made equal to the result's lung in the box where it differs."""
     if result.lung is None or result.changed_voxels == 0:
         return False
     name = SEGMENT_OF_LUNG[result.lung]
@@ -173,15 +200,17 @@ def applyClickResult(segmentationNode, volumeNode, result, saveStateForUndo, edi
     if not segmentId:
         raise ValueError(f"segmentation '{segmentationNode.GetName()}' has no segment named '{name}'")
     value = result.label_names[result.lung]
-    after = result.labels == value
-    if sent is not None:
-        before = sent == value
-        now = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) != 0
-        after = (now | (after & ~before)) & ~(before & ~after)
-    mask = after.astype(np.uint8)
+    if sent is None:
+        sent = np.zeros(result.labels.shape, np.uint8)
+        labelmaps.segmentMaskInto(segmentationNode, segmentId, volumeNode, sent, value)
+    box = labelmaps.changedBox(sent, result.labels)
+    if box is None:
+        return False
+    region = labelmaps.boxSlices(box)
+    before, after = sent[region] == value, result.labels[region] == value
     saveStateForUndo()
     with edits.moduleWrite() if edits is not None else _nothing():
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId, volumeNode)
+        labelmaps.modifyBox(segmentationNode, segmentId, volumeNode, box, after & ~before, before & ~after)
     return True
 
 
@@ -217,23 +246,26 @@ class AICorrection:
         self.imageContrast = imageContrast
         self.geometry = mrmlNodes.volumeGeometry(volumeNode)
         self.session = self._sessionWorker = self._sessionImageContrast = None
-        self._job = self._pending = self._sent = None
+        self._job = self._pending = self._sent = self._arrived = None
         self.status = ""
 
     @property
     def busy(self):
-        return self._job is not None
+        return self._job is not None or self._arrived is not None
+
 
     def click(self, ras, positive, lung=None):
         """Start one click at RAS ``ras`` (add lung when ``positive``, remove otherwise); False while the
         previous click is still running. Raises InputError for a point outside the volume."""
         if self.busy:
             return False
-        click = clickFromRas(self.volumeNode, ras, positive, lung)
+        click = clickFromRas(self.volumeNode, ras, positive, lung, self.segmentationNode)
         if (self.session is None or not self.runner.sessionValid(self._sessionWorker)
                 or self._sessionImageContrast != self.imageContrast):
             self._pending = click
-            self._job = self.runner.startRefine(mrmlNodes.volumeArray(self.volumeNode).astype(np.float32),
+            # MRML's own voxels, in their own type: written to the worker's input file at once, never copied
+            # or cast here (the worker casts).
+            self._job = self.runner.startRefine(mrmlNodes.volumeArray(self.volumeNode, copy=False),
                                                 self.geometry, self.modelFolder, self.device,
                                                 source=f"volume '{self.volumeNode.GetName()}'",
                                                 imageContrast=self.imageContrast)
@@ -250,7 +282,16 @@ class AICorrection:
 
     def poll(self):
         """Take in what the worker reported; returns the click's ClickResult once it has been applied, else
-        None. A failed click raises its error (one message) and leaves the segmentation unchanged."""
+        None. A failed click raises its error (one message) and leaves the segmentation unchanged. The answer
+        is read in one call and written into the segment in the next (two short main-thread blocks)."""
+        if self._arrived is not None:
+            result, self._arrived = self._arrived, None
+            sent, self._sent = self._sent, None
+            countClick(self.segmentationNode, result.positive)
+            applyClickResult(self.segmentationNode, self.volumeNode, result, self.saveStateForUndo, self.edits,
+                             sent=sent)
+            self.status = result.message
+            return result
         job = self._job
         if job is None or not job.poll():
             return None
@@ -258,17 +299,15 @@ class AICorrection:
         try:
             result = job.result()  # re-raises the worker's error
         except Exception:
-            self._pending = None
+            self._pending = self._sent = None
             raise
         if self._pending is not None:  # the session is ready: now the click itself
             self.session, click, self._pending = result.session, self._pending, None
             self._send(click)
             return None
-        countClick(self.segmentationNode, result.positive)
-        applyClickResult(self.segmentationNode, self.volumeNode, result, self.saveStateForUndo, self.edits,
-                         sent=self._sent)
-        self.status = result.message
-        return result
+        self._arrived = result
+        self.status = "Applying the correction..."
+        return None
 
     def wait(self, timeout=None, interval=0.05):
         """Poll until the click is applied (scripts and tests, never the GUI); the ClickResult."""
@@ -286,5 +325,5 @@ class AICorrection:
         """Stop a running click (kills the worker, as Segment's cancel does; the next click starts a new one)."""
         if self._job is not None:
             self._job.cancel()
-            self._job = self._pending = None
             self.session = None
+        self._job = self._pending = self._sent = self._arrived = None

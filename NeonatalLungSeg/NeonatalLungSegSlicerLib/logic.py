@@ -57,9 +57,23 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
 
     def finishSegmentation(self, job, parameterNode=None):
         """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
+        return pipeline.runSteps(self.finishSegmentationSteps(job, parameterNode))
+
+    def finishSegmentationSteps(self, job, parameterNode=None):
+        """``finishSegmentation`` as a generator, one short step per ``next()`` (the GUI timer runs one per tick,
+        so a large result never blocks Slicer long); its return value is the outputs. The job's arrays are
+        released once they are in the scene."""
         result = job.result()
-        with self.edits.moduleWrite():
-            outputs = pipeline.applyResult(slicer.mrmlScene, job.request, result, result.model, result.confidence)
+        steps = pipeline.applyResultSteps(slicer.mrmlScene, job.request, result, result.model, result.confidence)
+        while True:
+            try:
+                with self.edits.moduleWrite():
+                    next(steps)
+            except StopIteration as done:
+                outputs = done.value
+                break
+            yield
+        result.labels = result.probabilities = None  # in the scene now: the Slicer process holds no job array
         aiCorrect.resetCorrectionRecord(outputs.segmentationNode)
         self.edits.watch(outputs.segmentationNode)
         if parameterNode is not None:

@@ -32,6 +32,7 @@ SOURCE_ROLE = "NeonatalLungSegSourceVolume"
 AI_LABELS_ROLE = "NeonatalLungSegAILabels"
 TABLE_ROLE = "NeonatalLungSegVolumeTable"
 PROBABILITY_ROLE = "NeonatalLungSegProbability"
+AI_LABELS_OFFSET_ATTRIBUTE = "NeonatalLungSeg.AILabelsOffset"  # "k,j,i" of the stored box's first voxel
 
 
 def terminologyEntry(modifier):
@@ -58,11 +59,13 @@ def setVolumeGeometry(volumeNode, geometry):
     volumeNode.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras_matrix()))
 
 
-def volumeArray(volumeNode):
-    """A copy of the voxels, (k, j, i), independent of memory MRML may free (it goes to the worker process)."""
+def volumeArray(volumeNode, copy=True):
+    """The voxels, (k, j, i), in their own type. ``copy=False`` gives MRML's own memory (no copy: for writing
+    straight to the worker's input file on the main thread, then dropped)."""
     if volumeNode.GetImageData() is None or volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
         raise ValueError(f"volume '{volumeNode.GetName()}' is not a single-component scalar volume")
-    return np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    array = slicer.util.arrayFromVolume(volumeNode)
+    return np.array(array, copy=True) if copy else array
 
 
 def findAIResult(scene, volumeNode):
@@ -88,17 +91,16 @@ def prepareSegmentationNode(scene, volumeNode, replacePrevious):
     return node
 
 
-def fillSegments(segmentationNode, volumeNode, labels, labelNames):
-    """One segment per engine label, named, coded (SNOMED CT) and coloured; returns name -> segment ID."""
-    segmentation = segmentationNode.GetSegmentation()
-    ids = {}
+def fillSegments(segmentationNode, volumeNode, labels, labelNames, box=False):
+    """One segment per engine label, named, coded (SNOMED CT) and coloured, sharing one labelmap cropped to the
+    lungs (``labelmaps.writeLabels``: no whole-volume import per segment); returns name -> segment ID."""
+    from NeonatalLungSegSlicerLib import labelmaps
+
+    entries = []
     for labelName, value in sorted(labelNames.items(), key=lambda item: item[1]):
         name, modifier, color = SEGMENTS[labelName]
-        segmentId = segmentation.AddEmptySegment("", name, color)
-        segmentation.GetSegment(segmentId).SetTerminology(terminologyEntry(modifier))
-        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), segmentationNode,
-                                                         segmentId, volumeNode)
-        ids[name] = segmentId
+        entries.append((name, value, color, terminologyEntry(modifier)))
+    ids = labelmaps.writeLabels(segmentationNode, volumeNode, labels, entries, box)
     displayNode = segmentationNode.GetDisplayNode()
     if displayNode is not None:
         displayNode.SetVisibility(True)
@@ -108,42 +110,48 @@ def fillSegments(segmentationNode, volumeNode, labels, labelNames):
     return ids
 
 
-def storeAILabels(scene, segmentationNode, volumeNode, labels):
+def storeAILabels(scene, segmentationNode, volumeNode, labels, box=False):
     """Keep the model's own mask beside the segmentation, so an export can say what the reviewer changed.
 
-    A hidden labelmap node referenced by the segmentation survives scene save/load with it.
+    A hidden labelmap node referenced by the segmentation survives scene save/load with it. It holds the
+    mask's bounding box only (its origin moved there, the box's first voxel in an attribute): the scene keeps
+    megabytes, not a second whole volume.
     """
+    from NeonatalLungSegSlicerLib import labelmaps
+
     node = segmentationNode.GetNodeReference(AI_LABELS_ROLE)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
                                        scene.GenerateUniqueName(f"{segmentationNode.GetName()} AI labels"))
         node.SetHideFromEditors(True)
         segmentationNode.SetNodeReferenceID(AI_LABELS_ROLE, node.GetID())
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(labels, dtype=np.uint8))
-    node.CopyOrientation(volumeNode)
-    return node
+    return labelmaps.storeCropped(scene, node, volumeNode, labels, AI_LABELS_OFFSET_ATTRIBUTE, box)
 
 
 def aiLabels(segmentationNode, volumeNode):
     """The stored model mask on ``volumeNode``'s grid, or None when absent or on another grid."""
+    from NeonatalLungSegSlicerLib import labelmaps
+
     node = segmentationNode.GetNodeReference(AI_LABELS_ROLE)
     if node is None or node.GetImageData() is None:
         return None
-    array = slicer.util.arrayFromVolume(node)
-    if array.shape != slicer.util.arrayFromVolume(volumeNode).shape:
-        return None
-    return np.array(array, dtype=np.uint8, copy=True)
+    return labelmaps.readCropped(node, volumeNode, AI_LABELS_OFFSET_ATTRIBUTE)
 
 
 def segmentArrays(segmentationNode, volumeNode, names):
-    """name -> bool mask on the volume's grid, looked up by segment name (never by position)."""
+    """name -> bool mask on the volume's grid, looked up by segment name (never by position); read from each
+    segment's own labelmap extent (``labelmaps``), resampled by Slicer only when off the volume's grid."""
+    from NeonatalLungSegSlicerLib import labelmaps
+
     segmentation = segmentationNode.GetSegmentation()
     arrays = {}
     for name in names:
         segmentId = segmentation.GetSegmentIdBySegmentName(name)
         if not segmentId:
             raise ValueError(f"segmentation '{segmentationNode.GetName()}' has no segment named '{name}'")
-        arrays[name] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) != 0
+        labels = np.zeros(labelmaps.volumeShape(volumeNode), dtype=np.uint8)
+        labelmaps.segmentMaskInto(segmentationNode, segmentId, volumeNode, labels, 1)
+        arrays[name] = labels.view(bool)
     return arrays
 
 
@@ -210,12 +218,36 @@ def tableVolumes(table):
 
 def updateProbabilityVolume(scene, segmentationNode, volumeNode, probabilities):
     """The lung probability (0..1) as a scalar volume on the input grid, referenced by the segmentation."""
+    steps = updateProbabilityVolumeSteps(scene, segmentationNode, volumeNode, probabilities)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def updateProbabilityVolumeSteps(scene, segmentationNode, volumeNode, probabilities, slicesPerStep=None):
+    """Generator doing ``updateProbabilityVolume`` in steps of ``slicesPerStep`` slices (all at once for None),
+    so a large float32 map (possibly a memory-mapped file) is copied into MRML over several timer ticks; it
+    returns the node."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
     node = segmentationNode.GetNodeReference(PROBABILITY_ROLE)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
                                        scene.GenerateUniqueName(f"{volumeNode.GetName()} lung probability"))
         segmentationNode.SetNodeReferenceID(PROBABILITY_ROLE, node.GetID())
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(probabilities, dtype=np.float32))
+    k, j, i = probabilities.shape
+    imageData = vtk.vtkImageData()
+    imageData.SetDimensions(i, j, k)
+    imageData.AllocateScalars(vtk.VTK_FLOAT, 1)
+    view = vtk_to_numpy(imageData.GetPointData().GetScalars()).reshape(k, j, i)
+    step = slicesPerStep or k
+    for start in range(0, k, step):
+        view[start:start + step] = probabilities[start:start + step]
+        if start + step < k:
+            yield
+    node.SetAndObserveImageData(imageData)
     node.CopyOrientation(volumeNode)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()  # else the volume shows grey, with no colour map

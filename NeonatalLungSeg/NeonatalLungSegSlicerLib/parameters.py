@@ -31,5 +31,4 @@ class NeonatalLungSegParameterNode:
     trainingFolder: str = str(DEFAULT_TRAINING_FOLDER)
     reviewer: str = ""
     refineModelFolder: str = str(resources.defaultRefineModelFolder())
-    aiCorrectImageContrast: bool = True
     improveMinutes: Annotated[float, WithinRange(0.1, 240.0)] = 5.0  # improve's --minutes (its own default)

@@ -1,7 +1,9 @@
 """The steps behind the module's buttons, between MRML nodes and the engine library.
 
-Segment is split so the GUI never blocks: ``makeRequest`` (GUI thread: copy the voxels, read the options)
--> the worker process (``processRunner``; the engine only, no MRML) -> ``applyResult`` (GUI thread: nodes).
+Segment is split so the GUI never blocks: ``makeRequest`` (GUI thread: the options, and the voxels as MRML
+holds them, no copy and no cast: the worker casts) -> the worker process (``processRunner``; the engine only,
+no MRML) -> ``applyResultSteps`` (GUI thread: the nodes, in steps the module's timer runs one per tick, so no
+step blocks Slicer long on a large volume; ``applyResult`` runs them all at once for scripts).
 Export reads the segmentation by segment *name*, writes through the library and checks what it wrote
 against the segments again, so a swapped segment order or label value can never pass unnoticed.
 """
@@ -14,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-import slicer
-
-from NeonatalLungSegSlicerLib import mrmlNodes
+from NeonatalLungSegSlicerLib import labelmaps, mrmlNodes
 
 DEVICES = {"auto": "auto", "GPU": "gpu", "CPU": "cpu"}
 
 
 @dataclass
 class SegmentationRequest:
-    """Everything the worker needs, copied off MRML on the GUI thread."""
+    """Everything the worker needs, read off MRML on the GUI thread. ``array`` is MRML's own voxel memory
+    (not a copy): the runner writes it to the worker's input file at once and drops it (``None`` after)."""
 
     volumeNodeId: str
     volumeName: str
@@ -125,7 +126,7 @@ def makeRequest(parameterNode):
     count = int(parameterNode.reviewSliceCount)
     return SegmentationRequest(
         volumeNodeId=volumeNode.GetID(), volumeName=f"volume '{volumeNode.GetName()}'",
-        array=mrmlNodes.volumeArray(volumeNode).astype(np.float32, copy=False),
+        array=mrmlNodes.volumeArray(volumeNode, copy=False),
         geometry=mrmlNodes.volumeGeometry(volumeNode), modelFolder=folder,
         device=engineDevice(parameterNode.device), options=options,
         withProbabilities=True,  # the confidence and the slices to review are computed from it
@@ -133,30 +134,54 @@ def makeRequest(parameterNode):
         replacePrevious=bool(parameterNode.replacePrevious), flipCheck=bool(parameterNode.flipCheck))
 
 
+def runSteps(steps):
+    """Run a step generator to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 def applyResult(scene, request, result, model, confidence=None):
-    """GUI-thread part: segmentation (+ model mask), volume table, probability volume, confidence and the
-    slices to review."""
-    from NeonatalLungSegLib.inference.confidence import measure_confidence
+    """GUI-thread part, all at once (scripts, tests, the self-test): see ``applyResultSteps``."""
+    return runSteps(applyResultSteps(scene, request, result, model, confidence))
+
+
+PROBABILITY_SLICES_PER_STEP = 24  # float32 slices copied per step (512 x 512: 25 MB, tens of milliseconds)
+
+
+def applyResultSteps(scene, request, result, model, confidence=None):
+    """Generator: segmentation (+ model mask), volume table, probability volume, confidence and the slices to
+    review, one short piece of work per ``next()``; its return value (StopIteration.value) is the
+    SegmentationOutputs."""
     from NeonatalLungSegLib.dataset.review import slices_to_review
+    from NeonatalLungSegLib.inference.confidence import measure_confidence
 
     volumeNode = scene.GetNodeByID(request.volumeNodeId)
     if volumeNode is None:
         raise ValueError("The input volume was removed from the scene while it was being segmented.")
     segmentationNode = mrmlNodes.prepareSegmentationNode(scene, volumeNode, request.replacePrevious)
     segmentationNode.SetAttribute(mrmlNodes.MODEL_ATTRIBUTE, json.dumps(model))
-    mrmlNodes.fillSegments(segmentationNode, volumeNode, result.labels, result.label_names)
-    mrmlNodes.storeAILabels(scene, segmentationNode, volumeNode, result.labels)
-    tableNode = updateVolumeTable(scene, segmentationNode, volumeNode)
+    yield
+    box = labelmaps.boundingBox(result.labels)  # the lungs' box: all the scene keeps of the labels
+    yield
+    mrmlNodes.fillSegments(segmentationNode, volumeNode, result.labels, result.label_names, box)
+    yield
+    mrmlNodes.storeAILabels(scene, segmentationNode, volumeNode, result.labels, box)
+    yield
+    # The segments are the worker's labels, so its volumes are theirs (no whole-volume re-measure here).
+    tableNode = mrmlNodes.updateVolumeTable(scene, segmentationNode, result.volumes)
+    if confidence is None and result.probabilities is not None:
+        confidence = measure_confidence(result.probabilities, request.geometry)
     probabilityNode = segmentationNode.GetNodeReference(mrmlNodes.PROBABILITY_ROLE)
     if request.showProbabilities and result.probabilities is not None:
-        probabilityNode = mrmlNodes.updateProbabilityVolume(scene, segmentationNode, volumeNode,
-                                                            result.probabilities)
+        probabilityNode = yield from mrmlNodes.updateProbabilityVolumeSteps(
+            scene, segmentationNode, volumeNode, result.probabilities, PROBABILITY_SLICES_PER_STEP)
     elif probabilityNode is not None:  # a replaced result must not leave the old run's map behind
         segmentationNode.RemoveNodeReferenceIDs(mrmlNodes.PROBABILITY_ROLE)
         scene.RemoveNode(probabilityNode)
         probabilityNode = None
-    if confidence is None and result.probabilities is not None:
-        confidence = measure_confidence(result.probabilities, request.geometry)
     slices = []
     if request.reviewSliceCount > 0 and confidence is not None:
         slices = slices_to_review(confidence, request.geometry, request.reviewSliceCount)
@@ -167,18 +192,14 @@ def applyResult(scene, request, result, model, confidence=None):
 
 
 def currentLabels(segmentationNode, volumeNode):
-    """(label scheme, segment names in label order, uint8 labels, name -> bool mask) of a segmentation now."""
+    """(label scheme, segment names in label order, uint8 labels, name -> bool mask) of a segmentation now.
+    Read from the segments' own labelmaps (``labelmaps.readLabels``); overlapping lungs are a ValueError."""
+    from NeonatalLungSegSlicerLib import labelmaps
+
     scheme = mrmlNodes.labelScheme(segmentationNode)
     names = mrmlNodes.EXPORT_ORDER[scheme]
-    masks = mrmlNodes.segmentArrays(segmentationNode, volumeNode, names)
-    if len(names) == 2:
-        overlap = int(np.count_nonzero(masks[names[0]] & masks[names[1]]))
-        if overlap:
-            raise ValueError(f"{overlap} voxels belong to both '{names[0]}' and '{names[1]}'. Remove the overlap "
-                             "(e.g. paint with 'Overwrite other segments') and try again.")
-    labels = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint8)
-    for value, name in enumerate(names, start=1):
-        labels[masks[name]] = value
+    labels = labelmaps.readLabels(segmentationNode, volumeNode, names)
+    masks = {name: labels == value for value, name in enumerate(names, start=1)}
     return scheme, names, labels, masks
 
 

@@ -11,7 +11,11 @@ worker. Nothing here imports torch.
 
 import sys
 
+import numpy as np
+
 from NeonatalLungSegLib.worker.client import WorkerClient, find_python_slicer
+
+from NeonatalLungSegSlicerLib import staging
 
 
 def slicerPython():
@@ -46,10 +50,18 @@ class ProcessRunner:
         return self.client
 
     def start(self, request):
-        """Send ``request`` (pipeline.SegmentationRequest) to the worker; returns a job to poll."""
-        job = self._client().submit(request.array, request.geometry, request.modelFolder, device=request.device,
-                                    options=request.options, flip=request.flipCheck, loader=self.loader,
-                                    source=request.volumeName)
+        """Send ``request`` (pipeline.SegmentationRequest) to the worker; returns a job to poll at once. Its
+        voxels are written to the worker's input file a piece per ``poll()`` (``staging.StagedJob``), then the
+        request is sent; the request lets go of them now (``request.array`` None)."""
+        client = self._client()
+
+        def send(path):
+            return client.submit(path, request.geometry, request.modelFolder, device=request.device,
+                                 options=request.options, flip=request.flipCheck, loader=self.loader,
+                                 source=request.volumeName)
+
+        job = staging.StagedJob(client, request.array, send, "Sending the volume to the segmentation process...")
+        request.array = None
         job.request = request
         return job
 
@@ -58,18 +70,24 @@ class ProcessRunner:
         returns a job whose result names the session. A session lives as long as this worker: see
         ``sessionValid``. ``imageContrast`` is the session's switch for the image-contrast rule of remove clicks."""
         client = self._client()
-        job = client.start_refine(array, geometry, modelFolder, device=device, loader=self.refineLoader,
-                                  source=source, image_contrast=imageContrast)
-        job.worker = client
-        return job
+        return staging.StagedJob(client, array, lambda path: client.start_refine(
+            path, geometry, modelFolder, device=device, loader=self.refineLoader, source=source,
+            image_contrast=imageContrast), "Sending the volume to the AI process...")
 
     def submitClick(self, session, labels, geometry, click):
-        """One click on the current labels; returns a job whose result is a ``worker_refine.ClickResult``."""
-        return self._client().submit_click(session, labels, geometry, click)
+        """One click on the current labels; returns a job whose result is a ``worker_refine.ClickResult`` (the
+        labels are written a piece per ``poll()``, as the volume is)."""
+        client = self._client()
+        return staging.StagedJob(client, np.asarray(labels, dtype=np.uint8),
+                                 lambda path: client.submit_click(session, path, geometry, click), "Correcting...")
 
     def sessionValid(self, worker):
         """A refine session made on ``worker`` can still be used (the worker was not cancelled or replaced)."""
         return worker is not None and worker is self.client and worker.usable
+
+    def silentFor(self):
+        """Seconds the worker has said nothing (no event, no heartbeat) while it has a request; 0 when idle."""
+        return self.client.silent_for() if self.client is not None else 0.0
 
     @property
     def workerPid(self):

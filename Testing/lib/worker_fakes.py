@@ -68,9 +68,63 @@ class ThresholdSegmenter:
                           {"right_lung": 1, "left_lung": 2})
 
 
+class FakeRefiner:
+    """A click-refinement model without torch (the Slicer AI correct tests): a click adds a cube of side
+    ``2 * RADIUS + 1`` around it to the clicked lung where no lung is, or removes the clicked lung's voxels in
+    that cube; the other lung is never changed. ``gated``: each click waits for the ``gate`` file first."""
+
+    RADIUS = 1
+    labels = {"right_lung": 1, "left_lung": 2}
+
+    def __init__(self, folder: str, device: str, gated: bool = False) -> None:
+        from NeonatalLungSegLib.models.model_folder import ModelConfig
+
+        self.folder = Path(os.environ.get("NEONATAL_LUNG_SEG_FAKE_CONTROL") or folder)
+        self.gated = gated
+        self.config = ModelConfig(name="fake-refine-model", version="9.9.9", weights_sha256="0" * 64)
+        self.device = device
+
+    def session(self, array, geometry, source="input volume", image_contrast=True):
+        return FakeRefineSession(self, geometry, image_contrast)
+
+
+class FakeRefineSession:
+    def __init__(self, refiner: FakeRefiner, geometry, image_contrast: bool) -> None:
+        self.refiner, self.geometry, self.image_contrast = refiner, geometry, image_contrast
+
+    def apply(self, labels, click):
+        from NeonatalLungSegLib.correction.clicks import ClickOutcome
+
+        while self.refiner.gated and not (self.refiner.folder / "gate").exists():
+            time.sleep(0.01)
+        lung = click.lung or ("right_lung" if click.index[2] < labels.shape[2] // 2 else "left_lung")
+        value = self.refiner.labels[lung]
+        new = np.array(labels, dtype=np.uint8, copy=True)
+        box = tuple(slice(max(c - FakeRefiner.RADIUS, 0), c + FakeRefiner.RADIUS + 1) for c in click.index)
+        region = new[box]
+        if click.positive:
+            region[region == 0] = value
+        else:
+            region[region == value] = 0
+        changed = int(np.count_nonzero(new != labels))
+        verb = "Added" if click.positive else "Removed"
+        return new, ClickOutcome(lung=lung, positive=click.positive, changed_voxels=changed,
+                                 slices_run=box[0].stop - box[0].start, seconds=0.0,
+                                 message=f"{verb} {changed} voxels ({lung.replace('_', ' ')})",
+                                 image_contrast=bool(self.image_contrast and not click.positive))
+
+
+def load_refiner(folder: str, device: str) -> FakeRefiner:
+    return FakeRefiner(folder, device)
+
+
+def load_refiner_gated(folder: str, device: str) -> FakeRefiner:
+    return FakeRefiner(folder, device, gated=True)
+
+
 # The loaders a test's worker is started with (a worker refuses any loader it was not started with).
 LOADERS = ("worker_fakes:load", "worker_fakes:load_gated", "worker_fakes:load_dying", "worker_fakes:load_failing",
-           "worker_fakes:load_exiting")
+           "worker_fakes:load_exiting", "worker_fakes:load_refiner", "worker_fakes:load_refiner_gated")
 
 
 def load(folder: str, device: str) -> ThresholdSegmenter:

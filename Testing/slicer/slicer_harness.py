@@ -90,11 +90,19 @@ class SlicerAppStandIn:
 
 
 def install_standins() -> None:
-    """Make ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper`` importable."""
+    """Make ``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and the segment
+    editor effect classes (``SegmentEditorEffects``, ``qSlicerSegmentationsEditorEffectsPythonQt``,
+    ``slicer.qSlicerSegmentEditor*``, with Paint and Erase registered as Slicer's Segmentations module does)
+    importable."""
     if str(STANDINS) not in sys.path:
         sys.path.insert(0, str(STANDINS))
-    for name in ("qt", "ctk", "mrmlWidgets", "uiLoader", "sliceViews"):
+    for name in ("qt", "ctk", "mrmlWidgets", "uiLoader", "sliceViews", "SegmentEditorEffects"):
         importlib.import_module(name)
+    effects = importlib.import_module("qSlicerSegmentationsEditorEffectsPythonQt")
+    for name in ("qSlicerSegmentEditorScriptedEffect", "qSlicerSegmentEditorEffectFactory",
+                 "qSlicerSegmentEditorAbstractEffect"):
+        setattr(slicer, name, getattr(effects, name))
+    effects.registerCoreEffects()
     for name in ("ScriptedLoadableModule", "parameterNodeWrapper"):
         module = importlib.import_module(name)
         sys.modules[f"slicer.{name}"] = module

@@ -149,7 +149,8 @@ def test_progress_probability_volume_and_review_slices(run):
     result = run["job"].result()
     confidence = result.confidence
     assert confidence is outputs.confidence and 0.9 < confidence.confidence < 1.0
-    again = measure_confidence(result.probabilities, run["job"].request.geometry)
+    assert result.labels is None and result.probabilities is None  # released once in the scene
+    again = measure_confidence(values, run["job"].request.geometry)  # the probability volume holds the map
     assert [s.index for s in again.slices_to_check(5)] == [e["index"] for e in outputs.reviewSlices]
     info = mrmlNodes.confidenceInfo(outputs.segmentationNode)
     assert info["confidence"] == pytest.approx(confidence.confidence, abs=1e-6) and "slices" not in info
@@ -173,10 +174,12 @@ def test_cancel_really_stops_and_changes_nothing(run):
 
 
 def test_rerun_replaces_previous_result_or_keeps_it(run):
-    from NeonatalLungSegSlicerLib import pipeline
+    from NeonatalLungSegSlicerLib import mrmlNodes, pipeline
 
     scene, job = run["scene"], run["job"]
-    result = job.result()
+    # The Logic releases a job's arrays once its result is in the scene; the model's mask stays there.
+    result = dataclasses.replace(job.result(), probabilities=None,
+                                 labels=mrmlNodes.aiLabels(run["outputs"].segmentationNode, run["volume"]))
     model = result.model
     count = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     kept = pipeline.applyResult(scene, dataclasses.replace(job.request, replacePrevious=False), result, model)

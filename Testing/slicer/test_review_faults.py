@@ -28,6 +28,30 @@ def test_self_test_skips_with_a_clear_message_where_torch_is_missing(module, mon
         module.NeonatalLungSegTest().test_SegmentCorrectExport()
 
 
+def test_reload_and_test_without_torch_skips_without_the_failed_popup(module, monkeypatch):  # noqa: F811
+    """Reload and Test runs the self-test outside a test runner: a skip must not surface as Slicer's "Reload and
+    Test failed" popup (it did: SkipTest is an exception to tryWithErrorDisplay), in testing mode or not."""
+    from NeonatalLungSegLib.models import requirements
+    from NeonatalLungSegSlicerLib import dependencies, selfTest
+
+    missing = [requirements.Requirement("torch", "2.2", None)]
+    popups, shown = [], []
+    monkeypatch.setattr(dependencies, "missingDependencies", lambda: (missing, []))
+    monkeypatch.setattr(selfTest, "run", lambda test, logic: pytest.fail("segmented without torch"))
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: popups.append(text))
+    monkeypatch.setattr(module.NeonatalLungSegTest, "delayDisplay", lambda self, text, msec=1000: shown.append(text))
+    module.NeonatalLungSeg(types.SimpleNamespace())  # registers slicer.selfTests["NeonatalLungSeg"]
+    w = module.NeonatalLungSegWidget(types.SimpleNamespace(isEntered=True))
+    monkeypatch.setattr(w, "onReload", lambda: None)  # the reload itself is not what is tested here
+    w.onReloadAndTest()  # testing mode (a build machine)
+    monkeypatch.setattr(slicer.app, "testingEnabled", lambda: False)
+    monkeypatch.setattr(dependencies, "ensureDependencies", lambda confirm, busy=None: False)  # user declines
+    w.onReloadAndTest()
+    assert popups == []
+    assert len(shown) == 2 and all(text.startswith("Self-test skipped:") for text in shown)
+    assert "torch>=2.2" in shown[0] and "declined" in shown[1]
+
+
 def test_self_test_run_by_hand_offers_to_install_then_runs(module, monkeypatch):  # noqa: F811
     """Reload and Test (not testing mode): missing packages are installed on first use, after asking."""
     from NeonatalLungSegLib.models import requirements

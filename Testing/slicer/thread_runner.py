@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+
 
 class ThreadJob:
     def __init__(self, job, request) -> None:
@@ -39,6 +41,8 @@ class ThreadRunner:
         from NeonatalLungSegLib.inference.engine import Segmenter  # torch imported on the GUI thread, as before
         from thread_job import BackgroundJob
 
+        array = np.array(request.array, dtype=np.float32)  # this design's own copy (the request holds MRML's memory)
+
         def work(progress, cancel):
             key = (str(request.modelFolder), request.device)
             if key not in self.segmenters:
@@ -49,7 +53,7 @@ class ThreadRunner:
                 self.segmenters[key] = Segmenter.load(request.modelFolder, device=request.device,
                                                       precision=cpu_precision()[0])
             segmenter = self.segmenters[key]
-            result, confidence = segment_with_confidence(segmenter, request.array, request.geometry,
+            result, confidence = segment_with_confidence(segmenter, array, request.geometry,
                                                          options=request.options, flip=request.flipCheck,
                                                          progress=progress, cancel=cancel)
             config = segmenter.config

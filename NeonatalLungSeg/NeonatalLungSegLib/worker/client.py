@@ -28,7 +28,7 @@ from ..inference.postprocess import PostprocessOptions
 from .jobs import WorkerJob, WorkerResult
 from .process import (SESSION_PREFIX, default_python, describe_exit, find_python_slicer, kill_process_tree,
                       new_group_options, sweep_stale_sessions, track, write_owner)
-from .refine_jobs import click_message, start_message
+from .refine_jobs import click_message, place_array, start_message
 
 # The jobs and process helpers live in jobs.py and process.py; processRunner and the tests import them here.
 __all__ = ["WorkerClient", "WorkerJob", "WorkerResult", "default_python", "describe_exit", "find_python_slicer",
@@ -63,6 +63,7 @@ class WorkerClient:
         self._partial = ""
         self._job: WorkerJob | None = None
         self._ids = itertools.count(1)
+        self._staged = itertools.count(1)
         self.last_heard = time.monotonic()
 
     # life cycle
@@ -135,14 +136,16 @@ class WorkerClient:
         self.process.stdin.flush()
 
     # requests
-    def submit(self, array: np.ndarray, geometry: Geometry, model_folder: Path | str, device: str = "auto",
+    def submit(self, array: np.ndarray | Path, geometry: Geometry, model_folder: Path | str, device: str = "auto",
                options: PostprocessOptions | None = PostprocessOptions(), flip: bool = False,
                loader: str | None = None, source: str = "input volume") -> WorkerJob:
-        """Send one segmentation request; returns its job at once."""
+        """Send one segmentation request; returns its job at once. ``array`` may be an ``.npy`` file written
+        beforehand in this client's session folder (``staging_path``): it is moved into the request, not
+        rewritten, so a caller can write a large volume in pieces between GUI timer ticks."""
         self._check_free()
         self.start()
         request_id, folder = self._new_request()
-        np.save(folder / "input.npy", np.ascontiguousarray(array))
+        place_array(array, folder / "input.npy")
         message = wp.make_message("segment", id=request_id, input=str(folder / "input.npy"),
                                   geometry=wp.geometry_to_json(geometry), model=str(model_folder), device=device,
                                   output=str(folder), options=wp.options_to_json(options), flip=bool(flip),
@@ -161,6 +164,11 @@ class WorkerClient:
         """One click (``clicks.Click``) on the current ``labels``; the job's result is a
         ``refine_jobs.ClickResult`` with the new labels and what the click did."""
         return self._submit_built(click_message, session, labels, geometry, click)
+
+    def staging_path(self) -> Path:
+        """A new file name in the session folder for an input written beforehand (swept with the folder)."""
+        self.session.mkdir(parents=True, exist_ok=True)
+        return self.session / f"staged-{next(self._staged)}.npy"
 
     def _check_free(self) -> None:
         if not self.usable:
@@ -214,6 +222,8 @@ class WorkerClient:
                 continue  # liveness only: see silent_for()
             elif self._job is not None and event.get("id") in (self._job.id, None) and event["type"] != "bye":
                 self._job._take(event)
+                if self._job.done:  # the caller holds the job; the client lets go of its arrays
+                    self._job = None
         if self.process is not None and self.process.poll() is not None and not self.terminated:
             for event in self._read_events():  # whatever it wrote just before exiting
                 if self._job is not None and event.get("id") == self._job.id:

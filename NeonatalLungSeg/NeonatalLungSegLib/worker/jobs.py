@@ -6,6 +6,7 @@ client builds both)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -125,8 +126,12 @@ class WorkerJob:
             shutil.rmtree(Path(event["labels"]).parent, ignore_errors=True)
 
     def _load_result(self, event: dict[str, Any], probabilities: str | None) -> WorkerResult:
+        # The probability map (float32, 4 bytes a voxel) is memory-mapped, not read: a caller that does not show
+        # it never reads it, one that does copies it in pieces. On POSIX the file is removed at once all the
+        # same (the mapping keeps its pages); Windows cannot remove a mapped file, so there it is read.
         return WorkerResult(labels=np.load(event["labels"], allow_pickle=False),
-                            probabilities=None if not probabilities else np.load(probabilities, allow_pickle=False),
+                            probabilities=None if not probabilities else np.load(
+                                probabilities, allow_pickle=False, mmap_mode=None if os.name == "nt" else "r"),
                             geometry=self.geometry, volumes=event["volumes"], label_names=event["label_names"],
                             model=event["model_info"], confidence=wp.confidence_from_json(event.get("confidence")),
                             load_count=event["load_count"], pid=event["pid"], seconds=float(event["seconds"]),

@@ -63,15 +63,23 @@ def new_group_options() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
+TASKKILL_SECONDS = 10  # taskkill normally answers at once; a hung one must not hang Slicer's Cancel
+
+
 def kill_process_tree(process: subprocess.Popen) -> None:
-    """Kill the worker and everything it started (its process group on POSIX, /T on Windows); reap it."""
+    """Kill the worker and everything it started (its process group on POSIX, /T on Windows); reap it.
+
+    On Windows ``taskkill`` runs without a console window (CREATE_NO_WINDOW: Slicer is a GUI program, so a
+    console program it starts would flash one) and within TASKKILL_SECONDS; if it fails or times out the
+    worker itself is still killed below (``process.kill``)."""
     if process.poll() is None:
         try:
             if os.name == "nt":
-                subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                               timeout=TASKKILL_SECONDS, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
             else:
                 os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, OSError):
+        except (ProcessLookupError, PermissionError, OSError, subprocess.TimeoutExpired):
             pass
     elif os.name != "nt":
         try:  # the worker is gone, but a child it started may still hold the group

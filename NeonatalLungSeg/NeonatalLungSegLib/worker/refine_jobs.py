@@ -12,6 +12,7 @@ Plain NumPy: the Slicer process imports this before torch exists.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -95,35 +96,54 @@ class ClickJob(WorkerJob):
             return None
 
 
+def place_array(array: np.ndarray | Path, target: Path) -> None:
+    """``array`` saved as ``target`` (.npy); a path is an .npy written beforehand, moved there (same folder
+    tree, so an atomic rename, whatever its size)."""
+    if isinstance(array, (str, Path)):
+        os.replace(array, target)
+    else:
+        np.save(target, np.ascontiguousarray(array))
+
+
+def array_shape(array: np.ndarray | Path) -> tuple[int, ...]:
+    """The shape of an array or of an .npy file (its header only)."""
+    if isinstance(array, (str, Path)):
+        return tuple(np.load(array, mmap_mode="r", allow_pickle=False).shape)
+    return tuple(array.shape)
+
+
 def new_session_id() -> str:
     return f"s{uuid.uuid4().hex[:12]}"
 
 
-def start_message(client: JobHost, request_id: str, folder: Path, array: np.ndarray, geometry: Geometry,
+def start_message(client: JobHost, request_id: str, folder: Path, array: np.ndarray | Path, geometry: Geometry,
                   model_folder: Path | str, device: str, loader: str | None, source: str,
                   image_contrast: bool = True) -> tuple[WorkerJob, dict[str, Any]]:
-    """The ``refine_start`` request (the volume written to ``folder/input.npy``) and its job.
+    """The ``refine_start`` request (the volume written to ``folder/input.npy``, or moved there from an .npy
+    written beforehand) and its job.
 
     ``image_contrast`` is sent as given, not coerced, so a non-bool fails here (ProtocolError) instead of
     turning into a silent True."""
-    if tuple(array.shape) != geometry.array_shape:
-        raise ValueError(f"array shape {tuple(array.shape)} does not match geometry {geometry.array_shape}")
+    if array_shape(array) != geometry.array_shape:
+        raise ValueError(f"array shape {array_shape(array)} does not match geometry {geometry.array_shape}")
     message = wp.make_message("refine_start", id=request_id, session=new_session_id(),
                               input=str(folder / "input.npy"), geometry=wp.geometry_to_json(geometry),
                               model=str(model_folder), device=device, source=source, image_contrast=image_contrast,
                               **({"loader": loader} if loader else {}))
-    np.save(folder / "input.npy", np.ascontiguousarray(array))
+    place_array(array, folder / "input.npy")
     job = RefineStartJob(client, request_id, geometry)
     job.status = "Starting AI correction..."
     return job, message
 
 
-def click_message(client: JobHost, request_id: str, folder: Path, session: str, labels: np.ndarray,
+def click_message(client: JobHost, request_id: str, folder: Path, session: str, labels: np.ndarray | Path,
                   geometry: Geometry, click: Click) -> tuple[WorkerJob, dict[str, Any]]:
-    """The ``refine`` request for one click (the current labels written to ``folder/current.npy``) and its job."""
-    if tuple(labels.shape) != geometry.array_shape:
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match the volume {geometry.array_shape}")
-    np.save(folder / "current.npy", np.ascontiguousarray(labels, dtype=np.uint8))
+    """The ``refine`` request for one click (the current labels written to ``folder/current.npy``, or moved
+    there from a uint8 .npy written beforehand) and its job."""
+    if array_shape(labels) != geometry.array_shape:
+        raise ValueError(f"labels shape {array_shape(labels)} does not match the volume {geometry.array_shape}")
+    place_array(labels if isinstance(labels, (str, Path)) else np.asarray(labels, dtype=np.uint8),
+                folder / "current.npy")
     message = wp.make_message("refine", id=request_id, session=session, labels=str(folder / "current.npy"),
                               click=click.to_dict(), output=str(folder))
     job = ClickJob(client, request_id, geometry)

@@ -200,7 +200,8 @@ class Worker:
             start = time.perf_counter()
             segmenter = self.segmenter(request)
             geometry = wp.geometry_from_json(request["geometry"])
-            array = np.load(request["input"], allow_pickle=False)
+            # The client sends the voxels in their own type (no copy on Slicer's main thread): cast here.
+            array = np.load(request["input"], allow_pickle=False).astype(np.float32, copy=False)
             options = wp.options_from_json(request.get("options"))
             last = [0.0, 0.0]
 
@@ -253,7 +254,7 @@ class Worker:
             start = time.perf_counter()
             refiner = self.segmenter(request, DEFAULT_REFINE_LOADER)
             geometry = wp.geometry_from_json(request["geometry"])
-            array = np.load(request["input"], allow_pickle=False)
+            array = np.load(request["input"], allow_pickle=False).astype(np.float32, copy=False)
             session = refiner.session(array, geometry, source=request.get("source", "input volume"),
                                       image_contrast=request.get("image_contrast", True))
             self.sessions.pop(request["session"], None)

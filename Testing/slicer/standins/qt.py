@@ -8,10 +8,12 @@ from __future__ import annotations
 
 
 class Signal:
-    """A Qt signal: ``connect``, ``disconnect``, ``emit`` (synchronous, like a direct connection)."""
+    """A Qt signal: ``connect``, ``disconnect``, ``emit`` (synchronous, like a direct connection); nothing is
+    emitted while its object's signals are blocked (``QObject.blockSignals``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner=None) -> None:
         self._slots: list = []
+        self.owner = owner
 
     def connect(self, slot) -> None:
         self._slots.append(slot)
@@ -20,6 +22,8 @@ class Signal:
         self._slots = [] if slot is None else [s for s in self._slots if s != slot]
 
     def emit(self, *args) -> None:
+        if getattr(self.owner, "_signalsBlocked", False):
+            return
         for slot in list(self._slots):
             slot(*args)
 
@@ -35,7 +39,7 @@ class _Signals:
 
     def __init__(self) -> None:
         for name in self.SIGNALS:
-            setattr(self, name, Signal())
+            setattr(self, name, Signal(self))
 
 
 class Qt:
@@ -65,6 +69,23 @@ class QObject(_Signals):
 
     def parent(self):
         return self._parent
+
+    def setParent(self, parent) -> None:
+        if self._parent is not None and self in self._parent._children:
+            self._parent._children.remove(self)
+        self._parent = parent
+        if parent is not None:
+            parent._children.append(self)
+
+    def blockSignals(self, block: bool) -> bool:
+        """As Qt: returns the previous state."""
+        previous = getattr(self, "_signalsBlocked", False)
+        self._signalsBlocked = bool(block)
+        return previous
+
+    def connect(self, signature: str, slot) -> None:
+        """PythonQt's string form, ``widget.connect("toggled(bool)", slot)``."""
+        getattr(self, signature.split("(")[0]).connect(slot)
 
     def findChildren(self, cls=None):
         found = []
@@ -112,8 +133,9 @@ class QVBoxLayout(QLayout):
 
 class QLabel(QWidget):
     def __init__(self, parent=None) -> None:
+        text, parent = (parent, None) if isinstance(parent, str) else ("", parent)  # QLabel("text") as in PythonQt
         super().__init__(parent)
-        self.text = ""
+        self.text = text
         self.wordWrap = False
 
 
@@ -121,8 +143,9 @@ class _Checkable(QWidget):
     """A ``checked`` property that, as Qt, signals only when the state changes (by a click or the program)."""
 
     def __init__(self, parent=None) -> None:
+        text, parent = (parent, None) if isinstance(parent, str) else ("", parent)  # QCheckBox("text") as PythonQt
         super().__init__(parent)
-        self.text = ""
+        self.text = text
         self._checked = False
 
     @property
@@ -151,6 +174,36 @@ class QPushButton(_Checkable):
             if self.checkable:
                 self.checked = not self._checked
             self.clicked.emit()
+
+
+class QRadioButton(_Checkable):
+    """Auto-exclusive, as Qt's radio buttons: checking one unchecks the radio buttons beside it (same parent)."""
+
+    SIGNALS = ("toggled", "clicked")
+
+    def _changed(self, checked: bool) -> None:
+        if checked and self._parent is not None:
+            for sibling in self._parent._children:
+                if isinstance(sibling, QRadioButton) and sibling is not self and sibling.checked:
+                    sibling.checked = False
+        self.toggled.emit(checked)
+
+    def click(self) -> None:
+        if self.enabled and not self._checked:
+            self.checked = True
+            self.clicked.emit()
+
+
+class QFrame(QWidget):
+    pass
+
+
+class QIcon:
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+
+    def isNull(self) -> bool:
+        return not self.path
 
 
 class QCheckBox(_Checkable):

@@ -3,8 +3,11 @@ correct wiring tests only (never shipped).
 
 The slice nodes are REAL ``vtkMRMLSliceNode``s in the test's scene (axial Red, sagittal Yellow, coronal
 Green), so the view-pixel -> RAS mapping is Slicer's own. Only the interactor is a stand-in: a VTK render
-window interactor needs a window; this one keeps observers, event position and Shift, and ``click``/``drag``
-fire press and release as a mouse would.
+window interactor needs a window; this one keeps observers (highest priority first; an observer returning
+True aborts the event for the rest, as a VTK command's abort flag does), event position and modifier keys,
+and ``click``/``drag`` fire press and release as a mouse would. ``addSliceView`` is a layout change that adds
+a view (``layoutChanged`` is emitted, as ``qSlicerLayoutManager`` does). Each interactor counts the left
+presses that reached the view's own interaction (``viewPresses``): what an effect did not consume.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ class InteractorStandIn:
         self._observers: dict[int, tuple[int, object, float]] = {}
         self._next = 1
         self.position = (0, 0)
-        self.shift = False
+        self.shift = self.control = self.alt = False
+        self.viewPresses = 0
 
     def AddObserver(self, event, callback, priority=0.0) -> int:  # noqa: N802 - VTK's spelling
         tag, self._next = self._next, self._next + 1
@@ -38,14 +42,22 @@ class InteractorStandIn:
     def GetShiftKey(self) -> int:  # noqa: N802
         return int(self.shift)
 
+    def GetControlKey(self) -> int:  # noqa: N802
+        return int(self.control)
+
+    def GetAltKey(self) -> int:  # noqa: N802
+        return int(self.alt)
+
     @property
     def observerCount(self) -> int:
         return len(self._observers)
 
     def _invoke(self, event) -> None:
         for tag, (kind, callback, _) in sorted(self._observers.items(), key=lambda item: -item[1][2]):
-            if kind == event:
-                callback(self, event)
+            if kind == event and callback(self, event) is True:
+                return  # aborted: lower-priority observers and the view's own interaction never see it
+        if event == vtk.vtkCommand.LeftButtonPressEvent:
+            self.viewPresses += 1
 
     def click(self, x: int, y: int, shift: bool = False) -> None:
         self.drag((x, y), (x, y), shift)
@@ -72,6 +84,9 @@ class SliceWidgetStandIn:
         self._sliceNode = sliceNode
         self._view = SliceViewStandIn()
 
+    def className(self) -> str:
+        return "qMRMLSliceWidget"
+
     def mrmlSliceNode(self):
         return self._sliceNode
 
@@ -81,15 +96,36 @@ class SliceWidgetStandIn:
 
 class LayoutManagerStandIn:
     def __init__(self, scene) -> None:
+        import qt
+
+        self._scene = scene
         self._widgets = {}
+        self.layoutChanged = qt.Signal()
+        self.layout = 0
         for name, orientation in VIEWS:
-            node = scene.AddNewNodeByClass("vtkMRMLSliceNode", name)
-            node.SetLayoutName(name)
-            node.SetOrientation(orientation)
-            node.SetDimensions(*VIEW_PIXELS, 1)
-            node.SetFieldOfView(VIEW_PIXELS[0] * 0.25, VIEW_PIXELS[1] * 0.25, 1.0)  # 0.25 mm per pixel
-            node.UpdateMatrices()
-            self._widgets[name] = SliceWidgetStandIn(node)
+            self._addView(name, orientation)
+
+    def _addView(self, name, orientation):
+        node = self._scene.AddNewNodeByClass("vtkMRMLSliceNode", name)
+        node.SetLayoutName(name)
+        node.SetOrientation(orientation)
+        node.SetDimensions(*VIEW_PIXELS, 1)
+        node.SetFieldOfView(VIEW_PIXELS[0] * 0.25, VIEW_PIXELS[1] * 0.25, 1.0)  # 0.25 mm per pixel
+        node.UpdateMatrices()
+        self._widgets[name] = SliceWidgetStandIn(node)
+        return self._widgets[name]
+
+    def addSliceView(self, name, orientation="Axial"):
+        """A layout change that brings a new slice view (e.g. a 'Red+' view of a compare layout)."""
+        widget = self._addView(name, orientation)
+        self.layout += 1
+        self.layoutChanged.emit(self.layout)
+        return widget
+
+    def removeSliceView(self, name):
+        self._widgets.pop(name, None)
+        self.layout += 1
+        self.layoutChanged.emit(self.layout)
 
     def sliceViewNames(self):
         return list(self._widgets)
