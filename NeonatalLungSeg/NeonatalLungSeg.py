@@ -18,8 +18,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import (aiCorrectEffect, compatibility, improvePanel, modelSelector, mrmlNodes,
-                                      pathFields, pipeline, resources)
+from NeonatalLungSegSlicerLib import (aiCorrectEffect, compatibility, improvePanel, measurementsPanel, modelSelector,
+                                      mrmlNodes, pathFields, pipeline, resources)
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -93,6 +93,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         aiCorrectEffect.attachEditor(self.ui.segmentEditorWidget)
         self._improve = improvePanel.ImprovePanel(self.ui, self.logic, lambda: self._parameterNode, self._models,
                                                   self._ensureDependencies)
+        self._measurements = measurementsPanel.MeasurementsPanel(self.ui, lambda: self._parameterNode)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -119,6 +120,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._timer is not None:
             self._timer.stop()
             self._improve.stop()
+            self._measurements.stop()
         aiCorrectEffect.stopAll()
         aiCorrectEffect.detachEditor(self.ui.segmentEditorWidget)
         if aiCorrectEffect.host() is not None and aiCorrectEffect.host().logic is self.logic:
@@ -220,6 +222,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._shownDevice = node.device
             self.ui.deviceInfoLabel.text = pipeline.deviceMessage(node.device)
         self._improve.refresh()
+        self._measurements.refresh()  # re-measures (debounced) when the segmentation changed
         self._updateButtons()
 
     def _updateButtons(self):
@@ -362,13 +365,7 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             settings = qt.QSettings()
             settings.setValue(SETTINGS_REVIEWER, node.reviewer)
             settings.setValue(SETTINGS_TRAINING_FOLDER, str(node.trainingFolder))
-            changes = result.sidecar.get("changes_from_ai") or {}
-            dice = changes.get("dice", {}).get("lungs")
-            record = result.sidecar.get("correction") or {}
-            effort = (f"; {record['ai_clicks']} AI clicks, {record['manual_edits']} manual edits" if record else "")
-            self.ui.exportStatusLabel.text = (f"Exported {result.record.case_id} (verified voxel for voxel)"
-                                              + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else "")
-                                              + effort)
+            self.ui.exportStatusLabel.text = pipeline.exportSummary(result)
             self._improve.refresh()  # one more reviewed case for Improve model
 
 

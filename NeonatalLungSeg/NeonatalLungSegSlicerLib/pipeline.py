@@ -220,6 +220,16 @@ def checkAgainstSegments(labels, masks, names, errorType, what):
                             "nothing was reported as exported.")
 
 
+def exportSummary(result):
+    """The Export line of the panel: case, verification, Dice AI vs corrected and the correction effort."""
+    changes = result.sidecar.get("changes_from_ai") or {}
+    dice = changes.get("dice", {}).get("lungs")
+    record = result.sidecar.get("correction") or {}
+    effort = f"; {record['ai_clicks']} AI clicks, {record['manual_edits']} manual edits" if record else ""
+    return (f"Exported {result.record.case_id} (verified voxel for voxel)"
+            + (f"; Dice AI vs corrected {dice:.3f}" if dice is not None else "") + effort)
+
+
 def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, reviewStatus="reviewed", extra=None):
     """Write the corrected segmentation and its volume to a training folder; returns the library's ExportResult.
 
@@ -236,12 +246,16 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, rev
     # Slicer's own labelmap export must agree with the segments read one by one, before anything is written.
     slicerLabels = mrmlNodes.exportLabelArray(scene, segmentationNode, volumeNode, names)
     checkAgainstSegments(slicerLabels, masks, names, ValueError, "Slicer's labelmap export")
-    result = export_case(folder, mrmlNodes.volumeArray(volumeNode), slicerLabels,
-                         mrmlNodes.volumeGeometry(volumeNode), reviewer=reviewer,
+    from NeonatalLungSegSlicerLib.measurements import exportDescriptors
+
+    image, geometry = mrmlNodes.volumeArray(volumeNode), mrmlNodes.volumeGeometry(volumeNode)
+    # The descriptors of the labels exported (the corrected mask), numbers only; None when not describable.
+    extra = {"descriptors": exportDescriptors(image, slicerLabels, geometry), **(extra or {})}
+    result = export_case(folder, image, slicerLabels, geometry, reviewer=reviewer,
                          model=mrmlNodes.modelInfo(segmentationNode),
                          ai_labels=mrmlNodes.aiLabels(segmentationNode, volumeNode), label_scheme=scheme,
                          review_status=reviewStatus,
-                         extra={"ai_confidence": mrmlNodes.confidenceInfo(segmentationNode), **(extra or {})})
+                         extra={"ai_confidence": mrmlNodes.confidenceInfo(segmentationNode), **extra})
     # What is on disk now, against the segments as they are now (not the arrays that were written).
     _, _, _, masksNow = currentLabels(segmentationNode, volumeNode)
     checkAgainstSegments(result.label, masksNow, names, ExportVerificationError, str(result.label_path))
