@@ -430,7 +430,8 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
     assert any(t.startswith("Preparing: making the rehearsal") for t in statuses)
     outcome = w.logic.improveOutcome
     rows = table_rows(ui.improveTableView.tableNode)
-    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 3
+    anchors = json.loads((outcome.folder / "improvement.json").read_text())["decision"]["anchors"]
+    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 1 + len(anchors) == 4
     assert ui.improveDecisionLabel.text.startswith(("Promoted", "Kept as a candidate"))
     assert outcome.parent.resolve() == panel.parent.resolve() and outcome.folder.parent == exported.with_name(
         "training-models")
