@@ -18,8 +18,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                           ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from NeonatalLungSegSlicerLib import (aiCorrectEffect, compatibility, improvePanel, measurementsPanel, modelSelector,
-                                      mrmlNodes, pathFields, pipeline, resources)
+from NeonatalLungSegSlicerLib import modelSelector, mrmlNodes, pathFields, pipeline, resources
+from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
+from NeonatalLungSegSlicerLib.environment import compatibility
+from NeonatalLungSegSlicerLib.improving import improvePanel
+from NeonatalLungSegSlicerLib.measuring import measurementsPanel
 from NeonatalLungSegSlicerLib.logic import NeonatalLungSegLogic
 from NeonatalLungSegSlicerLib.parameters import DEFAULT_TRAINING_FOLDER, NeonatalLungSegParameterNode  # noqa: F401
 
@@ -386,7 +389,7 @@ class NeonatalLungSegTest(ScriptedLoadableModuleTest):
             self.delayDisplay(f"Self-test skipped: {skipped}")
 
     def test_SegmentCorrectExport(self):
-        from NeonatalLungSegSlicerLib import selfTest
+        from NeonatalLungSegSlicerLib.environment import selfTest
 
         selfTest.checkPrerequisites(self)  # skips, saying why, on an old Slicer or without torch in ctest
         logic = NeonatalLungSegLogic()

@@ -1,10 +1,10 @@
 """The *AI correct* Segment Editor effect as Slicer loads it: ``qSlicerSegmentEditorScriptedEffect.setPythonSource``
 loads this file as a module named after its folder and instantiates the class named after the file, so this
-folder holds nothing else and is not a package. The effect itself is ``NeonatalLungSegSlicerLib.aiCorrectEffect``."""
+folder holds nothing else and is not a package. The effect itself is ``NeonatalLungSegSlicerLib.correcting.aiCorrectEffect``."""
 
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from NeonatalLungSegSlicerLib.aiCorrectEffect import AICorrectEffectBehaviour
+from NeonatalLungSegSlicerLib.correcting.aiCorrectEffect import AICorrectEffectBehaviour
 
 
 class NeonatalLungAICorrectEffect(AICorrectEffectBehaviour, AbstractScriptedSegmentEditorEffect):

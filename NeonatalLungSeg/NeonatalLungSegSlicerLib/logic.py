@@ -10,7 +10,10 @@ beside it; the Logic holds the run, so it outlives a collapsed panel or another 
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from NeonatalLungSegSlicerLib import aiCorrect, dependencies, improvement, pipeline
+from NeonatalLungSegSlicerLib import pipeline
+from NeonatalLungSegSlicerLib.correcting import aiCorrect
+from NeonatalLungSegSlicerLib.environment import dependencies
+from NeonatalLungSegSlicerLib.improving import improvement
 from NeonatalLungSegSlicerLib.parameters import NeonatalLungSegParameterNode
 
 EDITOR_NODE_TAG = "NeonatalLungSeg"

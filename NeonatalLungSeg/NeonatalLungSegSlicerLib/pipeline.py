@@ -246,7 +246,7 @@ def exportForTraining(scene, segmentationNode, volumeNode, folder, reviewer, rev
     # Slicer's own labelmap export must agree with the segments read one by one, before anything is written.
     slicerLabels = mrmlNodes.exportLabelArray(scene, segmentationNode, volumeNode, names)
     checkAgainstSegments(slicerLabels, masks, names, ValueError, "Slicer's labelmap export")
-    from NeonatalLungSegSlicerLib.measurements import exportDescriptors
+    from NeonatalLungSegSlicerLib.measuring.measurements import exportDescriptors
 
     image, geometry = mrmlNodes.volumeArray(volumeNode), mrmlNodes.volumeGeometry(volumeNode)
     # The descriptors of the labels exported (the corrected mask), numbers only; None when not describable.

@@ -174,3 +174,12 @@ def test_only_the_bundled_models_and_the_sample_are_large_files() -> None:
     large = {name for name in tracked.decode().split("\0")
              if name and (REPO / name).is_file() and (REPO / name).stat().st_size > 1_000_000}
     assert large == LARGE_FILES
+
+
+def test_the_slicer_side_folders_stay_small_too() -> None:
+    slicer_lib = REPO / "NeonatalLungSeg" / "NeonatalLungSegSlicerLib"
+    for folder in [slicer_lib, *(p for p in slicer_lib.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= MAX_MODULES_PER_FOLDER, f"{folder}: {len(modules)} modules"
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and len(doc) > 80, f"{folder}/__init__.py has no docstring saying what the package owns"

@@ -82,13 +82,13 @@ def until(what, fire, limit=60.0):
 
 
 def effectOf(fixture):
-    from NeonatalLungSegSlicerLib import aiCorrectEffect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
 
     return fixture.editor.effectByName(aiCorrectEffect.EFFECT_NAME)
 
 
 def labels(fixture):
-    from NeonatalLungSegSlicerLib import aiCorrect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrect
 
     return aiCorrect.currentLabels(fixture.segmentation, fixture.volume)
 
@@ -125,7 +125,7 @@ def view(name="Red"):
 
 
 def test_effect_is_registered_listed_beside_paint_and_the_editor_keeps_ten_undo_states(panel, module):
-    from NeonatalLungSegSlicerLib import aiCorrectEffect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
 
     factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
     assert aiCorrectEffect.EFFECT_NAME in [effect.name for effect in factory.registeredEffects()]
@@ -309,7 +309,7 @@ def test_a_click_without_a_lung_selected_or_outside_the_volume_says_why_and_chan
 
 
 def test_a_silent_ai_worker_is_reported_and_cancel_stops_it(panel):
-    from NeonatalLungSegSlicerLib import aiCorrectEffect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
 
     w = panel.widget
     w.logic.runner.close()
@@ -340,7 +340,7 @@ def test_a_silent_segmentation_worker_is_reported_within_thirty_seconds(module, 
     silent for more than SILENCE_SECONDS (15 s: well inside 30 s, and 7 heartbeats)."""
     import qt
 
-    from NeonatalLungSegSlicerLib import aiCorrectEffect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
     from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
 
     assert aiCorrectEffect.SILENCE_SECONDS < 30

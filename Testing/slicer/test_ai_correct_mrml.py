@@ -48,7 +48,7 @@ def masks(segmentation, volume):
 
 def test_click_ras_lands_on_its_voxel_and_outside_is_one_clear_error(module):
     from NeonatalLungSegLib.errors import InputError
-    from NeonatalLungSegSlicerLib import aiCorrect
+    from NeonatalLungSegSlicerLib.correcting import aiCorrect
 
     scene = slicer_harness.mrml_environment()["scene"]
     volume = makeVolume(scene, "click mapping")
@@ -64,7 +64,8 @@ def test_click_ras_lands_on_its_voxel_and_outside_is_one_clear_error(module):
 
 def test_segment_two_clicks_undo_and_export(module, tiny_model_folder, tiny_refine_folder, tmp_path):
     from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-    from NeonatalLungSegSlicerLib import aiCorrect, mrmlNodes, segmentEditing
+    from NeonatalLungSegSlicerLib import mrmlNodes, segmentEditing
+    from NeonatalLungSegSlicerLib.correcting import aiCorrect
 
     scene = slicer_harness.mrml_environment()["scene"]
     old = scene.GetSingletonNode("NeonatalLungSeg", "vtkMRMLScriptedModuleNode")
@@ -173,7 +174,8 @@ def test_export_of_a_segmentation_from_elsewhere_records_no_correction(module, t
 def test_edit_counter_merges_the_events_of_one_operation_and_skips_module_writes(module):
     """A paint over the other lung fires two SourceRepresentationModified events: one edit. Strokes further
     apart than EDIT_MERGE_SECONDS are separate edits; writes inside moduleWrite() are none."""
-    from NeonatalLungSegSlicerLib import aiCorrect, segmentEditing
+    from NeonatalLungSegSlicerLib import segmentEditing
+    from NeonatalLungSegSlicerLib.correcting import aiCorrect
 
     scene = slicer_harness.mrml_environment()["scene"]
     volume = makeVolume(scene, "edit counting")

@@ -1,4 +1,4 @@
-"""First-use installation (NeonatalLungSegSlicerLib.dependencies) with Slicer's installers recorded, not run:
+"""First-use installation (NeonatalLungSegSlicerLib.environment.dependencies) with Slicer's installers recorded, not run:
 the user is asked first, torch comes from PyTorchUtils, the rest through pip_ensure with torch pinned, and
 an installed torch is never replaced."""
 
@@ -18,7 +18,7 @@ slicer = slicer_harness.slicer
 def deps(monkeypatch):
     slicer_harness.mrml_environment()
     from NeonatalLungSegLib.models import requirements
-    from NeonatalLungSegSlicerLib import dependencies
+    from NeonatalLungSegSlicerLib.environment import dependencies
 
     state = {"torch": None, "smp": None, "calls": []}
 

@@ -67,7 +67,7 @@ def module():
 def panel(module, monkeypatch, tmp_path, tiny_model_folder):
     import qt
 
-    from NeonatalLungSegSlicerLib.improvement import Improver
+    from NeonatalLungSegSlicerLib.improving.improvement import Improver
     from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
 
     scene = slicer_harness.mrml_environment()["scene"]
@@ -372,7 +372,7 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
 
     from NeonatalLungSegLib.models import registry
     from NeonatalLungSegSlicerLib import mrmlNodes
-    from NeonatalLungSegSlicerLib.improvement import Improver
+    from NeonatalLungSegSlicerLib.improving.improvement import Improver
     from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
 
     ui, node, w, scene = panel.ui, panel.node, panel.widget, panel.scene

@@ -195,7 +195,7 @@ def test_rerun_replaces_previous_result_or_keeps_it(run):
 
 def test_correction_is_exported_voxel_for_voxel_and_never_overwritten(run, tmp_path):
     from NeonatalLungSegLib.dataset.training_folder import read_training_folder
-    from NeonatalLungSegSlicerLib import selfTest
+    from NeonatalLungSegSlicerLib.environment import selfTest
 
     scene, logic, volume = run["scene"], run["logic"], run["volume"]
     segmentation = run["outputs"].segmentationNode
@@ -292,7 +292,7 @@ def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder):
     """The self-test Slicer runs (NeonatalLungSegTest), here on slicer-core MRML with the stand-in base class."""
     test = module.NeonatalLungSegTest()
     # Not runTest(): its setUp clears the scene, which the other tests' nodes live in; run the body alone.
-    from NeonatalLungSegSlicerLib import selfTest
+    from NeonatalLungSegSlicerLib.environment import selfTest
 
     logic = module.NeonatalLungSegLogic()
     try:

@@ -55,7 +55,7 @@ def tableValues(table):
 
 
 def checkTable(table, descriptors):
-    from NeonatalLungSegSlicerLib.measurements import tableRows
+    from NeonatalLungSegSlicerLib.measuring.measurements import tableRows
 
     assert [table.GetColumnName(c) for c in range(5)] == ["descriptor", "unit", "right lung", "left lung",
                                                           "both lungs"]

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "NeonatalLungSeg"
 UI = MODULE / "Resources" / "UI" / "NeonatalLungSeg.ui"
-CODE = [MODULE / "NeonatalLungSeg.py", *sorted((MODULE / "NeonatalLungSegSlicerLib").glob("*.py"))]
+CODE = [MODULE / "NeonatalLungSeg.py", *sorted((MODULE / "NeonatalLungSegSlicerLib").rglob("*.py"))]
 
 
 def cmake_list(text: str, variable: str) -> list[str]:

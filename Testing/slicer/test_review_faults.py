@@ -19,7 +19,7 @@ slicer = slicer_harness.slicer
 def test_self_test_skips_with_a_clear_message_where_torch_is_missing(module, monkeypatch):  # noqa: F811
     """A build machine's ctest has no torch and nobody to agree to an install: skip, saying why."""
     from NeonatalLungSegLib.models import requirements
-    from NeonatalLungSegSlicerLib import dependencies, selfTest
+    from NeonatalLungSegSlicerLib.environment import dependencies, selfTest
 
     missing = [requirements.Requirement("torch", "2.2", None)]
     monkeypatch.setattr(dependencies, "missingDependencies", lambda: (missing, []))
@@ -32,7 +32,7 @@ def test_reload_and_test_without_torch_skips_without_the_failed_popup(module, mo
     """Reload and Test runs the self-test outside a test runner: a skip must not surface as Slicer's "Reload and
     Test failed" popup (it did: SkipTest is an exception to tryWithErrorDisplay), in testing mode or not."""
     from NeonatalLungSegLib.models import requirements
-    from NeonatalLungSegSlicerLib import dependencies, selfTest
+    from NeonatalLungSegSlicerLib.environment import dependencies, selfTest
 
     missing = [requirements.Requirement("torch", "2.2", None)]
     popups, shown = [], []
@@ -55,7 +55,7 @@ def test_reload_and_test_without_torch_skips_without_the_failed_popup(module, mo
 def test_self_test_run_by_hand_offers_to_install_then_runs(module, monkeypatch):  # noqa: F811
     """Reload and Test (not testing mode): missing packages are installed on first use, after asking."""
     from NeonatalLungSegLib.models import requirements
-    from NeonatalLungSegSlicerLib import dependencies, selfTest
+    from NeonatalLungSegSlicerLib.environment import dependencies, selfTest
 
     missing = [requirements.Requirement("torch", "2.2", None)]
     calls = []
@@ -132,7 +132,7 @@ def test_empty_path_fields_stay_empty_and_a_field_being_typed_in_is_not_rewritte
 
 def test_segment_is_disabled_while_dependencies_install(widget, monkeypatch):  # noqa: F811
     from NeonatalLungSegLib.models import requirements
-    from NeonatalLungSegSlicerLib import dependencies
+    from NeonatalLungSegSlicerLib.environment import dependencies
 
     ui = widget.ui
     state = {"installed": False, "seen": []}

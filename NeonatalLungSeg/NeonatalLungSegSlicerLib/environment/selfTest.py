@@ -73,7 +73,7 @@ def checkPrerequisites(test):
     A build machine's ctest (testing mode) has no torch and nobody to agree to a download of several GB,
     so it skips naming what is missing; run interactively (Reload and Test) the user is asked to install.
     """
-    from NeonatalLungSegSlicerLib import compatibility, dependencies
+    from NeonatalLungSegSlicerLib.environment import compatibility, dependencies
 
     unsupported = compatibility.unsupportedMessage()
     if unsupported:

@@ -10,7 +10,7 @@ measurement runs once they pause (``DEBOUNCE_MSEC``).
 
 import qt
 
-from NeonatalLungSegSlicerLib import measurements
+from NeonatalLungSegSlicerLib.measuring import measurements
 
 DEBOUNCE_MSEC = 500
 

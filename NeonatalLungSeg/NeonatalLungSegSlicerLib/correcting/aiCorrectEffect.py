@@ -29,12 +29,13 @@ import vtk
 
 import slicer
 
-from NeonatalLungSegSlicerLib import aiCorrect, mrmlNodes, sliceClicks
+from NeonatalLungSegSlicerLib import mrmlNodes
+from NeonatalLungSegSlicerLib.correcting import aiCorrect, sliceClicks
 
 EFFECT_NAME = "Neonatal lung AI correct"  # how modules find it (never translated)
 EFFECT_TITLE = "AI correct"
-EFFECT_SOURCE = Path(__file__).resolve().parents[1] / "NeonatalLungSegEffects" / "NeonatalLungAICorrectEffect.py"
-ICON = Path(__file__).resolve().parents[1] / "Resources" / "Icons" / "AICorrect.png"
+EFFECT_SOURCE = Path(__file__).resolve().parents[2] / "NeonatalLungSegEffects" / "NeonatalLungAICorrectEffect.py"
+ICON = Path(__file__).resolve().parents[2] / "Resources" / "Icons" / "AICorrect.png"
 POLL_MSEC = 100
 SILENCE_SECONDS = 15.0  # the worker beats every HEARTBEAT_SECONDS (2 s) while it works: 15 s of silence is a hang
 MODE, IMAGE_CONTRAST = "Mode", "ImageContrast"  # effect parameters (stored in the segment editor node)

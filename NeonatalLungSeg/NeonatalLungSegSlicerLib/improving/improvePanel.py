@@ -51,7 +51,7 @@ class ImprovePanel:
             key = (str(node.trainingFolder), str(node.modelFolder), _stamp(node.trainingFolder, "manifest.json"),
                    _stamp(node.modelFolder, "model.json"))
             if key != self._summaryKey:
-                from NeonatalLungSegSlicerLib import improvement
+                from NeonatalLungSegSlicerLib.improving import improvement
 
                 self._summaryKey = key
                 self.ui.improveFolderLabel.text = improvement.summarize(node.trainingFolder, node.modelFolder).text()

@@ -22,7 +22,7 @@ IMPROVE_DEVICES = {"auto": "auto", "GPU": "cuda", "CPU": "cpu"}  # the improve c
 REVIEWED = ("reviewed", "reference")  # what improve trains on (training.dataset.select_cases, reviewed_only)
 TABLE_NAME = "Improve model: before / after"
 MAX_LINEAGE = 32  # model -> parent steps followed through improvement.json
-CHECKOUT_TRAINING = Path(__file__).resolve().parents[2] / "Training"  # the module run from a source checkout
+CHECKOUT_TRAINING = Path(__file__).resolve().parents[3] / "Training"  # the module run from a source checkout
 
 
 @dataclass
