@@ -52,7 +52,7 @@ def test_refine_writes_labels_on_the_scan_grid_and_a_report(tmp_path, refine_fol
     fixed, geometry = image_to_array(sitk.ReadImage(str(out)))
     before, _ = image_to_array(sitk.ReadImage(str(lungs)))
     assert geometry.size == GEOMETRY.size and set(np.unique(fixed)) <= {0, 1, 2}
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert [c["lung"] for c in report["clicks"]] == ["right_lung", "left_lung"]
     assert (fixed[before == 2] == 2).all()                     # a "+" click on the left lung never removes it
     assert ((fixed == 1) & (before != 1)).sum() == 0          # the right lung only lost voxels (a "-" click)
@@ -66,7 +66,7 @@ def test_the_image_contrast_and_rim_peel_rules_can_be_switched_off(tmp_path, ref
     code = main(["refine", str(scan), "--labels", str(lungs), "--clicks", str(clicks), "-o", str(out),
                  "--model", str(refine_folder), "--device", "cpu", "--report", str(tmp_path / "r.json"), switch])
     assert code == 0
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert [c[field] for c in report["clicks"]] == [False, False]
 
 

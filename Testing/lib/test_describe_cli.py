@@ -109,7 +109,7 @@ def test_cohort_csv_on_a_folder_of_five_cases(tmp_path: Path, capsys) -> None:
     rows = list(csv.DictReader(io.StringIO((out / CLI_COHORT_CSV).read_text(encoding="utf-8"))))
     assert [row["case"] for row in rows] == [f"case{n}" for n in range(5)]
     for number, row in enumerate(rows):
-        single = list(csv.DictReader(io.StringIO((out / f"case{number}_descriptors.csv").read_text())))[0]
+        single = list(csv.DictReader(io.StringIO((out / f"case{number}_descriptors.csv").read_text(encoding="utf-8"))))[0]
         assert row == single
         right, left = sizes[number]
         assert float(row["right_left_volume_ratio"]) == pytest.approx((right / left) ** 3, rel=0.06)

@@ -45,7 +45,7 @@ def mutated(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 def bad_folder(tmp_path: Path, model: Path, dotted: str, value: Any) -> Path:
     folder = tmp_path / f"bad-{dotted}-{abs(hash(repr(value)))}"
     shutil.copytree(model, folder)
-    data = json.loads((model / CONFIG_NAME).read_text())
+    data = json.loads((model / CONFIG_NAME).read_text(encoding="utf-8"))
     (folder / CONFIG_NAME).write_text(json.dumps(mutated(data, dotted, value)))
     return folder
 
@@ -72,7 +72,7 @@ def test_one_bad_remembered_folder_never_breaks_models(tmp_path: Path, tiny_mode
     shutil.copytree(tiny_model_folder, good)
     assert run(["models", "--path", good, "--remember"], capsys)[0] == 0
     for dotted, value in BAD_FIELDS:  # the remembered folder is edited into every bad shape in turn
-        data = json.loads((tiny_model_folder / CONFIG_NAME).read_text())
+        data = json.loads((tiny_model_folder / CONFIG_NAME).read_text(encoding="utf-8"))
         (good / CONFIG_NAME).write_text(json.dumps(mutated(data, dotted, value)))
         code, out, err = run(["models"], capsys)
         assert code == 0 and "Traceback" not in err, (dotted, err)
@@ -84,7 +84,7 @@ def test_one_bad_remembered_folder_never_breaks_models(tmp_path: Path, tiny_mode
 def test_huge_network_is_refused_before_allocating(tmp_path: Path, tiny_model_folder: Path) -> None:
     """Sizes inside the per-field ranges but far beyond what the weights hold: refused from the weights'
     header without building the network (this config would need gigabytes)."""
-    data = json.loads((tiny_model_folder / CONFIG_NAME).read_text())
+    data = json.loads((tiny_model_folder / CONFIG_NAME).read_text(encoding="utf-8"))
     data["network"]["args"]["decoder_channels"] = [2048, 2048, 2048]
     folder = tmp_path / "huge"
     shutil.copytree(tiny_model_folder, folder)
@@ -97,7 +97,7 @@ def test_huge_network_is_refused_before_allocating(tmp_path: Path, tiny_model_fo
 
 
 def test_weights_mismatch_names_the_keys_and_shapes(tmp_path: Path, tiny_model_folder: Path) -> None:
-    data = json.loads((tiny_model_folder / CONFIG_NAME).read_text())
+    data = json.loads((tiny_model_folder / CONFIG_NAME).read_text(encoding="utf-8"))
     data["network"]["args"]["decoder_channels"] = [32, 16, 16]  # last decoder block differs
     folder = tmp_path / "mismatch"
     shutil.copytree(tiny_model_folder, folder)

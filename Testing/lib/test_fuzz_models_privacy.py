@@ -31,7 +31,7 @@ def edited_folder(tmp_path: Path, model: Path, edit: Any, name: str = "edited") 
     """A copy of ``model`` whose model.json went through ``edit(data)`` (which changes it in place)."""
     folder = tmp_path / name
     shutil.copytree(model, folder)
-    data = json.loads((folder / CONFIG_NAME).read_text())
+    data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     edit(data)
     (folder / CONFIG_NAME).write_text(json.dumps(data))
     return folder
@@ -182,7 +182,7 @@ def test_deeply_nested_model_json_is_one_line(tmp_path: Path, tiny_model_folder:
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "nested"
     shutil.copytree(tiny_model_folder, folder)
-    data = json.loads((folder / CONFIG_NAME).read_text())
+    data = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     section = data
     for key in where.split("."):
         section = section[key]
@@ -268,7 +268,7 @@ def test_a_damaged_int8_file_with_a_matching_record_is_one_line(tmp_path: Path, 
     onnx_path = folder / INT8_NAME
     raw = onnx_path.read_bytes()
     onnx_path.write_bytes({"half": raw[: len(raw) // 2], "garbage": b"\x08\x07junk" * 100, "empty": b""}[damage])
-    record = json.loads((folder / INT8_RECORD).read_text())
+    record = json.loads((folder / INT8_RECORD).read_text(encoding="utf-8"))
     record["sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     (folder / INT8_RECORD).write_text(json.dumps(record))
     with pytest.raises(ModelFolderError, match=INT8_NAME) as caught:
@@ -391,9 +391,9 @@ def test_sidecars_are_strict_json(tmp_path: Path) -> None:
     def refuse(name: str) -> None:
         raise AssertionError(f"{name} in a sidecar")
 
-    data = json.loads((root / record.sidecar).read_text(), parse_constant=refuse)
+    data = json.loads((root / record.sidecar).read_text(encoding="utf-8"), parse_constant=refuse)
     assert data["count"] == 3 and data["share"] == 0.25
-    json.loads((root / MANIFEST_NAME).read_text(), parse_constant=refuse)
+    json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"), parse_constant=refuse)
 
 
 def test_ordinary_values_still_pass(tmp_path: Path) -> None:

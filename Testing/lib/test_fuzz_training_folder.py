@@ -80,7 +80,7 @@ def test_written_image_is_verified_before_it_counts(tmp_path: Path, monkeypatch:
 def test_wrong_types_in_a_manifest_are_one_input_error(tmp_path: Path, entry: object) -> None:
     root = tmp_path / "tf"
     add_case(root, *pair(0), "a")
-    data = json.loads((root / MANIFEST_NAME).read_text())
+    data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
     data["cases"].append(entry)
     (root / MANIFEST_NAME).write_text(json.dumps(data))
     for action in (lambda: read_training_folder(root), lambda: add_case(root, *pair(1), "a")):

@@ -132,7 +132,7 @@ def test_a_request_cannot_name_a_loader_the_worker_was_not_started_with(tmp_path
     got = _serve([_segment_request(tmp_path, victim, loader), wp.encode(wp.make_message("shutdown"))])
     assert [e["type"] for e in got] == ["hello", "error", "bye"]
     assert got[1]["error_type"] == "ProtocolError" and "was not given when this worker started" in got[1]["message"]
-    assert (victim / "keep.txt").read_text() == "the user's file"
+    assert (victim / "keep.txt").read_text(encoding="utf-8") == "the user's file"
 
 
 def test_a_loader_given_at_start_is_used(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def model_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_bundled_model_carries_a_verified_int8_network() -> None:
     config = read_config(BUNDLED_MODEL)
     assert unavailable_reason(BUNDLED_MODEL, config) is None
-    record = json.loads((BUNDLED_MODEL / INT8_RECORD).read_text())
+    record = json.loads((BUNDLED_MODEL / INT8_RECORD).read_text(encoding="utf-8"))
     assert record["weights_sha256"] == config.weights_sha256
     assert min(v for lungs in record["dice_vs_fp32"].values() for v in lungs.values()) >= 0.999
 
@@ -63,7 +63,7 @@ def test_a_damaged_stale_or_missing_int8_network_is_never_run(model_copy: Path, 
     mock_cpu(AMD_ZEN4)
     config = read_config(model_copy)
     onnx_path, record_path = model_copy / INT8_NAME, model_copy / INT8_RECORD
-    original_onnx, original_record = onnx_path.read_bytes(), record_path.read_text()
+    original_onnx, original_record = onnx_path.read_bytes(), record_path.read_text(encoding="utf-8")
     try:
         onnx_path.write_bytes(original_onnx[:-10] + b"0123456789")  # altered in place
         assert "SHA-256" in unavailable_reason(model_copy, config)

@@ -89,7 +89,7 @@ def _edit_config(folder: Path, change) -> None:
     (lambda f: (f / CONFIG_NAME).unlink(), "missing model config"),
     (_damage_truncate, "checksum mismatch"),
     (_damage_flip_byte, "checksum mismatch"),
-    (lambda f: (f / CONFIG_NAME).write_text("{not json"), "unreadable JSON"),
+    (lambda f: (f / CONFIG_NAME).write_text("{not json"), "not valid JSON"),
     (lambda f: _edit_config(f, lambda d: d.pop("format")), "format"),
     (lambda f: _edit_config(f, lambda d: d.update(format_version=99)), "format_version"),
     (lambda f: _edit_config(f, lambda d: d.pop("network")), "invalid or missing field"),

@@ -129,7 +129,7 @@ def test_second_segment_reuses_the_loaded_model_in_the_same_process(client, tmp_
     two = second.result()
     assert one.pid == two.pid == c.pid and c.hello["pid"] == c.pid
     assert (one.load_count, two.load_count) == (1, 1)  # loaded once, reused
-    assert (tmp_path / "loads").read_text().split() == [str(c.pid)]
+    assert (tmp_path / "loads").read_text(encoding="utf-8").split() == [str(c.pid)]
     assert [e["type"] for e in first.events][:2] == ["loading", "loaded"]
     assert not any(e["type"] == "loading" for e in second.events)
     assert [e["fraction"] for e in second.events if e["type"] == "progress"][-1] == 1.0
@@ -147,7 +147,7 @@ def test_cancel_kills_the_whole_process_tree_at_once(client, tmp_path):
     while not (tmp_path / "grandchild.pid").exists():
         assert time.monotonic() < deadline and not job.poll(), job.status
         time.sleep(0.05)
-    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    grandchild = int((tmp_path / "grandchild.pid").read_text(encoding="utf-8"))
     worker = c.pid
     assert worker_fakes.pid_alive(worker) and worker_fakes.pid_alive(grandchild)
     job.cancel()  # one call, from the GUI's timer: no waiting for the work to reach a checkpoint

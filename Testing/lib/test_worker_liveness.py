@@ -50,7 +50,7 @@ def test_a_busy_worker_beats_and_a_stopped_one_falls_silent(client, tmp_path):
     array, geometry = volume()
     job = client.submit(array, geometry, tmp_path, device="cpu", loader="worker_fakes:load_gated")
     _wait(lambda: job.poll() or (tmp_path / "grandchild.pid").exists())
-    beats = lambda: client.events_path.read_text().count('"heartbeat"')  # noqa: E731
+    beats = lambda: client.events_path.read_text(encoding="utf-8").count('"heartbeat"')  # noqa: E731
     _wait(lambda: beats() >= 2, seconds=30)  # the work is gated: only heartbeats say it is alive
     client.poll()
     assert client.silent_for() < 10 * wp.HEARTBEAT_SECONDS
@@ -131,7 +131,7 @@ def test_a_new_client_sweeps_what_a_crashed_host_left(tmp_path, monkeypatch):
         assert not crashed.exists()
         assert client.session.parent == tmp_path
         client.start()
-        assert json.loads((client.session / OWNER_NAME).read_text())["pid"] == os.getpid()
+        assert json.loads((client.session / OWNER_NAME).read_text(encoding="utf-8"))["pid"] == os.getpid()
     finally:
         client.close(timeout=2)
     assert not client.session.exists()

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true")
     args = parser.parse_args(argv)
     folder = control()
-    mode = set((folder / "mode").read_text().split()) if (folder / "mode").exists() else set()
+    mode = set((folder / "mode").read_text(encoding="utf-8").split()) if (folder / "mode").exists() else set()
     write_atomically(folder / "args.json", json.dumps(sys.argv[1:]))
     write_atomically(folder / "pid", str(os.getpid()))
 

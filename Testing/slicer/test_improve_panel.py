@@ -159,7 +159,7 @@ def test_the_section_shows_the_folder_its_reviewed_cases_and_how_many_are_new(pa
     grand, child = tmp_path / "grand", tmp_path / "child"
     for folder, version, split in ((grand, "0.1.0", {"train": ["chest000"]}), (child, "0.2.0", {"test": ["chest001"]})):
         shutil.copytree(panel.parent, folder)
-        config = json.loads((folder / "model.json").read_text())
+        config = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         config.update(version=version, training={"split_subjects": split})
         (folder / "model.json").write_text(json.dumps(config))
     (child / "improvement.json").write_text(json.dumps({"parent": {"folder": str(grand)}, "decision": {}}))
@@ -194,7 +194,7 @@ def test_improve_runs_in_its_own_process_with_progress_then_the_table_and_one_cl
     tick(panel)
     assert ui.improveStatusLabel.text == "Epoch 3, validation Dice 0.850, about 1.0 min left"
     assert 60 <= ui.improveProgressBar.value <= 70  # 3 of 4 budget minutes, on the 90 % the budget fills
-    args = json.loads((panel.control / "args.json").read_text())
+    args = json.loads((panel.control / "args.json").read_text(encoding="utf-8"))
     output = Path(args[args.index("-o") + 1])
     assert args[0] == str(panel.data) and args[args.index("--model") + 1] == str(panel.parent)
     assert args[args.index("--minutes") + 1] == "4" and args[args.index("--device") + 1] == "cpu"
@@ -253,7 +253,7 @@ def test_cancel_mid_training_kills_the_tree_within_one_poll_and_leaves_everythin
     tick(panel)
     assert job.output.is_dir() and (job.output.parent / f"{job.output.name}.run").is_dir()  # half-written
     assert job.output.resolve() in registry_state()[0]
-    grandchild = int((panel.control / "grandchild.pid").read_text())
+    grandchild = int((panel.control / "grandchild.pid").read_text(encoding="utf-8"))
     ui.improveCancelButton.click()
     assert ui.improveStatusLabel.text == "Cancelling..." and not ui.improveCancelButton.enabled
     assert not worker_fakes.pid_alive(job.pid)  # killed by the click
@@ -430,7 +430,7 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
     assert any(t.startswith("Preparing: making the rehearsal") for t in statuses)
     outcome = w.logic.improveOutcome
     rows = table_rows(ui.improveTableView.tableNode)
-    anchors = json.loads((outcome.folder / "improvement.json").read_text())["decision"]["anchors"]
+    anchors = json.loads((outcome.folder / "improvement.json").read_text(encoding="utf-8"))["decision"]["anchors"]
     assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 1 + len(anchors) == 4
     assert ui.improveDecisionLabel.text.startswith(("Promoted", "Kept as a candidate"))
     assert outcome.parent.resolve() == panel.parent.resolve() and outcome.folder.parent == exported.with_name(

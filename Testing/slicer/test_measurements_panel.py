@@ -142,10 +142,10 @@ def test_save_report_writes_html_json_csv_and_refuses_an_existing_target(widget,
     assert paths is not None, widget.ui.measurementsStatusLabel.text
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
     descriptors, _ = expected(widget)
-    written = json.loads(paths["json"].read_text())
+    written = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert written["lungs"]["both"]["volume_ml"] == pytest.approx(descriptors["lungs"]["both"]["volume_ml"])
-    assert "research use, not clinically validated" in paths["report"].read_text()
-    assert paths["csv"].read_text().count("\n") == 2
+    assert "research use, not clinically validated" in paths["report"].read_text(encoding="utf-8")
+    assert paths["csv"].read_text(encoding="utf-8").count("\n") == 2
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     widget.ui.saveReportButton.click()
     status = widget.ui.measurementsStatusLabel.text
@@ -166,7 +166,7 @@ def test_export_sidecar_holds_the_corrected_masks_descriptors(widget, tmp_path):
     widget.ui.exportButton.click()
     assert widget.ui.exportStatusLabel.text.startswith("Exported "), widget.ui.exportStatusLabel.text
     sidecars = [p for p in (tmp_path / "folder").rglob("*.json") if p.name != "manifest.json"]
-    sidecar = next(json.loads(p.read_text()) for p in sidecars if "descriptors" in json.loads(p.read_text()))
+    sidecar = next(json.loads(p.read_text(encoding="utf-8")) for p in sidecars if "descriptors" in json.loads(p.read_text(encoding="utf-8")))
     descriptors, _ = expected(widget)
     assert sidecar["descriptors"]["both_volume_ml"] == pytest.approx(descriptors["lungs"]["both"]["volume_ml"])
     assert sidecar["descriptors"]["left_volume_ml"] == pytest.approx(sidecar["volumes"]["left_lung"]["volume_ml"])

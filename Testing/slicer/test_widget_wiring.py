@@ -158,7 +158,7 @@ def test_cancel_kills_the_worker_within_one_poll_and_changes_nothing(widget):
     ui.segmentButton.click()
     waitForWorker(widget, lambda: (widget.control / "grandchild.pid").exists())  # mid-run, in the worker
     worker = w.logic.runner.workerPid
-    grandchild = int((widget.control / "grandchild.pid").read_text())
+    grandchild = int((widget.control / "grandchild.pid").read_text(encoding="utf-8"))
     ui.cancelButton.click()
     assert ui.statusLabel.text == "Cancelling..." and not ui.cancelButton.enabled
     assert not worker_fakes.pid_alive(worker)  # killed by the click, not at the next checkpoint
@@ -185,7 +185,7 @@ def test_second_segment_reuses_the_worker_and_its_loaded_model(widget):
     ui.segmentButton.click()
     finish(widget)
     assert w.logic.runner.workerPid == first and w.logic.runner.startedWorkers == 1
-    assert (widget.control / "loads").read_text().split() == [str(first)]  # loaded once
+    assert (widget.control / "loads").read_text(encoding="utf-8").split() == [str(first)]  # loaded once
 
 
 def test_a_dying_worker_gives_one_clear_message(widget, monkeypatch):

@@ -45,7 +45,7 @@ def test_combine_repeats_splits_and_keeps_test_subjects_out(tmp_path: Path) -> N
     assert {c.label_scheme for c in folder.cases if c.subject.startswith("s0-")} == {"right_left"}
     assert len([s for s in result["val"] if s.startswith("s0-")]) == 2 and "s1-b" in result["val"]
     assert not set(result["train"]) & set(result["val"]) and result["test"] == []
-    assert json.loads((tmp_path / "mix.split.json").read_text()) == result
+    assert json.loads((tmp_path / "mix.split.json").read_text(encoding="utf-8")) == result
 
 
 def test_combine_refuses_bad_sources_and_an_existing_output(tmp_path: Path) -> None:

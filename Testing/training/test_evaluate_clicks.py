@@ -36,16 +36,16 @@ def test_evaluate_clicks_writes_every_output_from_both_starts(tmp_path, tiny_ref
     code = noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--model", str(tiny_model_folder),
                      "--max-clicks", "3", "--device", "cpu", "-o", str(out), *switch])
     assert code == 0
-    summary = json.loads((out / "noc.json").read_text())
+    summary = json.loads((out / "noc.json").read_text(encoding="utf-8"))
     assert summary["image_contrast"] is (not switch)
     assert [(c["case"], c["start"]) for c in summary["cases"]] == [("case-a", "empty"), ("case-a", "model")]
     for case in summary["cases"]:
         assert len(case["dice"]) == 4 and all(0.0 <= d <= 1.0 for d in case["dice"])
         assert 0 <= case["noc90"] <= 3 and 0 <= case["noc95"] <= 3
     assert summary["cases"][0]["dice"][0] == 0.0               # the empty start is empty
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert ("rule off" in report) is bool(switch)
-    assert (out / "noc.csv").read_text().count("\n") == 3 and (out / "dice-per-click.png").stat().st_size > 0
+    assert (out / "noc.csv").read_text(encoding="utf-8").count("\n") == 3 and (out / "dice-per-click.png").stat().st_size > 0
 
 
 def test_a_folder_without_pairs_is_one_line_and_nothing_is_written(tmp_path, tiny_refine_folder, capsys):
@@ -89,7 +89,7 @@ def test_rim_starts_are_the_reference_plus_rims_and_evaluate_clicks_starts_from_
     out = tmp_path / "out"
     assert noc.main(["--data", str(data), "--refine-model", str(tiny_refine_folder), "--start", "given",
                      "--max-clicks", "2", "--device", "cpu", "--no-rim-peel", "-o", str(out)]) == 0
-    summary = json.loads((out / "noc.json").read_text())
+    summary = json.loads((out / "noc.json").read_text(encoding="utf-8"))
     case = summary["cases"][0]
     assert case["start"] == "given" and summary["rim_peel"] is False
     assert case["dice"][0] == pytest.approx(2 * (reference > 0).sum() / ((reference > 0).sum() + (start > 0).sum()))

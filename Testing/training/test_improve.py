@@ -83,6 +83,9 @@ def test_the_rule_promotes_only_a_better_model_that_forgets_nothing() -> None:
     assert not alone.promoted and "No held-out corrected case" in alone.reasons[0]
     strict = decide(Score("heldout", "held-out", 2, 0.05, 0.93), anchors, Rule(anchor_margin=0.001))
     assert not strict.promoted  # anchor A lost 0.005
+    inconsistent = decide(Score("heldout", "held-out", 2, 0.0, 0.64), anchors)  # better, but only an average shape
+    assert not inconsistent.promoted and "Agrees with the held-out corrections only at Dice 0.640" in \
+        inconsistent.summary()
     record = json.loads(json.dumps(good.to_dict()))
     assert record["status"] == "default" and record["rule"]["min_gain"] == 0.01 and "beats the parent" in \
         record["rule"]["text"]
@@ -108,11 +111,11 @@ def test_improve_adapts_to_a_new_domain_writes_a_complete_folder_and_registers_i
     assert config.training["rehearsal"]["batch_fraction"] == SETTINGS.rehearsal_fraction
     assert set().union(*config.training["split_subjects"].values()) <= {f"chest{s:03d}" for s in range(200, 210)}
     assert config.training["split_subjects"]["test"] == holdout_subjects([f"chest{s:03d}" for s in range(200, 210)])
-    record = json.loads((out / "improvement.json").read_text())
+    record = json.loads((out / "improvement.json").read_text(encoding="utf-8"))
     assert record["decision"]["status"] == decision.status and record["parent"]["version"] == "1.0.0"
     held = decision.heldout
     assert held.cases == 2 and held.child > held.parent + 0.2, held  # the new domain was learned
-    card = (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Improvement from corrected cases" in card and f"{held.child:.4f}" in card
     assert out.resolve() in registry.remembered_paths()
     assert (registry.chosen_default() == out.resolve()) is decision.promoted
@@ -124,7 +127,8 @@ def test_the_rule_refuses_a_broken_fine_tune(toys, tmp_path, monkeypatch):
     registry_file = tmp_path / "registry.json"
     decision = _improve(toys, "broken", tmp_path / "broken-model", registry_file, monkeypatch)
     assert not decision.promoted and decision.status == "candidate"
-    assert any(r.startswith(("Not better", "Forgot")) for r in decision.reasons), decision.reasons
+    assert any(r.startswith(("Not better", "Agrees with the held-out corrections only", "Forgot"))
+               for r in decision.reasons), decision.reasons
     assert registry.chosen_default() is None  # the parent (here: the bundled model) stays the default
     assert (tmp_path / "broken-model").resolve() in registry.remembered_paths()  # kept as a candidate
 
@@ -150,5 +154,5 @@ def test_bad_input_is_one_line_and_nothing_is_written(problem, toys, tmp_path, t
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and err[0].startswith("error:"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    assert problem != "exists" or (out / "keep.txt").read_text() == "mine"
+    assert problem != "exists" or (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     assert not (tmp_path / "registry.json").exists()

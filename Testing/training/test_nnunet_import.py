@@ -87,7 +87,7 @@ def test_nnunet_round_trip_keeps_voxels_geometry_and_subjects(tmp_path: Path,
 
     exported = tmp_path / "Dataset501_NeonatalLung"
     assert main(["export-nnunet", str(folder_path), "-o", str(exported), "--reviewed-only"]) == 0
-    meta = json.loads((exported / "dataset.json").read_text())
+    meta = json.loads((exported / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "MRI"} and meta["file_ending"] == ".nii.gz"
     assert meta["labels"] == {"background": 0, "right_lung": 1, "left_lung": 2} and meta["numTraining"] == 3
     assert meta["name"] == "Dataset501_NeonatalLung"
@@ -217,7 +217,7 @@ def test_export_selects_like_training_and_merges_mixed_schemes(tmp_path: Path,
                  "--dataset-name", "Dataset502_Mixed"]) == 0
     said = capsys.readouterr().out
     assert "merged into lung" in said and "note: nnU-Net finds raw datasets by folder name" in said
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "lung": 1} and meta["numTraining"] == 2
     assert meta["name"] == "Dataset502_Mixed" and meta["neonatal_lung_seg"]["sides_merged"] is True
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["a_v002.nii.gz", "b_v001.nii.gz"]

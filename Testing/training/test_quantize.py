@@ -37,7 +37,7 @@ def test_quantize_writes_only_a_checked_network_and_never_replaces_one_unasked(t
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in BUNDLED_MODEL.iterdir()
                                                               if not p.name.startswith("network-int8"))
     assert quantize(args) == 0
-    record = json.loads((folder / INT8_RECORD).read_text())
+    record = json.loads((folder / INT8_RECORD).read_text(encoding="utf-8"))
     assert record["calibration"]["slices"] == 16 and record["dice_vs_fp32"][BUNDLED_SAMPLE.name]["right"] >= 0.99
     assert unavailable_reason(folder, read_config(folder)) is None
     before = (folder / INT8_NAME).read_bytes()
@@ -55,7 +55,7 @@ def test_the_model_card_names_a_current_int8_network_only(tmp_path: Path) -> Non
     shutil.copytree(BUNDLED_MODEL, folder)
     card = write_model_card(folder).read_text(encoding="utf-8")
     assert "int8 network: `network-int8.onnx`" in card and "Dice of its labels against fp32" in card
-    record = json.loads((folder / INT8_RECORD).read_text())
+    record = json.loads((folder / INT8_RECORD).read_text(encoding="utf-8"))
     record["weights_sha256"] = "0" * 64  # made from other weights: the card must not claim it
     (folder / INT8_RECORD).write_text(json.dumps(record))
     assert "int8 network" not in write_model_card(folder).read_text(encoding="utf-8")

@@ -106,16 +106,16 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     assert main(["--config", str(tmp_path / "c.yaml")]) == 0
     refiner = Refiner.load(tmp_path / "refine", device="cpu")
     assert refiner.config.training["best_epoch"] in (1, 2)
-    assert (tmp_path / "refine" / "MODEL_CARD.md").read_text().count("positive_clicks") == 1
+    assert (tmp_path / "refine" / "MODEL_CARD.md").read_text(encoding="utf-8").count("positive_clicks") == 1
     assert "into partial volume (30%)" in refiner.config.training["recipe"]
     from neonatal_lung_training.training import checkpoint
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / checkpoint.LAST)["scheduler"]["patience"] == 5
-    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
+    assert len((tmp_path / "run" / "log.csv").read_text(encoding="utf-8").splitlines()) == 2
     # a run stopped for time: the folder is written from the best checkpoint without training further
     config["output"] = str(tmp_path / "refine-again")
     (tmp_path / "c.yaml").write_text(json.dumps(config))
     assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now"]) == 0
-    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 2
+    assert len((tmp_path / "run" / "log.csv").read_text(encoding="utf-8").splitlines()) == 2
     assert read_config(tmp_path / "refine-again").weights_sha256 == read_config(tmp_path / "refine").weights_sha256
     # ... or from the end of training, with that epoch's validation Dice from the log
     config["output"] = str(tmp_path / "refine-last")
@@ -123,7 +123,7 @@ def test_refine_training_writes_a_loadable_model_and_resumes(tmp_path, parent):
     assert main(["--config", str(tmp_path / "c.yaml"), "--finish-now", "--checkpoint", "last"]) == 0
     last = read_config(tmp_path / "refine-last")
     assert last.training["checkpoint"] == "end of training" and last.training["best_epoch"] == 2
-    logged = float((tmp_path / "run" / "log.csv").read_text().splitlines()[1].split(",")[2])
+    logged = float((tmp_path / "run" / "log.csv").read_text(encoding="utf-8").splitlines()[1].split(",")[2])
     assert last.validation["slice_dice_with_clicks"] == round(logged, 4)
     assert main(["--config", str(tmp_path / "c.yaml"), "--checkpoint", "last"]) != 0   # only with --finish-now
 
