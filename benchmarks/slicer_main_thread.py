@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     slicer = slicer_harness.slicer
     module = slicer_harness.import_module()
-    from NeonatalLungSegSlicerLib import aiCorrectEffect, labelmaps, mrmlNodes
+    from NeonatalLungSegSlicerLib import labelmaps, mrmlNodes
+    from NeonatalLungSegSlicerLib.correcting import aiCorrectEffect
     from NeonatalLungSegSlicerLib.processRunner import ProcessRunner
 
     scene = slicer_harness.mrml_environment()["scene"]
