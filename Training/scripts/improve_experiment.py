@@ -51,7 +51,11 @@ PLAN = [(5, "random", 0, True), (5, "random", 0, "frozen"), (20, "random", 0, Tr
         (10, "random", 1, True), (10, "random", 2, True), (1, "random", 1, True), (1, "random", 2, True),
         (2, "random", 1, True), (2, "random", 2, True)]
 # rehearsal: True (improve's defaults), False (plain fine-tune: no rehearsal), "frozen" (defaults with the
-# encoder frozen)
+# encoder frozen), "bnfrozen" (defaults with the batch-norm statistics kept)
+
+
+# weight interpolations parent + alpha (child - parent) scored beside every child (WiSE-FT)
+INTERPOLATE = (0.5, 0.7)
 
 
 def key_of(n: int, selection: str, seed: int, rehearsal) -> str:
@@ -197,12 +201,15 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
     shutil.rmtree(model, ignore_errors=True)
     shutil.rmtree(model.with_name(model.name + ".run"), ignore_errors=True)
     settings = ImproveSettings(device="cpu", seed=seed, int8=False, freeze_encoder=rehearsal == "frozen",
+                               freeze_batchnorm=rehearsal == "bnfrozen" or ImproveSettings().freeze_batchnorm,
                                rehearsal_fraction=ImproveSettings().rehearsal_fraction if rehearsal else 0.0)
     decision = improve(data, model, parent, settings, register=False, rehearsal=sets["rehearsal"],
                        anchors=sets["anchors"])
     training = read_training_record(model)
     scores = score_model(model, sets)
-    result = {"key": key, "n": n, "selection": selection, "seed": seed, "rehearsal": rehearsal,
+    interpolated = {str(alpha): score_model(_interpolated(parent, model, alpha, work / "models" / f"{key}-a{alpha}"),
+                                            sets) for alpha in INTERPOLATE}
+    result = {"interpolated": interpolated, "key": key, "n": n, "selection": selection, "seed": seed, "rehearsal": rehearsal,
               "cases": chosen, "scores": scores, "decision": decision.to_dict(), "train_minutes": training.get("minutes", 0.0),
               "epochs_run": training.get("epochs_run"), "load1": os.getloadavg()[0],
               "total_minutes": round((time.perf_counter() - started) / 60, 2), "settings": {
@@ -210,8 +217,22 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                   "rehearsal_fraction": settings.rehearsal_fraction}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1) + "\n")
+    for alpha in INTERPOLATE:
+        shutil.rmtree(work / "models" / f"{key}-a{alpha}", ignore_errors=True)
     shutil.rmtree(model, ignore_errors=True)  # an experiment model on non-distributable data: never kept
     return result
+
+
+def _interpolated(parent: Path, child: Path, alpha: float, out: Path) -> Path:
+    """A model folder with weights parent + alpha (child - parent) (batch-norm statistics too)."""
+    from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config, write_model_folder
+
+    shutil.rmtree(out, ignore_errors=True)
+    config = read_config(child)
+    old, new = load_state_dict(parent, read_config(parent)), load_state_dict(child, config)
+    mixed = {k: (old[k] + alpha * (v - old[k])) if v.is_floating_point() else v for k, v in new.items()}
+    write_model_folder(out, config, mixed, dtype="float32")
+    return out
 
 
 def read_training_record(model: Path) -> dict:
@@ -220,11 +241,18 @@ def read_training_record(model: Path) -> dict:
     return dict(read_config(model).training)
 
 
+def _parse_only(text: str) -> tuple:
+    n, selection, seed, rehearsal = text.split(",")
+    return int(n), selection, int(seed), {"yes": True, "no": False}.get(rehearsal, rehearsal)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "improve-experiment")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--limit", type=int, default=len(PLAN), help="run at most this many configurations")
+    parser.add_argument("--only", action="append", default=[], metavar="N,SELECTION,SEED,REHEARSAL",
+                        help="run these configurations instead of the plan (REHEARSAL: yes, no, frozen, bnfrozen)")
     args = parser.parse_args(argv)
     if not VENTILATION.is_dir():
         print(f"error: {VENTILATION} is absent", file=sys.stderr)
@@ -239,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = {"fp32-comparable": score_model(parent, sets, precision="fp32")}
         baseline_path.write_text(json.dumps(baseline, indent=1) + "\n")
     if not args.report_only:
-        for n, selection, seed, rehearsal in PLAN[:args.limit]:
+        plan = [_parse_only(text) for text in args.only] or PLAN[:args.limit]
+        for n, selection, seed, rehearsal in plan:
             print(f"== {key_of(n, selection, seed, rehearsal)}", flush=True)
             run_one(work, sets, n, selection, seed, rehearsal, parent)
     from improve_experiment_report import write_report

@@ -45,6 +45,9 @@ class TrainConfig:
     data_description: str = ""        # what the data is, for the model card ("" = the folder's description)
     init_model: str = ""              # fine-tune from this model folder (its network and preprocessing)
     freeze_encoder: bool = False
+    # keep the parent's batch-norm running statistics (BN layers in eval mode while training): a fine-tune's
+    # small, mixed batches would otherwise overwrite what every other domain is normalised with
+    freeze_batchnorm: bool = False
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -124,6 +127,8 @@ class TrainConfig:
             found.append(f"precision must be {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
+        if self.freeze_batchnorm and not self.init_model:
+            found.append("freeze_batchnorm needs init_model (batch-norm statistics to keep)")
         if self.spatial_dims not in (2, 3):
             found.append(f"spatial_dims must be 2 (slice-wise) or 3 (volumetric), got {self.spatial_dims}")
         elif self.spatial_dims == 3 and not self.init_model:

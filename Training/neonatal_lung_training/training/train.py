@@ -119,6 +119,15 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
     return sum(losses) / len(data), overlap.dice, overlap.iou
 
 
+def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
+    """Batch-norm layers normalise with the parent's running statistics and stop updating them; their scale
+    and shift still learn. A fine-tune's batches (half new domain, half rehearsal) have statistics of neither
+    domain, and a few hundred steps at momentum 0.1 would replace the parent's entirely."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def _with_rehearsal(images: torch.Tensor, targets: torch.Tensor, rehearsal, config: TrainConfig, epoch: int,
                     step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch with its last ``rehearsal_fraction`` replaced by seeded draws from the rehearsal slices, so
@@ -269,6 +278,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         model.train()
         if config.freeze_encoder:
             network.encoder.eval()  # frozen means frozen: batch-norm statistics included
+        if config.freeze_batchnorm:
+            _freeze_batchnorm_statistics(network)
         losses = []
         bar = _progress(steps, context.is_main, f"epoch {epoch}")
         for step in range(steps):
