@@ -28,6 +28,7 @@ from ..geometry import Geometry, Reorientation, array_to_image, image_to_array
 from ..models.int8_network import INT8_NAME, Int8Network, unavailable_reason
 from .measure import measure_volumes
 from ..models.model_folder import ModelConfig, read_config
+from .boundary import keep_expert_share
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
 from ..volumes.volume_io import check_values
@@ -236,6 +237,9 @@ class Segmenter:
         mask = probability >= self.config.output.threshold
         raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)
         canonical_labels = postprocess(mask, canonical_geometry, options or raw)
+        if options is not None:  # the raw mask stays the network's own
+            out = self.config.output
+            canonical_labels = keep_expert_share(canonical_labels, out.boundary_min_share, out.boundary_psf_sigma)
         split = (options or raw).split_left_right
         labels = np.ascontiguousarray(plan.from_canonical(canonical_labels))
         probabilities = None

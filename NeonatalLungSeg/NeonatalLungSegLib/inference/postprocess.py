@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Geometry
+from .extrapulmonary_air import drop_extrapulmonary_air
 
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 
@@ -57,6 +58,7 @@ class PostprocessOptions:
     max_hole_fraction: float = 0.05  # in-slice holes larger than this share of the lung's largest slice stay
     split_left_right: bool = True  # label 1 right / 2 left; when False the output is 1 = "lung" (both)
     min_component_fraction: float = 0.1  # a second component is a lung only if >= this of the largest
+    drop_extrapulmonary_air: bool = True  # trachea above the carina, gas under the diaphragm (extrapulmonary_air.py)
 
 
 @dataclass
@@ -134,9 +136,11 @@ def postprocess(mask: np.ndarray, geometry: Geometry,
     if options.fill_holes:
         for side in (RIGHT_LUNG, LEFT_LUNG):
             _fill_holes_in_place(labels, side, options.max_hole_fraction)
-    if not options.split_left_right:
-        labels = (labels != 0).astype(np.uint8)
     out[box] = labels[1:-1, 1:-1, 1:-1]
+    if options.drop_extrapulmonary_air and options.keep_largest_components:
+        out = drop_extrapulmonary_air(out, geometry.direction_matrix, RIGHT_LUNG, LEFT_LUNG)
+    if not options.split_left_right:
+        out = (out != 0).astype(np.uint8)
     return out
 
 

@@ -97,6 +97,11 @@ class OutputConfig:
     threshold: float = 0.5
     network_label: str = "lung"
     labels: dict[str, int] = field(default_factory=lambda: {"right_lung": 1, "left_lung": 2})
+    # The expert convention for partial-volume boundary voxels (inference/boundary.py): a voxel stays lung
+    # when its lung share through a Gaussian PSF of boundary_psf_sigma voxels is >= boundary_min_share.
+    # 0.5 keeps every voxel the network calls lung (the physical convention the training labels follow).
+    boundary_min_share: float = 0.5
+    boundary_psf_sigma: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,10 @@ class ModelConfig:
             found.append(f"output.activation must be 'sigmoid', got {self.output.activation!r}")
         if not 0 < self.output.threshold < 1:
             found.append(f"output.threshold must lie in (0, 1), got {self.output.threshold}")
+        if not 0.5 <= self.output.boundary_min_share < 1:
+            found.append(f"output.boundary_min_share must lie in [0.5, 1), got {self.output.boundary_min_share}")
+        if not 0 <= self.output.boundary_psf_sigma <= 3:
+            found.append(f"output.boundary_psf_sigma must lie in [0, 3] voxels, got {self.output.boundary_psf_sigma}")
         if dict(self.output.labels) != ENGINE_LABELS:
             found.append(f"output.labels must map the right and left lung to the values the engine writes, "
                          f"{ENGINE_LABELS}; got {dict(self.output.labels)}")
