@@ -20,7 +20,7 @@ fi
 if [ -d "$data/ct-lung-slices" ]; then
   test -d runs/ct-data || $bin prepare-ct -o runs/ct-data
   $bin evaluate "${models[@]}" --data runs/ct-data --split docs/reports/ct-lung-slices/split.json --part test \
-    --out "$out/ct-test" --overwrite
+    --out "$out/ct-test" --overwrite --references physical
 else
   echo "skipped the CT slices: $data/ct-lung-slices is absent" >&2
 fi
@@ -32,4 +32,4 @@ if [ ! -d runs/syn-heldout-test ]; then
   .venv/bin/python -m neonatal_lung_training.datasets.combine -o runs/syn-heldout-test --val-fraction 0 \
     --source runs/syn-heldout-test-atlas --source runs/syn-heldout-test-procedural
 fi
-$bin evaluate "${models[@]}" --data runs/syn-heldout-test --out "$out/synthetic-heldout" --overwrite
+$bin evaluate "${models[@]}" --data runs/syn-heldout-test --out "$out/synthetic-heldout" --overwrite --references physical

@@ -99,6 +99,10 @@ def test_the_engine_applies_the_model_folders_convention_after_cleaning_and_not_
     assert a.labels.any()
     np.testing.assert_array_equal(b.labels, keep_expert_share(a.labels, 0.75, 0.7))
     assert b.volumes["total"]["volume_ml"] < a.volumes["total"]["volume_ml"]
+    # the rim it left out is reported, so the physical-convention volume can be told too
+    assert b.inference["boundary"]["min_lung_share"] == 0.75 and "boundary" not in a.inference
+    assert b.inference["boundary"]["rim_ml"] == pytest.approx(a.volumes["total"]["volume_ml"]
+                                                             - b.volumes["total"]["volume_ml"], abs=1e-3)
     raw_a = plain.segment_array(array, geometry, options=None)
     raw_b = expert.segment_array(array, geometry, options=None)
     np.testing.assert_array_equal(raw_a.labels, raw_b.labels)

@@ -313,3 +313,36 @@ def test_pooled_overlap_equals_overlap_of_the_stacked_masks_for_arrays_and_tenso
             pooled.add(convert(p), convert(r))
         assert pooled.dice == pytest.approx(dice(pred, ref)) and pooled.iou == pytest.approx(iou(pred, ref))
     assert PooledOverlap().dice == 1.0 and PooledOverlap().iou == 1.0
+
+
+def test_physical_references_are_converted_with_each_models_boundary_convention(tmp_path: Path) -> None:
+    """A reference that is exactly the network's own physical-convention mask scores Dice 1 for a model with the
+    expert convention once converted (--references physical), and less when taken as stored."""
+    from dataclasses import replace
+
+    import torch
+
+    from conftest import tiny_config
+    from NeonatalLungSegLib.geometry import array_to_image
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.models.model_folder import write_model_folder
+    from NeonatalLungSegLib.models.network import build_network
+    from neonatal_lung_training.evaluation.evaluate import evaluate_case
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    state = build_network(config).state_dict()
+    expert = replace(config, output=replace(config.output, boundary_min_share=0.75, boundary_psf_sigma=0.7))
+    write_model_folder(tmp_path / "plain", config, state, dtype="float32")
+    write_model_folder(tmp_path / "expert", expert, state, dtype="float32")
+    geometry = Geometry((40, 36, 8), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    from scipy import ndimage
+
+    array = ndimage.gaussian_filter(np.random.default_rng(3).normal(0, 1, geometry.array_shape), 2)
+    image = array_to_image(array.astype(np.float32), geometry)
+    physical = Segmenter.load(tmp_path / "plain", device="cpu").segment_image(image).labels
+    assert physical.any()
+    label = array_to_image(physical, geometry)
+    model = Segmenter.load(tmp_path / "expert", device="cpu")
+    assert evaluate_case(model, image, label, references="physical")["dice_lungs"] == pytest.approx(1.0)
+    assert evaluate_case(model, image, label)["dice_lungs"] < 0.999

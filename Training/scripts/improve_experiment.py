@@ -139,7 +139,8 @@ def score_model(folder: Path, sets: dict, precision: str = "auto") -> dict[str, 
     scores = {}
     for key in ("vent-test", "proton", "ct-test", "synthetic"):
         data = read_training_folder(sets[key])
-        scores[key] = round(mean_dice(segmenter, data, list(data.cases)), 4)
+        references = "physical" if key in ("ct-test", "synthetic") else "expert"  # generated / interpolated labels
+        scores[key] = round(mean_dice(segmenter, data, list(data.cases), references), 4)
     return {**scores, "precision": segmenter.precision}
 
 
@@ -188,8 +189,11 @@ def subset(pool: Path, case_ids: list[str], out: Path) -> Path:
     return out
 
 
-def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal: bool, parent: Path) -> dict:
-    key = key_of(n, selection, seed, rehearsal)
+def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal: bool, parent: Path,
+            overrides: dict | None = None, tag: str = "", interpolate: tuple = INTERPOLATE) -> dict:
+    """One configuration; ``overrides`` replace ImproveSettings defaults (exploring new defaults, under
+    ``tag`` in the result's key so they never mix with the defaults' figures)."""
+    key = key_of(n, selection, seed, rehearsal) + (f"-{tag}" if tag else "")
     result_path = work / "results" / f"{key}.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
@@ -202,14 +206,17 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
     shutil.rmtree(model.with_name(model.name + ".run"), ignore_errors=True)
     settings = ImproveSettings(device="cpu", seed=seed, int8=False, freeze_encoder=rehearsal == "frozen",
                                freeze_batchnorm=rehearsal == "bnfrozen" or ImproveSettings().freeze_batchnorm,
-                               rehearsal_fraction=ImproveSettings().rehearsal_fraction if rehearsal else 0.0)
+                               rehearsal_fraction=(overrides or {}).get("rehearsal_fraction",
+                                                                        ImproveSettings().rehearsal_fraction)
+                               if rehearsal else 0.0,
+                               **{k: v for k, v in (overrides or {}).items() if k != "rehearsal_fraction"})
     decision = improve(data, model, parent, settings, register=False, rehearsal=sets["rehearsal"],
                        anchors=sets["anchors"])
     training = read_training_record(model)
     scores = score_model(model, sets)
     interpolated = {str(alpha): score_model(_interpolated(parent, model, alpha, work / "models" / f"{key}-a{alpha}"),
-                                            sets) for alpha in INTERPOLATE}
-    result = {"interpolated": interpolated, "key": key, "n": n, "selection": selection, "seed": seed, "rehearsal": rehearsal,
+                                            sets) for alpha in interpolate}
+    result = {"interpolated": interpolated, "tag": tag, "key": key, "n": n, "selection": selection, "seed": seed, "rehearsal": rehearsal,
               "cases": chosen, "scores": scores, "decision": decision.to_dict(), "train_minutes": training.get("minutes", 0.0),
               "epochs_run": training.get("epochs_run"), "load1": os.getloadavg()[0],
               "total_minutes": round((time.perf_counter() - started) / 60, 2), "settings": {
@@ -217,7 +224,7 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                   "rehearsal_fraction": settings.rehearsal_fraction}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1) + "\n")
-    for alpha in INTERPOLATE:
+    for alpha in interpolate:
         shutil.rmtree(work / "models" / f"{key}-a{alpha}", ignore_errors=True)
     shutil.rmtree(model, ignore_errors=True)  # an experiment model on non-distributable data: never kept
     return result
@@ -251,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "improve-experiment")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--limit", type=int, default=len(PLAN), help="run at most this many configurations")
+    parser.add_argument("--learning-rate", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--rehearsal-fraction", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--minutes", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--tag", default="", help="suffix of the result keys of an exploration")
+    parser.add_argument("--no-interpolate", action="store_true", help="score the child only")
     parser.add_argument("--only", action="append", default=[], metavar="N,SELECTION,SEED,REHEARSAL",
                         help="run these configurations instead of the plan (REHEARSAL: yes, no, frozen, bnfrozen)")
     args = parser.parse_args(argv)
@@ -269,8 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         plan = [_parse_only(text) for text in args.only] or PLAN[:args.limit]
         for n, selection, seed, rehearsal in plan:
-            print(f"== {key_of(n, selection, seed, rehearsal)}", flush=True)
-            run_one(work, sets, n, selection, seed, rehearsal, parent)
+            print(f"== {key_of(n, selection, seed, rehearsal)} {args.tag}", flush=True)
+            overrides = {k: v for k, v in (("learning_rate", args.learning_rate),
+                                           ("rehearsal_fraction", args.rehearsal_fraction),
+                                           ("minutes", args.minutes)) if v is not None}
+            if overrides and not args.tag:
+                parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes")
+            run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
+                    () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report
 
     write_report(work, REPO / "docs" / "improve-experiment.md", REPO / "docs" / "images" / "improve-ventilation.png")

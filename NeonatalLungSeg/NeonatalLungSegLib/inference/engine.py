@@ -237,9 +237,16 @@ class Segmenter:
         mask = probability >= self.config.output.threshold
         raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)
         canonical_labels = postprocess(mask, canonical_geometry, options or raw)
-        if options is not None:  # the raw mask stays the network's own
-            out = self.config.output
-            canonical_labels = keep_expert_share(canonical_labels, out.boundary_min_share, out.boundary_psf_sigma)
+        inference = dict(self.inference)
+        out = self.config.output
+        if options is not None and out.boundary_min_share > 0.5 and out.boundary_psf_sigma > 0:
+            kept = keep_expert_share(canonical_labels, out.boundary_min_share, out.boundary_psf_sigma)
+            rim = int(np.count_nonzero(canonical_labels)) - int(np.count_nonzero(kept))
+            # what the expert convention left out, so the physical-convention volume can be told too
+            inference["boundary"] = {"min_lung_share": out.boundary_min_share,
+                                     "psf_sigma_voxels": out.boundary_psf_sigma,
+                                     "rim_ml": round(rim * canonical_geometry.voxel_volume_ml, 3)}
+            canonical_labels = kept
         split = (options or raw).split_left_right
         labels = np.ascontiguousarray(plan.from_canonical(canonical_labels))
         probabilities = None
@@ -248,7 +255,7 @@ class Segmenter:
         names = dict(self.config.output.labels) if split else {self.config.output.network_label: 1}
         return SegmentationResult(labels=labels, probabilities=probabilities, geometry=geometry,
                                   volumes=measure_volumes(canonical_labels, canonical_geometry, split=split),
-                                  label_names=names, inference=self.inference)
+                                  label_names=names, inference=inference)
 
     def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
         array, geometry = image_to_array(image)

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from NeonatalLungSegLib.inference.acceleration import SEGMENT_PRECISIONS
+from NeonatalLungSegLib.inference.boundary import keep_expert_share
 from NeonatalLungSegLib.inference.engine import Segmenter
 from NeonatalLungSegLib.errors import InputError, exit_status
 from NeonatalLungSegLib.geometry import Geometry, image_to_array, reorientation
@@ -38,10 +39,15 @@ REGION_METRICS = ("dice", "iou", "hd95_mm", "msd_mm", "volume_ref_ml", "volume_p
                   "volume_error_pct", "volume_abs_error_pct")
 
 
-def evaluate_case(segmenter: Segmenter, image: sitk.Image, label: sitk.Image) -> dict[str, float]:
-    """Per-lung Dice and volume error of the engine's output against a reference labelmap (1 R, 2 L)."""
+def evaluate_case(segmenter: Segmenter, image: sitk.Image, label: sitk.Image,
+                  references: str = "expert") -> dict[str, float]:
+    """Per-lung Dice and volume error of the engine's output against a reference labelmap (1 R, 2 L);
+    ``references="physical"`` converts generated labels first (see ``evaluate_folder``)."""
     result = segmenter.segment_image(image)
     reference, geometry = image_to_array(label)
+    if references == "physical":
+        out = segmenter.config.output
+        reference = keep_expert_share(reference, out.boundary_min_share, out.boundary_psf_sigma)
     voxel_ml = geometry.voxel_volume_ml
     scores: dict[str, float] = {}
     for name, value in (("right_lung", 1), ("left_lung", 2)):
@@ -177,8 +183,12 @@ def load_models(folders: Sequence[Path], device: str = "auto", precision: str = 
 
 
 def evaluate_folder(models: Sequence[ModelEntry], folder_cases: Sequence[CaseRecord], read_case,
-                    echo=print) -> dict[str, list[CaseEvaluation]]:
-    """Segment and score every case with every model; cases are read once. Returns model label -> list."""
+                    echo=print, references: str = "expert") -> dict[str, list[CaseEvaluation]]:
+    """Segment and score every case with every model; cases are read once. Returns model label -> list.
+
+    ``references="physical"``: the labels mark every voxel at least half lung (generated and interpolated
+    labels); each model is then scored against them converted with its own boundary convention
+    (inference/boundary.py), which is what its labels would be had they been drawn the expert's way."""
     results: dict[str, list[CaseEvaluation]] = {m.label: [] for m in models}
     for number, record in enumerate(folder_cases, 1):
         image, label = read_case(record)
@@ -187,7 +197,11 @@ def evaluate_folder(models: Sequence[ModelEntry], folder_cases: Sequence[CaseRec
         for model in models:
             started = time.perf_counter()
             result = model.segmenter.segment_array(image_array, geometry, with_probabilities=True)
-            evaluation = score_case(result.labels, result.probabilities, reference, geometry,
+            truth = reference
+            if references == "physical":
+                out = model.segmenter.config.output
+                truth = keep_expert_share(reference, out.boundary_min_share, out.boundary_psf_sigma)
+            evaluation = score_case(result.labels, result.probabilities, truth, geometry,
                                     record.label_scheme, image=image_array)
             evaluation.row = {"model": model.label, "case_id": record.case_id, "subject": record.subject,
                               "label_scheme": record.label_scheme, **evaluation.row,
@@ -222,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", type=Path, default=None, metavar="SPLIT_JSON",
                         help="a run's split.json: evaluate only the subjects of --part (a model's own "
                              "held-out subjects, never its training ones)")
+    parser.add_argument("--references", choices=("expert", "physical"), default="expert",
+                        help="how the reference labels treat partial-volume boundary voxels: expert (drawn by "
+                             "people, scored as stored; default) or physical (every voxel at least half lung: "
+                             "generated or interpolated labels, converted with each model's boundary "
+                             "convention before scoring)")
     parser.add_argument("--part", choices=("train", "val", "test"), default="test",
                         help="which part of --split to evaluate (default test)")
     return parser
@@ -251,7 +270,9 @@ def run(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     echo(f"evaluating {len(models)} model(s) on {len(cases)} case(s) from {folder.root} "
          f"on {models[0].segmenter.device}, precision "
          + ", ".join(sorted({m.segmenter.precision for m in models})))
-    results = evaluate_folder(models, cases, folder.read_case, echo=echo)
+    if args.references == "physical":
+        echo("references follow the physical convention: converted with each model's boundary convention")
+    results = evaluate_folder(models, cases, folder.read_case, echo=echo, references=args.references)
     summary = report.write_report(args.out, models, folder, cases, results, log=log, worst=args.worst,
                                   overwrite=args.overwrite)
     echo("")

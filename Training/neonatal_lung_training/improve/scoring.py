@@ -20,8 +20,10 @@ from .anchors import AnchorSet
 from .promotion import Score
 
 
-def mean_dice(segmenter: Segmenter, folder, cases: Sequence[CaseRecord]) -> float:
-    scores = [evaluate_case(segmenter, *folder.read_case(record))["dice_lungs"] for record in cases]
+def mean_dice(segmenter: Segmenter, folder, cases: Sequence[CaseRecord], references: str = "expert") -> float:
+    """``references``: "physical" for generated labels (the anchors), "expert" for drawn ones (evaluate.py)."""
+    scores = [evaluate_case(segmenter, *folder.read_case(record), references=references)["dice_lungs"]
+              for record in cases]
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -43,8 +45,8 @@ def score_pair(parent: Path, child: Path, data: Path, cases: Sequence[CaseRecord
     for anchor in anchors:
         folder = read_training_folder(anchor.folder)
         anchor_cases = list(folder.cases)
-        score = Score(anchor.key, anchor.title, len(anchor_cases), mean_dice(old, folder, anchor_cases),
-                      mean_dice(new, folder, anchor_cases))
+        score = Score(anchor.key, anchor.title, len(anchor_cases), mean_dice(old, folder, anchor_cases, "physical"),
+                      mean_dice(new, folder, anchor_cases, "physical"))
         echo(f"{anchor.title}: Dice {score.parent:.4f} -> {score.child:.4f}", flush=True)
         scores.append(score)
     return held, scores
