@@ -99,8 +99,10 @@ def combine(sources: Sequence[Source], output: Path, val_fraction: float = 0.1, 
                 image, label = folder.read_case(record)
                 # Repeats weight training; a validation subject counts once, as it would alone.
                 for _ in range(source.repeat if record.subject in training_subjects else 1):
+                    # the origin is the subject (prefix + source subject): case ids may be seeds or other digit
+                    # runs, which free text may not hold (de-identification)
                     add_case(staging, image, label, prefix + record.subject, review_status=record.review_status,
-                             label_scheme=record.label_scheme, source=f"{source.folder.name}/{record.case_id}",
+                             label_scheme=record.label_scheme, source=f"combined from {source.folder.name}",
                              description="combined: " + ", ".join(str(s.folder) for s in sources))
                     copied += 1
             split["train"] += [prefix + s for s in train]
