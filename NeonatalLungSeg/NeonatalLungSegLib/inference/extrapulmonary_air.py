@@ -128,6 +128,26 @@ def _drop_gas_below(out: np.ndarray, value: int) -> None:
             continue
         if _separated_from_lung_above(piece, body):
             view[piece] = 0
+    _drop_detached_gas(view, value, lowest_third, total)
+
+
+def _drop_detached_gas(view: np.ndarray, value: int, lowest_third: float, total: int) -> None:
+    """What is left of a bubble once its core went (voxels of no core), and bubbles that were never joined
+    (post-processing rejoins pieces within two voxels): the same test on every piece detached from the
+    largest."""
+    lung = view == value
+    pieces, count = ndimage.label(lung, np.ones((3, 3, 3), bool))
+    if count < 2:
+        return
+    sizes = ndimage.sum_labels(lung, pieces, np.arange(1, count + 1))
+    main = int(np.argmax(sizes)) + 1
+    for index in range(1, count + 1):
+        if index == main or sizes[index - 1] > MAX_GAS_FRACTION * total:
+            continue
+        piece = pieces == index
+        if np.flatnonzero(piece.any(axis=(1, 2))).mean() <= lowest_third and \
+                _separated_from_lung_above(piece, lung & ~piece):
+            view[piece] = 0
 
 
 def _separated_from_lung_above(piece: np.ndarray, body: np.ndarray) -> bool:
