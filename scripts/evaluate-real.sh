@@ -27,8 +27,11 @@ fi
 
 # The fresh held-out-family test set of bundled model 1.2.0 (docs/bundled-model-retraining.md).
 if [ ! -d runs/syn-heldout-test ]; then
-  $bin synthesize -o runs/syn-heldout-test-atlas --cases 10 --seed 900000 --anatomy atlas --variant-family heldout --contrast ute
-  $bin synthesize -o runs/syn-heldout-test-procedural --cases 10 --seed 900100 --anatomy procedural --variant-family heldout --contrast ute
+  # each part once (a rerun after an interrupted combine reuses them)
+  test -d runs/syn-heldout-test-atlas || $bin synthesize -o runs/syn-heldout-test-atlas --cases 10 --seed 900000 \
+    --anatomy atlas --variant-family heldout --contrast ute
+  test -d runs/syn-heldout-test-procedural || $bin synthesize -o runs/syn-heldout-test-procedural --cases 10 \
+    --seed 900100 --anatomy procedural --variant-family heldout --contrast ute
   .venv/bin/python -m neonatal_lung_training.datasets.combine -o runs/syn-heldout-test --val-fraction 0 \
     --source runs/syn-heldout-test-atlas --source runs/syn-heldout-test-procedural
 fi

@@ -58,6 +58,18 @@ def _improvement_section(folder: Path) -> str:
         return f"\n## Improvement from corrected cases\n\n{path.name} is unreadable ({exc}).\n"
 
 
+def _boundary_line(config) -> str:
+    """Which partial-volume boundary voxels the labels count as lung (inference/boundary.py)."""
+    out = config.output
+    if out.boundary_min_share > 0.5 and out.boundary_psf_sigma > 0:
+        return (f"- Boundary voxels: the expert convention: a voxel stays lung when its lung share through a "
+                f"Gaussian PSF of {out.boundary_psf_sigma} voxel is at least {out.boundary_min_share}, so the "
+                "partial-volume rim at the wall is left out as people drawing lungs leave it out (docs/engine.md); "
+                "volumes.json gives the rim's volume (inference.boundary.rim_ml).\n")
+    return ("- Boundary voxels: the physical convention: every voxel the network finds at least half lung "
+            "(no expert boundary convention set).\n")
+
+
 def write_model_card(folder: Path) -> Path:
     config = read_config(folder)
     training, validation = dict(config.training), dict(config.validation)
@@ -102,7 +114,7 @@ lungs on real scanner images at all, not how it does on newborns.
   ({config.input.lower_percentile} to {config.input.upper_percentile} percentiles); slices are resized to
   {list(config.input.in_plane_size)} ({policy}) and {shape}.
 - Output labels after post-processing: {', '.join(f'{k} = {v}' for k, v in config.output.labels.items())}.
-- Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
+{_boundary_line(config)}- Weights: {config.weights_dtype} safetensors, SHA-256 `{config.weights_sha256}`.
 {int8_text}
 ## Training data
 {data}
