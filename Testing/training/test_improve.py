@@ -156,3 +156,36 @@ def test_bad_input_is_one_line_and_nothing_is_written(problem, toys, tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert problem != "exists" or (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     assert not (tmp_path / "registry.json").exists()
+
+
+def test_rehearsal_towards_the_parents_own_output(toys, tmp_path, monkeypatch) -> None:
+    """Distillation: the rehearsal slices are trained towards the parent's probabilities, computed once from the
+    parent before any step; on its own domain they agree with the labels where it is right, the run records it."""
+    from dataclasses import replace
+
+    import torch
+
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from neonatal_lung_training.training.config import TrainConfig
+    from neonatal_lung_training.training.slices import volume_slices
+    from neonatal_lung_training.training.train import _parent_probabilities
+
+    parent = Segmenter.load(toys["parent"], device="cpu", precision="fp32")
+    folder = read_training_folder(toys["known"])
+    record = folder.cases[0]
+    slices = volume_slices(*folder.read_case(record), parent.config.input, 0)
+    targets = _parent_probabilities(parent.network, slices, torch.device("cpu"), "fp32", False)
+    assert targets.shape == slices.targets.shape and targets.dtype == slices.targets.dtype
+    assert 0 <= float(targets.min()) and float(targets.max()) <= 1 and targets.std() > 0.1  # soft, not a copy
+    agree = ((targets > 0.5) == (slices.targets > 0.5)).float().mean()
+    assert agree > 0.9, agree  # the parent is good on its own domain
+    problems = TrainConfig(data="d", output="o", rehearsal_data=("r",), rehearsal_fraction=0.5,
+                           rehearsal_targets="parent").problems()
+    assert any("needs init_model" in p for p in problems)
+    assert any("labels or parent" in p for p in TrainConfig(data="d", output="o", rehearsal_targets="x").problems())
+    monkeypatch.setenv(registry.REGISTRY_ENV, str(tmp_path / "registry.json"))
+    out = tmp_path / "distilled"
+    anchors = [AnchorSet("toys", "the parent's own toy chests", toys["anchor"])]
+    improve(toys["clinic"], out, toys["parent"], replace(SETTINGS, rehearsal_targets="parent"),
+            rehearsal=[toys["known"]], anchors=anchors)
+    assert read_config(out).training["rehearsal"]["targets"] == "parent"

@@ -221,7 +221,8 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
               "epochs_run": training.get("epochs_run"), "load1": os.getloadavg()[0],
               "total_minutes": round((time.perf_counter() - started) / 60, 2), "settings": {
                   "minutes": settings.minutes, "learning_rate": settings.learning_rate,
-                  "rehearsal_fraction": settings.rehearsal_fraction}}
+                  "rehearsal_fraction": settings.rehearsal_fraction,
+                  "rehearsal_targets": settings.rehearsal_targets}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     for alpha in interpolate:
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-fraction", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--minutes", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--rehearsal-targets", choices=("labels", "parent"), default=None,
+                        help="explore: instead of the default")
     parser.add_argument("--tag", default="", help="suffix of the result keys of an exploration")
     parser.add_argument("--no-interpolate", action="store_true", help="score the child only")
     parser.add_argument("--only", action="append", default=[], metavar="N,SELECTION,SEED,REHEARSAL",
@@ -284,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {key_of(n, selection, seed, rehearsal)} {args.tag}", flush=True)
             overrides = {k: v for k, v in (("learning_rate", args.learning_rate),
                                            ("rehearsal_fraction", args.rehearsal_fraction),
-                                           ("minutes", args.minutes)) if v is not None}
+                                           ("minutes", args.minutes),
+                                           ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
             if overrides and not args.tag:
-                parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes")
+                parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / "
+                             "--rehearsal-targets")
             run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
                     () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report

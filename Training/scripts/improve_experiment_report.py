@@ -143,4 +143,11 @@ def write_report(work: Path, out: Path, figure: Path) -> None:
         anchors = "; ".join(f"{a['key']} {a['change']:+.3f}" for a in decision["anchors"])
         lines.append(f"| {r['key']} | {held_text} | {anchors} | {decision['status']} |")
     lines += _explorations(baseline, everything)
+    for earlier in sorted((work).glob("results-*")):  # explorations kept from an earlier bundled model
+        old = [json.loads(p.read_text()) for p in sorted(earlier.glob("n*.json"))]
+        old_baseline = json.loads((earlier / "baseline.json").read_text())["fp32-comparable"]
+        section = _explorations(old_baseline, old)
+        section[1] = (f"## Earlier explorations, bundled model {earlier.name.removeprefix('results-')} (N = 5, seed 0; "
+                      "CT and synthetic scored against their stored labels, before the boundary convention)")
+        lines += section
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -50,6 +50,7 @@ class ImproveSettings:
     minutes: float = 5.0              # fine-tuning wall time on any device (docs/improve-experiment.md)
     learning_rate: float = 3e-4       # below the recipe's 1e-3: the parent is already trained
     rehearsal_fraction: float = 0.5   # share of every batch drawn from the rehearsal cases
+    rehearsal_targets: str = "parent"  # the parent's own probabilities on the rehearsal slices (distillation)
     rehearsal_cases: int = 8          # per generator
     anchor_cases: int = 3             # per generator
     batch_size: int = 8
@@ -127,6 +128,7 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
         rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
+        rehearsal_targets=settings.rehearsal_targets,
         description=f"{parent_config.description} Improved from {parent_config.name} {parent_config.version} "
                     f"on the reviewed cases of {data.name}.".strip())
     train(config)

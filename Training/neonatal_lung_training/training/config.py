@@ -61,6 +61,9 @@ class TrainConfig:
     # batch drawn from it; its cases never enter the split, validation or the test figures.
     rehearsal_data: tuple[str, ...] = ()
     rehearsal_fraction: float = 0.0
+    # what the rehearsal slices are trained towards: their labels, or the parent's own probabilities on them
+    # (distillation: keeps what the parent does, including how it treats ambiguous tissue, not just the labels)
+    rehearsal_targets: str = "labels"
     in_plane_size: int = 128
     # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
     # (crop to the body, then as keep_aspect); "" = the
@@ -117,6 +120,10 @@ class TrainConfig:
             found.append(f"rehearsal_fraction must lie in [0, 1), got {self.rehearsal_fraction}")
         elif self.rehearsal_fraction > 0 and not self.rehearsal_data:
             found.append("rehearsal_fraction > 0 needs rehearsal_data (a training folder to rehearse)")
+        elif self.rehearsal_targets not in ("labels", "parent"):
+            found.append(f"rehearsal_targets must be labels or parent, got {self.rehearsal_targets!r}")
+        elif self.rehearsal_targets == "parent" and self.rehearsal_fraction > 0 and not self.init_model:
+            found.append("rehearsal_targets parent needs init_model (a parent to learn from)")
         elif self.rehearsal_fraction > 0 and self.spatial_dims == 3:
             found.append("rehearsal is implemented for slice-wise (2D / 2.5D) models only")
         if self.learning_rate <= 0:

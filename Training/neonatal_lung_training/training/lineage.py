@@ -167,7 +167,8 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
     }
     if config.rehearsal_fraction > 0:
         folders = [(Path(path), read_training_folder(path)) for path in config.rehearsal_data]
-        training["rehearsal"] = {"batch_fraction": config.rehearsal_fraction, "folders": [
+        training["rehearsal"] = {"batch_fraction": config.rehearsal_fraction, "targets": config.rehearsal_targets,
+                                 "folders": [
             {"data": rehearsed.description or path.name, "cases": len(rehearsed.cases),
              "training_folder_manifest_sha256": rehearsed.manifest_sha256} for path, rehearsed in folders]}
     if model_config.input.spatial_dims == 3:

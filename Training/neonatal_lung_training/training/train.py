@@ -119,6 +119,21 @@ def _slice_scores(network: torch.nn.Module, data: SliceSet, loss_fn: torch.nn.Mo
     return sum(losses) / len(data), overlap.dice, overlap.iou
 
 
+def _parent_probabilities(network: torch.nn.Module, rehearsal, device, precision: str,
+                           channels_last: bool, batch: int = 32) -> torch.Tensor:
+    """The parent's sigmoid output on every rehearsal slice, in the targets' dtype: what it did before the
+    fine-tune, to be kept (learning without forgetting). Runs once, before training changes the weights."""
+    network.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rehearsal), batch):
+            images = rehearsal.images[start:start + batch].float().to(device)
+            with acceleration.autocast(device, precision):
+                logits = network(_as_input(images, channels_last))
+            out.append(torch.sigmoid(logits.float()).cpu().to(rehearsal.targets.dtype))
+    return torch.cat(out)
+
+
 def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
     """Batch-norm layers normalise with the parent's running statistics and stop updating them; their scale
     and shift still learn. A fine-tune's batches (half new domain, half rehearsal) have statistics of neither
@@ -240,6 +255,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     if channels_last:
         network.to(memory_format=torch.channels_last)  # oneDNN's and cuDNN's fast kernels want NHWC
     say(f"device {device}, {precision} autocast", flush=True)
+    if rehearsal is not None and config.rehearsal_targets == "parent":  # the checkpoint loads below
+        rehearsal.targets = _parent_probabilities(network, rehearsal, device, precision, channels_last)
+        say(f"rehearsal targets: the parent's probabilities on its {len(rehearsal)} slices", flush=True)
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
