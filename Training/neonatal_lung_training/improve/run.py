@@ -49,7 +49,7 @@ class ImproveSettings:
 
     minutes: float = 5.0              # fine-tuning wall time on any device (docs/improve-experiment.md)
     learning_rate: float = 3e-4       # below the recipe's 1e-3: the parent is already trained
-    rehearsal_fraction: float = 0.5   # share of every batch drawn from the rehearsal cases
+    rehearsal_fraction: float = 0.75  # share of every batch drawn from the rehearsal cases
     rehearsal_targets: str = "parent"  # the parent's own probabilities on the rehearsal slices (distillation)
     rehearsal_cases: int = 8          # per generator
     anchor_cases: int = 3             # per generator
