@@ -53,6 +53,13 @@ def test_bundled_sample_is_segmented_with_dice_at_least_095(tmp_path: Path) -> N
     assert geometry.size == reference_geometry.size
     for value in (1, 2):
         assert dice(predicted == value, reference == value) >= 0.95, f"label {value}"
+    # the expert boundary convention is applied and says what it left out (docs/engine.md)
+    import json
+
+    record = json.loads((tmp_path / "sample-neonatal-chest_volumes.json").read_text(encoding="utf-8"))
+    boundary = record["inference"]["boundary"]
+    assert boundary["min_lung_share"] == 0.75 and boundary["psf_sigma_voxels"] == 0.7
+    assert 0 < boundary["rim_ml"] < 0.2 * record["total"]["volume_ml"]
 
 
 @pytest.mark.parametrize("axes, flips", [

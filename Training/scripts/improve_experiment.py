@@ -281,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline = {"fp32-comparable": score_model(parent, sets, precision="fp32")}
         baseline_path.write_text(json.dumps(baseline, indent=1) + "\n")
+    baseline = json.loads(baseline_path.read_text())
+    if "as-children" not in baseline:  # the parent at the precision the children are scored at (auto)
+        baseline["as-children"] = score_model(parent, sets)
+        baseline_path.write_text(json.dumps(baseline, indent=1) + "\n")
     if not args.report_only:
         plan = [_parse_only(text) for text in args.only] or PLAN[:args.limit]
         for n, selection, seed, rehearsal in plan:
