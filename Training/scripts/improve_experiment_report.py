@@ -80,8 +80,8 @@ def _plot(baseline: dict, results: list[dict], figure: Path) -> None:
 
 
 def _explorations(baseline: dict, results: list[dict]) -> list[str]:
-    """Runs that tried other settings than the defaults (a tag, or batch-norm statistics frozen), and every
-    run's weight interpolations: the evidence the defaults were chosen on."""
+    """Runs that tried other settings than the defaults (a tagged key, or batch-norm statistics frozen), the
+    defaults' own run at that point, and every run's weight interpolations: what the defaults were chosen on."""
     lines = ["", "## Choosing the defaults (N = 5, seed 0: development runs)", "",
              "These runs chose the defaults; their figures are no evidence for them. The other N and seeds above "
              "were run after the choice, with the defaults fixed. *parent + a (child − parent)*: the weights "
@@ -90,12 +90,17 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
              "|---|---|" + "---|" * len(DOMAINS),
              "| bundled | – | " + " | ".join(f"{baseline[d]:.3f}" for d, _ in DOMAINS) + " |"]
     for r in results:
-        if not (r.get("tag") or r["rehearsal"] == "bnfrozen" or r.get("interpolated")):
+        explored = r["key"].count("-") > 3 or r["rehearsal"] == "bnfrozen"  # n05-random-s0-rehearsal-TAG
+        if not (explored or r.get("interpolated") or (r["n"] == 5 and r["seed"] == 0 and r["selection"] == "random"
+                                                       and r["rehearsal"] is True)):
             continue
         settings = r.get("settings", {})
-        text = f"lr {settings.get('learning_rate')}, rehearsal {settings.get('rehearsal_fraction')}"
+        text = (f"lr {settings.get('learning_rate')}, rehearsal {settings.get('rehearsal_fraction')} towards "
+                f"{'the parent' if settings.get('rehearsal_targets') == 'parent' else 'labels'}")
         if r["rehearsal"] == "bnfrozen":
             text += ", batch-norm statistics frozen"
+        if not explored:
+            text += " (the defaults)"
         lines.append(f"| {r['key']} | {text} | " + " | ".join(f"{r['scores'][d]:.3f}" for d, _ in DOMAINS) + " |")
         for alpha, scores in sorted(r.get("interpolated", {}).items()):
             lines.append(f"| {r['key']} | parent + {alpha} (child − parent) | "
@@ -159,7 +164,10 @@ def write_report(work: Path, out: Path, figure: Path) -> None:
         old = [json.loads(p.read_text()) for p in sorted(earlier.glob("n*.json"))]
         old_baseline = json.loads((earlier / "baseline.json").read_text())["fp32-comparable"]
         section = _explorations(old_baseline, old)
-        section[1] = (f"## Earlier explorations, bundled model {earlier.name.removeprefix('results-')} (N = 5, seed 0; "
-                      "CT and synthetic scored against their stored labels, before the boundary convention)")
+        version = earlier.name.removeprefix("results-")
+        section[1] = (f"## Earlier explorations, bundled model {version} (N = 5, seed 0; CT and synthetic scored "
+                      "against their stored labels, before the boundary convention)")
+        section[3] = (f"Runs on {version} that led to the choices above (its rehearsal still drew the 70 %-randomised "
+                      "neonatal mix); \"the defaults\" were the defaults of that day.")
         lines += section
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
