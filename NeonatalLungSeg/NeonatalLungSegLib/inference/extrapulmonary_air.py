@@ -80,74 +80,90 @@ def _drop(out: np.ndarray, right: int, left: int) -> np.ndarray:
     return out
 
 
+def _centre(lung: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """Centroid (k, j, i) of a mask given on its bounding box, from its three projections."""
+    return np.array([box[axis].start + np.average(np.arange(lung.shape[axis]),
+                                                  weights=lung.sum(axis=tuple(a for a in range(3) if a != axis)))
+                     for axis in range(3)])
+
+
 def _drop_midline_airway(out: np.ndarray, right: int, left: int) -> None:
-    centres = [np.argwhere(out == value).mean(axis=0) for value in (right, left)]
+    boxes = ndimage.find_objects(out, max_label=max(right, left))
+    boxes = [boxes[right - 1], boxes[left - 1]]
+    centres = [_centre(out[box] == value, box) for value, box in zip((right, left), boxes)]
     midline = 0.5 * (centres[0][2] + centres[1][2])
     band = MIDLINE_BAND * abs(centres[1][2] - centres[0][2])
-    for value, centre in zip((right, left), centres):
-        lung = out == value
-        largest = lung.sum(axis=(1, 2)).max()
-        for k in range(int(np.ceil(centre[0])), out.shape[0]):
+    for value, centre, box in zip((right, left), centres, boxes):
+        largest = (out[box] == value).sum(axis=(1, 2)).max()
+        first = max(box[0].start, int(np.ceil(centre[0])))
+        view = out[first:box[0].stop, box[1], box[2]]  # the upper half of this lung's box
+        lung = view == value
+        column = np.broadcast_to(np.arange(box[2].start, box[2].stop, dtype=float), lung.shape[1:])
+        for k in range(lung.shape[0]):
             pieces, count = ndimage.label(lung[k])
             if not count:
                 continue
-            sizes = ndimage.sum_labels(lung[k], pieces, np.arange(1, count + 1))
-            columns = ndimage.center_of_mass(lung[k], pieces, np.arange(1, count + 1))
-            for index, (size, (_, column)) in enumerate(zip(sizes, columns), start=1):
-                if size <= MAX_AIRWAY_SECTION * largest and abs(column - midline) <= band:
-                    out[k][pieces == index] = 0
+            sizes = np.bincount(pieces.ravel(), minlength=count + 1)
+            columns = np.bincount(pieces.ravel(), weights=column.ravel(), minlength=count + 1) / np.maximum(sizes, 1)
+            airway = (sizes <= MAX_AIRWAY_SECTION * largest) & (np.abs(columns - midline) <= band)
+            airway[0] = False
+            if airway.any():
+                view[k][airway[pieces]] = 0
 
 
 def _drop_gas_below(out: np.ndarray, value: int) -> None:
-    box = ndimage.find_objects((out == value).astype(np.uint8))[0]
-    box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, out.shape))
+    box = _grown(ndimage.find_objects(out, max_label=value)[value - 1], 1, out.shape)
     view = out[box]  # a view: removing voxels here removes them from ``out``
     lung = view == value
     total = int(lung.sum())
-    cores, count = ndimage.label(ndimage.binary_erosion(lung, _SIX_CONNECTED), _SIX_CONNECTED)
-    if count < 2:
-        return
-    sizes = ndimage.sum_labels(np.ones_like(cores), cores, np.arange(1, count + 1))
-    main = int(np.argmax(sizes)) + 1
     low, high = np.flatnonzero(lung.any(axis=(1, 2)))[[0, -1]]
     lowest_third = low + (high - low) / 3.0
-    # a piece: the voxels nearest its core and at most three steps from it (what a one-voxel erosion took
-    # off a blob lies within that); lung voxels of no piece (thin parts far from any core) are the body
-    distance, nearest = ndimage.distance_transform_cdt(cores == 0, metric="taxicab", return_indices=True)
-    owner = np.where(lung & (distance <= 3), cores[tuple(nearest)], 0)
-    del nearest
-    for index in range(1, count + 1):
-        if index == main or sizes[index - 1] == 0:
-            continue
-        piece = owner == index
-        body = lung & ~piece
-        size = int(piece.sum())
-        if size > MAX_GAS_FRACTION * total:
-            continue
-        if np.flatnonzero(piece.any(axis=(1, 2))).mean() > lowest_third:
-            continue
-        if _separated_from_lung_above(piece, body):
-            view[piece] = 0
-    _drop_detached_gas(view, value, lowest_third, total)
-
-
-def _drop_detached_gas(view: np.ndarray, value: int, lowest_third: float, total: int) -> None:
-    """What is left of a bubble once its core went (voxels of no core), and bubbles that were never joined
-    (post-processing rejoins pieces within two voxels): the same test on every piece detached from the
-    largest."""
-    lung = view == value
-    pieces, count = ndimage.label(lung, np.ones((3, 3, 3), bool))
+    cores, count = ndimage.label(ndimage.binary_erosion(lung, _SIX_CONNECTED), _SIX_CONNECTED)
+    if count >= 2:
+        sizes = np.bincount(cores.ravel(), minlength=count + 1)[1:]
+        main = int(np.argmax(sizes)) + 1
+        for index, core_box in enumerate(ndimage.find_objects(cores), start=1):
+            if index == main or core_box is None or sizes[index - 1] > MAX_GAS_FRACTION * total \
+                    or core_box[0].start > lowest_third:
+                continue
+            # a piece: the voxels nearest its core and at most three steps from it (what a one-voxel erosion
+            # took off a blob lies within that), found in a box around the core, never on the whole volume
+            local = _grown(core_box, 7, lung.shape)
+            distance, nearest = ndimage.distance_transform_cdt(cores[local] == 0, metric="taxicab",
+                                                               return_indices=True)
+            piece = lung[local] & (distance <= 3) & (cores[local][tuple(nearest)] == index)
+            _drop_if_gas(view, lung, local, piece, total, lowest_third)
+    pieces, count = ndimage.label(view == value, np.ones((3, 3, 3), bool))
     if count < 2:
         return
-    sizes = ndimage.sum_labels(lung, pieces, np.arange(1, count + 1))
+    # what is left of a bubble once its core went, and bubbles never joined (post-processing rejoins pieces
+    # within two voxels): the same test on every piece detached from the largest
+    sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:]
     main = int(np.argmax(sizes)) + 1
-    for index in range(1, count + 1):
-        if index == main or sizes[index - 1] > MAX_GAS_FRACTION * total:
-            continue
-        piece = pieces == index
-        if np.flatnonzero(piece.any(axis=(1, 2))).mean() <= lowest_third and \
-                _separated_from_lung_above(piece, lung & ~piece):
-            view[piece] = 0
+    lung = view == value
+    for index, piece_box in enumerate(ndimage.find_objects(pieces), start=1):
+        if index != main and piece_box is not None and sizes[index - 1] <= MAX_GAS_FRACTION * total:
+            _drop_if_gas(view, lung, piece_box, pieces[piece_box] == index, total, lowest_third)
+
+
+def _grown(box: tuple[slice, ...], margin: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(max(0, b.start - margin), min(n, b.stop + margin)) for b, n in zip(box, shape))
+
+
+def _drop_if_gas(view: np.ndarray, lung: np.ndarray, local: tuple[slice, ...], piece: np.ndarray, total: int,
+                 lowest_third: float) -> None:
+    """Remove ``piece`` (a mask on the box ``local`` of ``view``) when it is small, low and under the lung
+    across a gap."""
+    size = int(piece.sum())
+    if not size or size > MAX_GAS_FRACTION * total:
+        return
+    if local[0].start + np.flatnonzero(piece.any(axis=(1, 2))).mean() > lowest_third:
+        return
+    column = (slice(local[0].start, lung.shape[0]), local[1], local[2])  # the piece's columns, up to the apex
+    in_column = np.zeros(lung[column].shape, bool)
+    in_column[:piece.shape[0]] = piece
+    if _separated_from_lung_above(in_column, lung[column] & ~in_column):
+        view[local][piece] = 0
 
 
 def _separated_from_lung_above(piece: np.ndarray, body: np.ndarray) -> bool:
