@@ -282,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline = {"fp32-comparable": score_model(parent, sets, precision="fp32")}
         baseline_path.write_text(json.dumps(baseline, indent=1) + "\n")
     baseline = json.loads(baseline_path.read_text())
-    if "as-children" not in baseline:  # the parent at the precision the children are scored at (auto)
-        baseline["as-children"] = score_model(parent, sets)
+    scored = [json.loads(p.read_text())["scores"]["precision"] for p in sorted(baseline_path.parent.glob("n*.json"))]
+    if "as-children" not in baseline and scored:  # the parent at the precision its children were scored at
+        baseline["as-children"] = score_model(parent, sets, precision=scored[0])  # (auto would pick its int8)
         baseline_path.write_text(json.dumps(baseline, indent=1) + "\n")
     if not args.report_only:
         plan = [_parse_only(text) for text in args.only] or PLAN[:args.limit]
