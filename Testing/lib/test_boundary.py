@@ -112,7 +112,9 @@ def test_the_engine_applies_the_model_folders_convention_after_cleaning_and_not_
                                                 ("boundary_min_share", 1.0, "[0.5, 1)"),
                                                 ("boundary_psf_sigma", -1, "[0, 3]"),
                                                 ("boundary_psf_sigma", 40.0, "[0, 3]"),
-                                                ("boundary_psf_sigma", "wide", "must be a number")])
+                                                ("boundary_psf_sigma", "wide", "must be a number"),
+                                                ("boundary_signal_min_share", -0.1, "[0, 1)"),
+                                                ("boundary_signal_min_share", 1.0, "[0, 1)")])
 def test_model_json_with_a_convention_out_of_range_is_refused_in_one_line(folders, tmp_path, key, value,
                                                                           words) -> None:
     import shutil

@@ -28,7 +28,7 @@ from ..geometry import Geometry, Reorientation, array_to_image, image_to_array
 from ..models.int8_network import INT8_NAME, Int8Network, unavailable_reason
 from .measure import measure_volumes
 from ..models.model_folder import ModelConfig, read_config
-from .boundary import keep_expert_share
+from .boundary import drop_tissue_signal, keep_expert_share
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
 from ..volumes.volume_io import check_values
@@ -238,15 +238,8 @@ class Segmenter:
         raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)
         canonical_labels = postprocess(mask, canonical_geometry, options or raw)
         inference = dict(self.inference)
-        out = self.config.output
-        if options is not None and out.boundary_min_share > 0.5 and out.boundary_psf_sigma > 0:
-            kept = keep_expert_share(canonical_labels, out.boundary_min_share, out.boundary_psf_sigma)
-            rim = int(np.count_nonzero(canonical_labels)) - int(np.count_nonzero(kept))
-            # what the expert convention left out, so the physical-convention volume can be told too
-            inference["boundary"] = {"min_lung_share": out.boundary_min_share,
-                                     "psf_sigma_voxels": out.boundary_psf_sigma,
-                                     "rim_ml": round(rim * canonical_geometry.voxel_volume_ml, 3)}
-            canonical_labels = kept
+        if options is not None:
+            canonical_labels = self._boundary(canonical_labels, plan, array, inference)
         split = (options or raw).split_left_right
         labels = np.ascontiguousarray(plan.from_canonical(canonical_labels))
         probabilities = None
@@ -256,6 +249,28 @@ class Segmenter:
         return SegmentationResult(labels=labels, probabilities=probabilities, geometry=geometry,
                                   volumes=measure_volumes(canonical_labels, canonical_geometry, split=split),
                                   label_names=names, inference=inference)
+
+    def _boundary(self, labels: np.ndarray, plan: Reorientation, array: np.ndarray,
+                  inference: dict) -> np.ndarray:
+        """The model's boundary conventions (inference/boundary.py) on the canonical labels, the signal check
+        last (it judges the surface the convention left); what each left out is recorded in
+        ``inference["boundary"]``, so the physical-convention volume can be told too."""
+        out = self.config.output
+        voxel_ml = plan.target.voxel_volume_ml
+        record: dict[str, float] = {}
+        if out.boundary_min_share > 0.5 and out.boundary_psf_sigma > 0:
+            kept = keep_expert_share(labels, out.boundary_min_share, out.boundary_psf_sigma)
+            record.update(min_lung_share=out.boundary_min_share, psf_sigma_voxels=out.boundary_psf_sigma,
+                          rim_ml=round((np.count_nonzero(labels) - np.count_nonzero(kept)) * voxel_ml, 3))
+            labels = kept
+        if out.boundary_signal_min_share > 0:
+            checked = drop_tissue_signal(labels, plan.to_canonical(array), out.boundary_signal_min_share)
+            record.update(signal_min_lung_share=out.boundary_signal_min_share,
+                          tissue_ml=round((np.count_nonzero(labels) - np.count_nonzero(checked)) * voxel_ml, 3))
+            labels = checked
+        if record:
+            inference["boundary"] = record
+        return labels
 
     def segment_image(self, image: sitk.Image, **kwargs) -> SegmentationResult:
         array, geometry = image_to_array(image)

@@ -102,6 +102,9 @@ class OutputConfig:
     # 0.5 keeps every voxel the network calls lung (the physical convention the training labels follow).
     boundary_min_share: float = 0.5
     boundary_psf_sigma: float = 0.0
+    # The signal check (inference/boundary.py): a surface voxel whose intensity says less than this share of
+    # lung is peeled (two voxels deep at most). 0 = off.
+    boundary_signal_min_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,9 @@ class ModelConfig:
             found.append(f"output.boundary_min_share must lie in [0.5, 1), got {self.output.boundary_min_share}")
         if not 0 <= self.output.boundary_psf_sigma <= 3:
             found.append(f"output.boundary_psf_sigma must lie in [0, 3] voxels, got {self.output.boundary_psf_sigma}")
+        if not 0 <= self.output.boundary_signal_min_share < 1:
+            found.append("output.boundary_signal_min_share must lie in [0, 1), got "
+                         f"{self.output.boundary_signal_min_share}")
         if dict(self.output.labels) != ENGINE_LABELS:
             found.append(f"output.labels must map the right and left lung to the values the engine writes, "
                          f"{ENGINE_LABELS}; got {dict(self.output.labels)}")

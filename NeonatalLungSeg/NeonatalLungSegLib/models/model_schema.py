@@ -43,7 +43,7 @@ _INPUT = {"channels": int, "canonical_orientation": str, "slice_axis": int, "in_
           "spatial_dims": int, "patch_slices": int, "window_overlap": float, "guidance": list,
           "click_sigma": float, "click_depth_mm": float}
 _OUTPUT = {"activation": str, "threshold": float, "network_label": str, "labels": dict,
-           "boundary_min_share": float, "boundary_psf_sigma": float}
+           "boundary_min_share": float, "boundary_psf_sigma": float, "boundary_signal_min_share": float}
 _WORDS = {str: "text", dict: "an object", list: "a list", int: "a whole number", float: "a number",
           (str, type(None)): "text or null"}
 
