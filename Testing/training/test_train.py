@@ -298,3 +298,26 @@ def test_half_precision_slice_storage_keeps_the_slices_and_halves_the_memory(toy
     assert float((half.images.float() - full.images).abs().max()) <= 1e-3 * scale
     assert float((half.targets.float() - full.targets).abs().max()) <= 1e-3
     assert np.array_equal(half.case_ids, full.case_ids)
+
+
+def test_the_card_states_the_boundary_conventions_the_folder_sets(tiny_model_folder: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, read_config
+    from neonatal_lung_training.training.model_card import write_model_card
+
+    lines = {}
+    for name, output in (("physical", {}), ("expert", {"boundary_min_share": 0.75, "boundary_psf_sigma": 0.7}),
+                         ("checked", {"boundary_min_share": 0.75, "boundary_psf_sigma": 0.7,
+                                      "boundary_signal_min_share": 0.5})):
+        folder = tmp_path / name
+        shutil.copytree(tiny_model_folder, folder)
+        config = read_config(folder)
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, **output))
+        (folder / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+        card = write_model_card(folder).read_text(encoding="utf-8")
+        lines[name] = [line for line in card.splitlines() if line.startswith(("- Boundary voxels", "- Signal check"))]
+    assert len(lines["physical"]) == 1 and "physical convention" in lines["physical"][0]
+    assert len(lines["expert"]) == 1 and "at least 0.75" in lines["expert"][0]
+    assert len(lines["checked"]) == 2 and "lung share of 0.5" in lines["checked"][1]

@@ -62,12 +62,18 @@ def _boundary_line(config) -> str:
     """Which partial-volume boundary voxels the labels count as lung (inference/boundary.py)."""
     out = config.output
     if out.boundary_min_share > 0.5 and out.boundary_psf_sigma > 0:
-        return (f"- Boundary voxels: the expert convention: a voxel stays lung when its lung share through a "
+        line = (f"- Boundary voxels: the expert convention: a voxel stays lung when its lung share through a "
                 f"Gaussian PSF of {out.boundary_psf_sigma} voxel is at least {out.boundary_min_share}, so the "
                 "partial-volume rim at the wall is left out as people drawing lungs leave it out (docs/engine.md); "
                 "volumes.json gives the rim's volume (inference.boundary.rim_ml).\n")
-    return ("- Boundary voxels: the physical convention: every voxel the network finds at least half lung "
-            "(no expert boundary convention set).\n")
+    else:
+        line = ("- Boundary voxels: the physical convention: every voxel the network finds at least half lung "
+                "(no expert boundary convention set).\n")
+    if out.boundary_signal_min_share > 0:
+        line += (f"- Signal check: a surface voxel whose intensity lies nearer the surroundings' than a lung share "
+                 f"of {out.boundary_signal_min_share} allows is tissue, and is peeled (two voxels deep at most; "
+                 "volumes.json: inference.boundary.tissue_ml).\n")
+    return line
 
 
 def write_model_card(folder: Path) -> Path:
