@@ -340,7 +340,8 @@ class NeonatalLungSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSourceVolumeNode(volumeNode or (self._parameterNode.inputVolume if self._parameterNode else None))
         table = segmentationNode.GetNodeReference(mrmlNodes.TABLE_ROLE) if segmentationNode else None
         self.ui.volumeTableView.setMRMLTableNode(table)
-        self.ui.confidenceLabel.text = mrmlNodes.confidenceText(segmentationNode)
+        self.ui.confidenceLabel.text = "\n".join(text for text in (mrmlNodes.confidenceText(segmentationNode),
+                                                                   mrmlNodes.boundaryText(segmentationNode)) if text)
         self.ui.reviewSlicesListWidget.clear()
         for entry in mrmlNodes.reviewSlices(segmentationNode):
             self.ui.reviewSlicesListWidget.addItem(entry["text"])

@@ -301,6 +301,20 @@ def confidenceText(segmentationNode):
     return text + "."
 
 
+def boundaryText(segmentationNode):
+    """One line on what the model's boundary conventions left out of the volumes, or ''."""
+    info = (modelInfo(segmentationNode) or {}).get("boundary") if segmentationNode else None
+    if not info:
+        return ""
+    parts = []
+    if "rim_ml" in info:
+        parts.append(f"the partial-volume rim at the wall ({info['rim_ml']:.1f} mL) is left out, as experts "
+                     "draw lungs")
+    if info.get("tissue_ml"):
+        parts.append(f"{info['tissue_ml']:.1f} mL whose signal is tissue's was taken out")
+    return ("Volumes: " + "; ".join(parts) + ".") if parts else ""
+
+
 def modelInfo(segmentationNode):
     text = segmentationNode.GetAttribute(MODEL_ATTRIBUTE)
     return json.loads(text) if text else None

@@ -155,6 +155,10 @@ def test_progress_probability_volume_and_review_slices(run):
     info = mrmlNodes.confidenceInfo(outputs.segmentationNode)
     assert info["confidence"] == pytest.approx(confidence.confidence, abs=1e-6) and "slices" not in info
     assert mrmlNodes.confidenceText(outputs.segmentationNode).startswith("Model confidence 9")
+    # what the bundled model's boundary conventions left out travels from the worker to the node and the panel
+    boundary = mrmlNodes.modelInfo(outputs.segmentationNode)["boundary"]
+    assert boundary["min_lung_share"] == STORED["output"]["boundary_min_share"] and boundary["rim_ml"] > 0
+    assert f"({boundary['rim_ml']:.1f} mL)" in mrmlNodes.boundaryText(outputs.segmentationNode)
     ras = outputs.reviewSlices[0]["ras"]
     run["logic"].jumpToSlice(ras)  # real vtkMRMLSliceNode.JumpAllSlices on the real scene
 

@@ -223,6 +223,9 @@ class Worker:
                 probabilities_path = output / "probabilities.npy"
                 np.save(probabilities_path, np.ascontiguousarray(result.probabilities, dtype=np.float32))
             model_info = self.model_info(segmenter)
+            boundary = (getattr(result, "inference", None) or {}).get("boundary")  # (a loader's result may
+            if boundary:  # carry no inference record) what the boundary conventions left out: rim_ml, tissue_ml
+                model_info["boundary"] = dict(boundary)
             if options is not None:
                 model_info["postprocess"] = {"keep_largest_components": options.keep_largest_components,
                                              "fill_holes": options.fill_holes,
