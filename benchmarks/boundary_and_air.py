@@ -1,9 +1,11 @@
-"""Time and peak memory of the boundary convention and the air rules on a 300 x 512 x 512 label volume.
+"""Time and peak memory of the boundary convention, the signal check and the air rules on a 300 x 512 x 512
+label volume.
 
     .venv/bin/python benchmarks/boundary_and_air.py
 
 Two ellipsoid lungs filling a 512-matrix adult chest, a tube (trachea) and 200 specks near the bases (the
-worst case for the per-piece loops). Prints seconds and the peak resident memory added, with the CPU.
+worst case for the per-piece loops); for the signal check, an image with dark lungs in brighter tissue and
+noise, and a tongue of tissue under each base. Prints seconds and the peak resident memory added, with the CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "NeonatalLungSeg"))
 
 from NeonatalLungSegLib.inference.acceleration import cpu_line  # noqa: E402
-from NeonatalLungSegLib.inference.boundary import keep_expert_share  # noqa: E402
+from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
 from NeonatalLungSegLib.inference.extrapulmonary_air import drop_extrapulmonary_air  # noqa: E402
 
 
@@ -35,17 +37,33 @@ def phantom(shape=(300, 512, 512)) -> np.ndarray:
     return labels
 
 
+def image_of(labels: np.ndarray) -> np.ndarray:
+    """Lung 0.15, tissue 1.4 (the medians measured on real proton MRI), noise 0.1; labels get a 3-voxel-wide
+    tongue of tissue under each base."""
+    rng = np.random.default_rng(1)
+    image = np.where(labels > 0, 0.15, 1.4).astype(np.float32) + rng.normal(0, 0.1, labels.shape).astype(np.float32)
+    for i in (170, 342):
+        labels[25:32, 250:253, i:i + 3] = 1 if i < 256 else 2
+        image[25:32, 250:253, i:i + 3] = 1.4
+    return image
+
+
 def main() -> int:
     labels = phantom()
+    image = image_of(labels)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     cleaned = drop_extrapulmonary_air(labels)
     air = time.perf_counter() - started
     started = time.perf_counter()
-    keep_expert_share(cleaned, 0.75, 0.7)
+    kept = keep_expert_share(cleaned, 0.75, 0.7)
     rim = time.perf_counter() - started
+    started = time.perf_counter()
+    checked = drop_tissue_signal(kept, image, 0.5)
+    signal = time.perf_counter() - started
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    print(f"{cpu_line()}\n300x512x512: air rules {air:.2f} s, boundary convention {rim:.2f} s, "
+    print(f"{cpu_line()}\n300x512x512: air rules {air:.2f} s, boundary convention {rim:.2f} s, signal check "
+          f"{signal:.2f} s (took {int(np.count_nonzero(kept) - np.count_nonzero(checked))} voxels), "
           f"peak memory added {peak:.0f} MB")
     return 0
 

@@ -7,7 +7,8 @@
 A set's references follow the ``expert`` convention (drawn by people: partial-volume voxels at the wall left
 out) or the ``physical`` one (every voxel at least half lung: the generators' labels, the CT slices'
 interpolated masks). The network runs once per case with the convention switched off; every (PSF sigma,
-minimum share) pair of the grid is then applied to the cleaned labels exactly as the engine applies it. A
+minimum share) pair of the grid is then applied to the cleaned labels exactly as the engine applies it, and
+after it the folder's signal check where the folder sets one (``output.boundary_signal_min_share``). A
 physical reference is scored twice: as stored, and converted with the same pair (what that set's labels would
 be under the expert convention). Which sets choose the pair and which confirm it is the caller's decision:
 report them apart. ``--overlays`` draws each expert-convention case with the pair of ``--chosen``.
@@ -28,7 +29,7 @@ sys.path[:0] = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training")]
 
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder  # noqa: E402
 from NeonatalLungSegLib.geometry import image_to_array  # noqa: E402
-from NeonatalLungSegLib.inference.boundary import keep_expert_share  # noqa: E402
+from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
 from NeonatalLungSegLib.inference.engine import Segmenter  # noqa: E402
 from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E402
 
@@ -47,7 +48,12 @@ def _scores(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return row
 
 
-def score_case(segmenter: Segmenter, image, label, convention: str) -> dict:
+def _checked(labels: np.ndarray, array: np.ndarray, signal: float) -> np.ndarray:
+    """The folder's signal check after a convention, as the engine runs it (a no-op at 0)."""
+    return drop_tissue_signal(labels, array, signal) if signal > 0 else labels
+
+
+def score_case(segmenter: Segmenter, image, label, convention: str, signal: float = 0.0) -> dict:
     array, geometry = image_to_array(image)
     reference, _ = image_to_array(label)
     reference = np.where(reference > 0, np.where(reference == 2, 2, 1), 0).astype(np.uint8)
@@ -57,12 +63,13 @@ def score_case(segmenter: Segmenter, image, label, convention: str) -> dict:
         for share in SHARES:
             if share == 0.5 and sigma != SIGMAS[0]:
                 continue
-            kept = keep_expert_share(labels, share, sigma)
+            kept = _checked(keep_expert_share(labels, share, sigma), array, signal)
             row = {"as_stored": _scores(kept, reference)}
             if convention == "physical":
                 row["converted"] = _scores(kept, keep_expert_share(reference, share, sigma))
             rows[f"{sigma}/{share}"] = row
-    return {"rows": rows, "labels": labels, "reference": reference, "image": array, "geometry": geometry}
+    return {"rows": rows, "labels": labels, "reference": reference, "image": array, "geometry": geometry,
+            "signal": signal}
 
 
 def summarise(cases: list[dict]) -> dict:
@@ -91,7 +98,7 @@ def draw_overlay(case: dict, name: str, sigma: float, share: float, path: Path) 
     from NeonatalLungSegLib.geometry import array_to_image
 
     geometry = case["geometry"]
-    model = keep_expert_share(case["labels"], share, sigma)
+    model = _checked(keep_expert_share(case["labels"], share, sigma), case["image"], case["signal"])
     image, reference, model = (sitk.GetArrayFromImage(sitk.DICOMOrient(array_to_image(a, geometry), "LPS"))
                                for a in (case["image"].astype(np.float32), case["reference"], model))
     spacing = sitk.DICOMOrient(array_to_image(case["reference"], geometry), "LPS").GetSpacing()  # (i, j, k)
@@ -113,8 +120,9 @@ def draw_overlay(case: dict, name: str, sigma: float, share: float, path: Path) 
             ax.contour(model[tuple(cut)] > 0, [0.5], colors="red", linewidths=0.9, origin=origin)
             ax.set_title(f"{view} {where[axis]} ({title})", fontsize=9)
             ax.set_axis_off()
-    fig.suptitle(f"{name}: expert mask (green), bundled model (red); boundary voxels kept at lung share >= "
-                 f"{share} through a {sigma}-voxel PSF. Patient right on the left.", fontsize=10)
+    check = f"; signal check at lung share {case['signal']}" if case["signal"] else ""
+    fig.suptitle(f"{name}: expert mask (green), {case.get('model', 'bundled model')} (red); boundary voxels kept at "
+                 f"lung share >= {share} through a {sigma}-voxel PSF{check}. Patient right on the left.", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -133,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = Segmenter.load(args.model, device="cpu", precision=args.precision)
     own = segmenter.config.output
     # the network's own boundary: the folder's convention is what this script varies
-    segmenter.config = replace(segmenter.config, output=replace(own, boundary_min_share=0.5))
+    # (and its signal check, which the engine runs after the convention: so does score_case)
+    segmenter.config = replace(segmenter.config, output=replace(own, boundary_min_share=0.5,
+                                                                boundary_signal_min_share=0.0))
     results = {"model": f"{segmenter.config.name} {segmenter.config.version}", "precision": segmenter.precision,
-               "folder_convention": {"psf_sigma": own.boundary_psf_sigma, "min_share": own.boundary_min_share},
+               "folder_convention": {"psf_sigma": own.boundary_psf_sigma, "min_share": own.boundary_min_share,
+                                     "signal_min_share": own.boundary_signal_min_share},
                "sets": {}}
     sigma, share = (float(v) for v in args.chosen.split("/"))
     for spec in args.set:
@@ -147,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = read_training_folder(folder_path)
         cases = []
         for record in folder.cases:
-            case = score_case(segmenter, *folder.read_case(record), convention)
+            case = score_case(segmenter, *folder.read_case(record), convention, own.boundary_signal_min_share)
+            case["model"] = results["model"]
             if args.overlays and convention == "expert":
                 draw_overlay(case, record.subject, sigma, share, args.overlays / f"overlay-{record.subject}.png")
             cases.append({"case": record.subject, "rows": case["rows"]})

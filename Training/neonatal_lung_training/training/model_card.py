@@ -70,8 +70,9 @@ def _boundary_line(config) -> str:
         line = ("- Boundary voxels: the physical convention: every voxel the network finds at least half lung "
                 "(no expert boundary convention set).\n")
     if out.boundary_signal_min_share > 0:
-        line += (f"- Signal check: a surface voxel whose intensity lies nearer the surroundings' than a lung share "
-                 f"of {out.boundary_signal_min_share} allows is tissue, and is peeled (two voxels deep at most; "
+        line += (f"- Signal check: where the mask protrudes (what an opening with a 3-voxel ball removes), a surface "
+                 f"voxel whose intensity lies nearer the surroundings' than a lung share of "
+                 f"{out.boundary_signal_min_share} allows is tissue, and is peeled (two voxels deep at most; "
                  "volumes.json: inference.boundary.tissue_ml).\n")
     return line
 
