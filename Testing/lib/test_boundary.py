@@ -127,3 +127,25 @@ def test_model_json_with_a_convention_out_of_range_is_refused_in_one_line(folder
     with pytest.raises(ModelFolderError) as error:
         read_config(folder)
     assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_inverse_grows_drawn_labels_so_the_convention_gives_them_back() -> None:
+    from NeonatalLungSegLib.inference.boundary import physical_from_expert
+
+    grid = np.indices((36, 36, 36)).astype(float) - 17.5
+    sphere = (np.sqrt((grid ** 2).sum(0)) <= 11).astype(np.uint8)
+    drawn = keep_expert_share(sphere, 0.75, 0.7)  # what an expert leaves of the physical sphere
+    grown = physical_from_expert(drawn, 0.75, 0.7)
+    assert grown.sum() > drawn.sum() and not (drawn.astype(bool) & ~grown.astype(bool)).any()
+    assert abs(grown.sum() / sphere.sum() - 1) < 0.03  # back to the physical volume
+    back = keep_expert_share(grown, 0.75, 0.7)
+    assert (back != drawn).sum() <= 0.02 * drawn.sum()  # and the convention returns what was drawn
+    # two touching lungs: each grows into background only, never into the other (a flat wall is left as it
+    # is, as the convention leaves it)
+    offset = np.array([0, 0, 1.0])[:, None, None, None]
+    labels = np.where(np.sqrt(((grid + 6 * offset) ** 2).sum(0)) <= 7, 1, 0).astype(np.uint8)
+    labels[(np.sqrt(((grid - 7 * offset) ** 2).sum(0)) <= 7) & (labels == 0)] = 2
+    both = physical_from_expert(labels, 0.75, 0.7)
+    assert ((labels > 0) & (both != labels)).sum() == 0
+    assert (both == 1).sum() > (labels == 1).sum() and (both == 2).sum() > (labels == 2).sum()
+    np.testing.assert_array_equal(physical_from_expert(labels, 0.5, 0.7), labels)

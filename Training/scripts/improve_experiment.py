@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training")]
 
 from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_folder  # noqa: E402
 from NeonatalLungSegLib.inference.engine import Segmenter  # noqa: E402
+from NeonatalLungSegLib.models.model_folder import read_config  # noqa: E402
 from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E402
 from neonatal_lung_training.datasets.import_cases import import_cases  # noqa: E402
 from neonatal_lung_training.improve.anchors import anchor_sets, rehearsal_folders  # noqa: E402
@@ -81,8 +82,9 @@ def _pairs_folder(root: Path, ids: list[str]) -> tuple[Path, Path]:
     return images, labels
 
 
-def prepare(work: Path) -> dict[str, Path]:
-    """The pool, the test sets and the rehearsal / anchor folders, made once."""
+def prepare(work: Path, rehearsal_cases: int | None = None) -> dict[str, Path]:
+    """The pool, the test sets and the rehearsal / anchor folders, made once (an exploration of another
+    rehearsal size gets its own rehearsal folders)."""
     pool_ids, test_ids = ventilation_ids()
     sets = {"pool": work / "vent-pool", "vent-test": work / "vent-test", "proton": work / "proton",
             "ct-test": work / "ct-test", "synthetic": work / "synthetic-heldout"}
@@ -129,7 +131,9 @@ def prepare(work: Path) -> dict[str, Path]:
         import_cases(sets["synthetic"], pairs=(pairs / "images", pairs / "labels"), echo=lambda *a, **k: None,
                      label_map='{"1": "right_lung", "2": "left_lung"}',
                      description="synthetic neonatal UTE MRI, held-out anatomy family")
-    sets["rehearsal"] = rehearsal_folders(work / "shared", ImproveSettings().rehearsal_cases)
+    default_cases = ImproveSettings().rehearsal_cases
+    cases = rehearsal_cases or default_cases
+    sets["rehearsal"] = rehearsal_folders(work / ("shared" if cases == default_cases else f"shared-rc{cases}"), cases)
     sets["anchors"] = anchor_sets(work / "shared", ImproveSettings().anchor_cases)
     return sets
 
@@ -216,13 +220,17 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
     scores = score_model(model, sets)
     interpolated = {str(alpha): score_model(_interpolated(parent, model, alpha, work / "models" / f"{key}-a{alpha}"),
                                             sets) for alpha in interpolate}
-    result = {"interpolated": interpolated, "tag": tag, "key": key, "n": n, "selection": selection, "seed": seed, "rehearsal": rehearsal,
-              "cases": chosen, "scores": scores, "decision": decision.to_dict(), "train_minutes": training.get("minutes", 0.0),
+    result = {"interpolated": interpolated, "tag": tag, "key": key, "n": n, "selection": selection, "seed": seed,
+              "rehearsal": rehearsal, "cases": chosen, "scores": scores, "decision": decision.to_dict(),
+              "parent": f"{read_config(parent).name} {read_config(parent).version}",
+              "train_minutes": training.get("minutes", 0.0),
               "epochs_run": training.get("epochs_run"), "load1": os.getloadavg()[0],
               "total_minutes": round((time.perf_counter() - started) / 60, 2), "settings": {
                   "minutes": settings.minutes, "learning_rate": settings.learning_rate,
                   "rehearsal_fraction": settings.rehearsal_fraction,
-                  "rehearsal_targets": settings.rehearsal_targets}}
+                  "rehearsal_targets": settings.rehearsal_targets,
+                  "rehearsal_cases": len(read_training_folder(sets["rehearsal"][0]).cases),
+                  "label_boundary": settings.label_boundary}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     for alpha in interpolate:
@@ -233,7 +241,7 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
 
 def _interpolated(parent: Path, child: Path, alpha: float, out: Path) -> Path:
     """A model folder with weights parent + alpha (child - parent) (batch-norm statistics too)."""
-    from NeonatalLungSegLib.models.model_folder import load_state_dict, read_config, write_model_folder
+    from NeonatalLungSegLib.models.model_folder import load_state_dict, write_model_folder
 
     shutil.rmtree(out, ignore_errors=True)
     config = read_config(child)
@@ -264,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-targets", choices=("labels", "parent"), default=None,
                         help="explore: instead of the default")
+    parser.add_argument("--parent", type=Path, default=None,
+                        help="the model to improve (default: the bundled one); pins a grid to one version")
+    parser.add_argument("--rehearsal-cases", type=int, default=None,
+                        help="explore: rehearsal cases per generator instead of the default")
     parser.add_argument("--tag", default="", help="suffix of the result keys of an exploration")
     parser.add_argument("--no-interpolate", action="store_true", help="score the child only")
     parser.add_argument("--only", action="append", default=[], metavar="N,SELECTION,SEED,REHEARSAL",
@@ -274,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    parent = bundled_model_folder()
-    sets = prepare(work)
+    parent = args.parent.resolve() if args.parent else bundled_model_folder()
+    sets = prepare(work, args.rehearsal_cases)
     baseline_path = work / "results" / "baseline.json"
     if not baseline_path.exists():
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                                            ("rehearsal_fraction", args.rehearsal_fraction),
                                            ("minutes", args.minutes),
                                            ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
-            if overrides and not args.tag:
+            if (overrides or args.rehearsal_cases) and not args.tag:
                 parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / "
-                             "--rehearsal-targets")
+                             "--rehearsal-targets / --rehearsal-cases")
             run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
                     () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report

@@ -51,6 +51,9 @@ class ImproveSettings:
     learning_rate: float = 3e-4       # below the recipe's 1e-3: the parent is already trained
     rehearsal_fraction: float = 0.75  # share of every batch drawn from the rehearsal cases
     rehearsal_targets: str = "parent"  # the parent's own probabilities on the rehearsal slices (distillation)
+    # the corrected masks are drawn the expert's way: learned grown to the network's own convention, so the
+    # parent's boundary convention (which the new model inherits) gives them back (docs/improve.md)
+    label_boundary: str = "network"
     rehearsal_cases: int = 8          # per generator
     anchor_cases: int = 3             # per generator
     batch_size: int = 8
@@ -128,7 +131,7 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
         rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
-        rehearsal_targets=settings.rehearsal_targets,
+        rehearsal_targets=settings.rehearsal_targets, label_boundary=settings.label_boundary,
         description=f"{parent_config.description} Improved from {parent_config.name} {parent_config.version} "
                     f"on the reviewed cases of {data.name}.".strip())
     train(config)

@@ -64,6 +64,12 @@ class TrainConfig:
     # what the rehearsal slices are trained towards: their labels, or the parent's own probabilities on them
     # (distillation: keeps what the parent does, including how it treats ambiguous tissue, not just the labels)
     rehearsal_targets: str = "labels"
+    # Which boundary convention the training labels are learned in. "as_drawn": as stored. "network": where the
+    # parent's model folder sets an expert boundary convention (output.boundary_min_share / _psf_sigma), the
+    # labels are grown to the network's own (physical) convention first (inference/boundary.py
+    # physical_from_expert), so the engine's convention on the output gives back what was drawn instead of
+    # taking the drawn rim off a second time. Rehearsal slices are never converted (they are the parent's).
+    label_boundary: str = "as_drawn"
     in_plane_size: int = 128
     # fixed_size (stretch every slice) | keep_aspect (pad to the network's aspect in mm first) | body_crop
     # (crop to the body, then as keep_aspect); "" = the
@@ -132,6 +138,10 @@ class TrainConfig:
             found.append("weights_dtype must be float16 or float32")
         if self.precision not in TRAINING_PRECISIONS:
             found.append(f"precision must be {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
+        if self.label_boundary not in ("as_drawn", "network"):
+            found.append(f"label_boundary must be as_drawn or network, got {self.label_boundary!r}")
+        elif self.label_boundary == "network" and self.spatial_dims == 3:
+            found.append("label_boundary network is implemented for slice-wise (2D / 2.5D) models only")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
         if self.freeze_batchnorm and not self.init_model:

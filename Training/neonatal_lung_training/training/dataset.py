@@ -8,8 +8,10 @@ network. Each slice remembers its case, so subject separation can be checked on 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from NeonatalLungSegLib.models.model_folder import InputConfig
@@ -41,14 +43,17 @@ def cases_of(cases: list[CaseRecord], subjects: list[str]) -> list[CaseRecord]:
 
 
 def load_slices(folder: TrainingFolder, cases: list[CaseRecord], config: InputConfig,
-                keep_empty_fraction: float, seed: int, storage: torch.dtype = torch.float32) -> SliceSet:
+                keep_empty_fraction: float, seed: int, storage: torch.dtype = torch.float32,
+                label_transform: Callable[[sitk.Image], sitk.Image] | None = None) -> SliceSet:
     """Every lung slice of the cases and a seeded share of the lung-free ones; case index = position
-    (``storage``: see ``volume_slices``)."""
+    (``storage``: see ``volume_slices``; ``label_transform``: applied to each label first, on its own grid)."""
     if not cases:
         raise ValueError("no cases to load")
     parts = []
     for index, record in enumerate(cases):
         image, label = folder.read_case(record)
+        if label_transform is not None:
+            label = label_transform(label)
         rng = np.random.default_rng([seed, index])
         parts.append(volume_slices(image, label, config, case_id=index,
                                    keep_empty_fraction=keep_empty_fraction, rng=rng, storage=storage))

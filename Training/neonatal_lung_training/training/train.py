@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from monai.losses import DiceCELoss
 
 from NeonatalLungSegLib.inference import acceleration
+from NeonatalLungSegLib.inference.boundary import physical_from_expert
 from NeonatalLungSegLib.inference.engine import resolve_device
 from NeonatalLungSegLib.errors import exit_status
 from NeonatalLungSegLib.models.network import build_network
@@ -134,6 +136,27 @@ def _parent_probabilities(network: torch.nn.Module, rehearsal, device, precision
     return torch.cat(out)
 
 
+def _label_boundary(config: TrainConfig, model_config, say):
+    """The label conversion ``config.label_boundary`` asks for, or None: with "network" and a model folder that
+    sets an expert boundary convention, each training label grown to the network's own convention."""
+    out = model_config.output
+    if config.label_boundary != "network" or out.boundary_min_share <= 0.5 or out.boundary_psf_sigma <= 0:
+        return None
+    if model_config.input.spatial_dims == 3:  # a fine-tuned volumetric parent: not implemented, said so
+        say("labels: used as drawn (the conversion to the network's convention is for slice-wise models)")
+        return None
+    say(f"labels: grown to the network's convention (the model's expert convention, lung share >= "
+        f"{out.boundary_min_share} through a {out.boundary_psf_sigma}-voxel PSF, gives them back)", flush=True)
+
+    def convert(label: sitk.Image) -> sitk.Image:
+        array = sitk.GetArrayViewFromImage(label)
+        grown = sitk.GetImageFromArray(physical_from_expert(array, out.boundary_min_share, out.boundary_psf_sigma))
+        grown.CopyInformation(label)
+        return sitk.Cast(grown, label.GetPixelID())
+
+    return convert
+
+
 def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
     """Batch-norm layers normalise with the parent's running statistics and stop updating them; their scale
     and shift still learn. A fine-tune's batches (half new domain, half rehearsal) have statistics of neither
@@ -216,9 +239,11 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     # slices are held in float16 (half the memory; a 2.5D set was killed for memory in float32) and each
     # batch goes back to float32 before it reaches the network
     load = volumes3d.load_volumes if volumetric else functools.partial(load_slices, storage=torch.float16)
-    train_set = load(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
+    convert = _label_boundary(config, model_config, say)
+    load_own = load if convert is None else functools.partial(load, label_transform=convert)
+    train_set = load_own(folder, train_cases, model_config.input, config.keep_empty_fraction, config.seed)
     if val_cases:
-        val_set = load(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
+        val_set = load_own(folder, val_cases, model_config.input, config.keep_empty_fraction, config.seed + 1)
     else:  # one subject (a single corrected case): nothing can be held out
         say("warning: no validation subject; validation scores the training slices, so early stopping "
             "only detects a plateau", flush=True)
