@@ -312,6 +312,8 @@ def boundaryText(segmentationNode):
                      "draw lungs")
     if info.get("tissue_ml"):
         parts.append(f"{info['tissue_ml']:.1f} mL whose signal is tissue's was taken out")
+    if info.get("airway_ml"):
+        parts.append(f"{info['airway_ml']:.1f} mL of trachea tied to an apex was taken out")
     return ("Volumes: " + "; ".join(parts) + ".") if parts else ""
 
 

@@ -165,5 +165,7 @@ def test_the_engine_runs_the_check_after_the_convention_and_reports_what_it_took
     assert b.inference["boundary"]["tissue_ml"] > 0
     assert b.inference["boundary"]["rim_ml"] == a.inference["boundary"]["rim_ml"]
     assert "signal_min_lung_share" not in a.inference["boundary"]
+    assert b.inference["boundary"]["airway_ml"] == 0  # one lung: the air rule needs a midline
+    assert "airway_ml" not in a.inference["boundary"]
     raw = Segmenter.load(checked, device="cpu").segment_array(array, geometry, options=None)
     assert "boundary" not in raw.inference and raw.labels[tongue].all()

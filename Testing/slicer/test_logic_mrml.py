@@ -159,6 +159,11 @@ def test_progress_probability_volume_and_review_slices(run):
     boundary = mrmlNodes.modelInfo(outputs.segmentationNode)["boundary"]
     assert boundary["min_lung_share"] == STORED["output"]["boundary_min_share"] and boundary["rim_ml"] > 0
     assert f"({boundary['rim_ml']:.1f} mL)" in mrmlNodes.boundaryText(outputs.segmentationNode)
+    assert "airway_ml" in boundary  # the air rule ran (what it took on this scan may be nothing)
+    other = run["scene"].AddNewNodeByClass("vtkMRMLSegmentationNode")  # a record this scan does not produce
+    other.SetAttribute(mrmlNodes.MODEL_ATTRIBUTE, json.dumps({"boundary": dict(boundary, airway_ml=0.5)}))
+    assert "0.5 mL of trachea tied to an apex" in mrmlNodes.boundaryText(other)
+    run["scene"].RemoveNode(other)
     ras = outputs.reviewSlices[0]["ras"]
     run["logic"].jumpToSlice(ras)  # real vtkMRMLSliceNode.JumpAllSlices on the real scene
 
@@ -306,3 +311,4 @@ def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder):
     first, second = outcome["exports"]
     assert (first.record.version, second.record.version) == (1, 2)
     assert outcome["click"] is not None and outcome["click"].lung == "right_lung"
+

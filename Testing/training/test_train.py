@@ -321,3 +321,4 @@ def test_the_card_states_the_boundary_conventions_the_folder_sets(tiny_model_fol
     assert len(lines["physical"]) == 1 and "physical convention" in lines["physical"][0]
     assert len(lines["expert"]) == 1 and "at least 0.75" in lines["expert"][0]
     assert len(lines["checked"]) == 2 and "lung share of 0.5" in lines["checked"][1]
+    assert "airway_ml" in lines["checked"][1]

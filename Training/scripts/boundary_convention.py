@@ -29,6 +29,7 @@ sys.path[:0] = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training")]
 
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder  # noqa: E402
 from NeonatalLungSegLib.geometry import image_to_array  # noqa: E402
+from NeonatalLungSegLib.inference.airway_column import drop_airway_column  # noqa: E402
 from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
 from NeonatalLungSegLib.inference.engine import Segmenter  # noqa: E402
 from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E402
@@ -48,9 +49,13 @@ def _scores(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return row
 
 
-def _checked(labels: np.ndarray, array: np.ndarray, signal: float) -> np.ndarray:
-    """The folder's signal check after a convention, as the engine runs it (a no-op at 0)."""
-    return drop_tissue_signal(labels, array, signal) if signal > 0 else labels
+def _checked(labels: np.ndarray, array: np.ndarray, signal: float, geometry) -> np.ndarray:
+    """The folder's signal check and the air rule on its levels after a convention, as the engine runs them
+    (a no-op at 0)."""
+    if signal <= 0:
+        return labels
+    checked = drop_tissue_signal(labels, array, signal)
+    return drop_airway_column(checked, array, signal, geometry.direction_matrix, geometry.spacing)
 
 
 def score_case(segmenter: Segmenter, image, label, convention: str, signal: float = 0.0) -> dict:
@@ -63,7 +68,7 @@ def score_case(segmenter: Segmenter, image, label, convention: str, signal: floa
         for share in SHARES:
             if share == 0.5 and sigma != SIGMAS[0]:
                 continue
-            kept = _checked(keep_expert_share(labels, share, sigma), array, signal)
+            kept = _checked(keep_expert_share(labels, share, sigma), array, signal, geometry)
             row = {"as_stored": _scores(kept, reference)}
             if convention == "physical":
                 row["converted"] = _scores(kept, keep_expert_share(reference, share, sigma))
@@ -98,7 +103,7 @@ def draw_overlay(case: dict, name: str, sigma: float, share: float, path: Path) 
     from NeonatalLungSegLib.geometry import array_to_image
 
     geometry = case["geometry"]
-    model = _checked(keep_expert_share(case["labels"], share, sigma), case["image"], case["signal"])
+    model = _checked(keep_expert_share(case["labels"], share, sigma), case["image"], case["signal"], geometry)
     image, reference, model = (sitk.GetArrayFromImage(sitk.DICOMOrient(array_to_image(a, geometry), "LPS"))
                                for a in (case["image"].astype(np.float32), case["reference"], model))
     spacing = sitk.DICOMOrient(array_to_image(case["reference"], geometry), "LPS").GetSpacing()  # (i, j, k)
@@ -121,8 +126,9 @@ def draw_overlay(case: dict, name: str, sigma: float, share: float, path: Path) 
             ax.set_title(f"{view} {where[axis]} ({title})", fontsize=9)
             ax.set_axis_off()
     check = f"; signal check at lung share {case['signal']}" if case["signal"] else ""
-    fig.suptitle(f"{name}: expert mask (green), {case.get('model', 'bundled model')} (red); boundary voxels kept at "
-                 f"lung share >= {share} through a {sigma}-voxel PSF{check}. Patient right on the left.", fontsize=10)
+    model_name = case.get("model", "bundled model")
+    fig.suptitle(f"{name}: expert mask (green), {model_name} (red). Patient right on the left.\n"
+                 f"Boundary voxels kept at lung share >= {share} through a {sigma}-voxel PSF{check}.", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

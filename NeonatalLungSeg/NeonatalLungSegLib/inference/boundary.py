@@ -143,6 +143,17 @@ def _tissue_like(lung: np.ndarray, free: np.ndarray, signal: np.ndarray, structu
                  min_signal_share: float) -> np.ndarray | None:
     """Where the signal is nearer the surroundings' than ``min_signal_share`` allows; None when lung and
     surroundings cannot be told apart by signal."""
+    levels = signal_levels(lung, free, signal, structure)
+    if levels is None:
+        return None
+    lung_level, contrast = levels
+    return (signal - lung_level) / contrast > 1.0 - min_signal_share
+
+
+def signal_levels(lung: np.ndarray, free: np.ndarray, signal: np.ndarray,
+                  structure: np.ndarray) -> tuple[float, float] | None:
+    """(the lung's median signal, the surroundings' median minus it), or None when the two cannot be told
+    apart: a signal s is lung share 1 - (s - level) / contrast."""
     core = ndimage.binary_erosion(lung, structure, iterations=_CORE_DEPTH)
     if core.sum() < 27:
         core = lung
@@ -155,7 +166,7 @@ def _tissue_like(lung: np.ndarray, free: np.ndarray, signal: np.ndarray, structu
     contrast = tissue_level - lung_level
     if abs(contrast) <= _MIN_CONTRAST_IQRS * (high - low) or contrast == 0:
         return None
-    return (signal - lung_level) / contrast > 1.0 - min_signal_share
+    return float(lung_level), float(contrast)
 
 
 def _without_cut_off_pieces(before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from ..geometry import Geometry, Reorientation, array_to_image, image_to_array
 from ..models.int8_network import INT8_NAME, Int8Network, unavailable_reason
 from .measure import measure_volumes
 from ..models.model_folder import ModelConfig, read_config
+from .airway_column import drop_airway_column
 from .boundary import drop_tissue_signal, keep_expert_share
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare
@@ -239,7 +240,8 @@ class Segmenter:
         canonical_labels = postprocess(mask, canonical_geometry, options or raw)
         inference = dict(self.inference)
         if options is not None:
-            canonical_labels = self._boundary(canonical_labels, plan, array, inference)
+            canonical_labels = self._boundary(canonical_labels, plan, array, inference,
+                                              airway=options.drop_extrapulmonary_air)
         split = (options or raw).split_left_right
         labels = np.ascontiguousarray(plan.from_canonical(canonical_labels))
         probabilities = None
@@ -251,10 +253,12 @@ class Segmenter:
                                   label_names=names, inference=inference)
 
     def _boundary(self, labels: np.ndarray, plan: Reorientation, array: np.ndarray,
-                  inference: dict) -> np.ndarray:
+                  inference: dict, airway: bool = True) -> np.ndarray:
         """The model's boundary conventions (inference/boundary.py) on the canonical labels, the signal check
         last (it judges the surface the convention left); what each left out is recorded in
-        ``inference["boundary"]``, so the physical-convention volume can be told too."""
+        ``inference["boundary"]``, so the physical-convention volume can be told too. ``airway``: with the
+        signal check, the trachea tied to an apex goes too (airway_column.py; PostprocessOptions'
+        drop_extrapulmonary_air switches both air rules)."""
         out = self.config.output
         voxel_ml = plan.target.voxel_volume_ml
         record: dict[str, float] = {}
@@ -264,9 +268,15 @@ class Segmenter:
                           rim_ml=round((np.count_nonzero(labels) - np.count_nonzero(kept)) * voxel_ml, 3))
             labels = kept
         if out.boundary_signal_min_share > 0:
-            checked = drop_tissue_signal(labels, plan.to_canonical(array), out.boundary_signal_min_share)
+            image = plan.to_canonical(array)
+            checked = drop_tissue_signal(labels, image, out.boundary_signal_min_share)
             record.update(signal_min_lung_share=out.boundary_signal_min_share,
                           tissue_ml=round((np.count_nonzero(labels) - np.count_nonzero(checked)) * voxel_ml, 3))
+            if airway:  # the trachea the network tied to an apex: the air above it says what it is
+                cleared = drop_airway_column(checked, image, out.boundary_signal_min_share,
+                                             plan.target.direction_matrix, plan.target.spacing)
+                record["airway_ml"] = round((np.count_nonzero(checked) - np.count_nonzero(cleared)) * voxel_ml, 3)
+                checked = cleared
             labels = checked
         if record:
             inference["boundary"] = record

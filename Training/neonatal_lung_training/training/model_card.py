@@ -73,7 +73,9 @@ def _boundary_line(config) -> str:
         line += (f"- Signal check: where the mask protrudes (what an opening with a 3-voxel ball removes), a surface "
                  f"voxel whose intensity lies nearer the surroundings' than a lung share of "
                  f"{out.boundary_signal_min_share} allows is tissue, and is peeled (two voxels deep at most; "
-                 "volumes.json: inference.boundary.tissue_ml).\n")
+                 "volumes.json: inference.boundary.tissue_ml). A midline protrusion in the upper third of a lung "
+                 "with air above it reaching 10 mm above the apices is trachea tied to an apex, and goes "
+                 "(inference.boundary.airway_ml).\n")
     return line
 
 
