@@ -180,6 +180,29 @@ def test_fine_tuning_records_lineage_and_keeps_a_frozen_encoder(toy_folder: Path
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
 
 
+def test_anchor_decay_holds_the_weights_at_the_parent_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
+    """anchor_decay pulls every trained weight back towards the parent's after each step: at one learning rate
+    of pull per unit (decay x learning rate = 1) nothing trained can move at all, while without it the same
+    fine-tune moves them; the lineage records the setting."""
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    moved = {}
+    for name, decay in (("free", "0"), ("held", "1000")):  # learning rate 1e-3: 1000 x 1e-3 = all the way back
+        child = tmp_path / name
+        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                     "--anchor-decay", decay, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
+                     "--weights-dtype", "float32"]) == 0
+        before, after = load_state_dict(parent, read_config(parent)), load_state_dict(child, read_config(child))
+        weights = [k for k in before if k.endswith(".weight")]
+        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in weights)
+        assert read_config(child).training["anchor_decay"] == float(decay)
+    assert moved["free"] > 1e-4 and moved["held"] < 1e-6, moved
+    assert "anchor_decay needs init_model (parent weights to stay near)" in \
+        TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), anchor_decay=1.0).problems()
+    assert any("anchor_decay must be 0 or more" in p for p in
+               TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), anchor_decay=-1.0).problems())
+
+
 def test_config_file_flags_override_and_unknown_keys_fail(tmp_path: Path, toy_folder: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(f"data: {toy_folder}\noutput: {tmp_path / 'm'}\nepochs: 7\naugment:\n  gamma_range: [0.8, 1.2]\n")

@@ -228,7 +228,7 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
               "total_minutes": round((time.perf_counter() - started) / 60, 2), "settings": {
                   "minutes": settings.minutes, "learning_rate": settings.learning_rate,
                   "rehearsal_fraction": settings.rehearsal_fraction,
-                  "rehearsal_targets": settings.rehearsal_targets,
+                  "rehearsal_targets": settings.rehearsal_targets, "anchor_decay": settings.anchor_decay,
                   "rehearsal_cases": len(read_training_folder(sets["rehearsal"][0]).cases),
                   "label_boundary": settings.label_boundary}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-fraction", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--minutes", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--anchor-decay", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-targets", choices=("labels", "parent"), default=None,
                         help="explore: instead of the default")
     parser.add_argument("--parent", type=Path, default=None,
@@ -304,11 +305,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {key_of(n, selection, seed, rehearsal)} {args.tag}", flush=True)
             overrides = {k: v for k, v in (("learning_rate", args.learning_rate),
                                            ("rehearsal_fraction", args.rehearsal_fraction),
-                                           ("minutes", args.minutes),
+                                           ("minutes", args.minutes), ("anchor_decay", args.anchor_decay),
                                            ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
             if (overrides or args.rehearsal_cases) and not args.tag:
                 parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / "
-                             "--rehearsal-targets / --rehearsal-cases")
+                             "--anchor-decay / --rehearsal-targets / --rehearsal-cases")
             run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
                     () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report

@@ -101,6 +101,8 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
             text += ", batch-norm statistics frozen"
         if settings.get("minutes", 5.0) != 5.0:
             text += f", {settings['minutes']:g} minutes"
+        if settings.get("anchor_decay"):
+            text += f", pulled towards the parent's weights at {settings['anchor_decay']:g} x the learning rate"
         if settings.get("rehearsal_cases", 8) != 8:
             text += f", {settings['rehearsal_cases']} rehearsal cases per generator"
         if not explored:

@@ -63,6 +63,7 @@ class ImproveSettings:
     int8: bool = True                 # add the int8 network where the parent has one
     freeze_encoder: bool = False      # train the decoder only (measured in docs/improve-experiment.md)
     freeze_batchnorm: bool = False    # keep the parent's batch-norm statistics (docs/improve-experiment.md)
+    anchor_decay: float = 0.0         # pull towards the parent's weights (TrainConfig; docs/improve-experiment.md)
     rule: Rule = field(default_factory=Rule)
 
 
@@ -129,7 +130,7 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         steps_per_epoch=settings.steps_per_epoch, batch_size=settings.batch_size, max_minutes=settings.minutes,
         learning_rate=settings.learning_rate, device=settings.device, weights_dtype="float16",
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
-        rehearsal_data=tuple(str(f) for f in rehearsal),
+        anchor_decay=settings.anchor_decay, rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
         rehearsal_targets=settings.rehearsal_targets, label_boundary=settings.label_boundary,
         description=f"{parent_config.description} Improved from {parent_config.name} {parent_config.version} "

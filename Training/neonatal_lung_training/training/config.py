@@ -48,6 +48,10 @@ class TrainConfig:
     # keep the parent's batch-norm running statistics (BN layers in eval mode while training): a fine-tune's
     # small, mixed batches would otherwise overwrite what every other domain is normalised with
     freeze_batchnorm: bool = False
+    # L2-SP, decoupled: after every step each trained weight moves this many learning rates of its distance back
+    # towards the parent's (0 = off). Weights the new cases push consistently still move; what only drifts
+    # (the rest of the parent's knowledge, which a small rehearsal set does not pin) is held near the parent.
+    anchor_decay: float = 0.0
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -144,6 +148,10 @@ class TrainConfig:
             found.append("label_boundary network is implemented for slice-wise (2D / 2.5D) models only")
         if self.freeze_encoder and not self.init_model:
             found.append("freeze_encoder needs init_model (a trained encoder to keep)")
+        if self.anchor_decay < 0:
+            found.append(f"anchor_decay must be 0 or more, got {self.anchor_decay}")
+        elif self.anchor_decay > 0 and not self.init_model:
+            found.append("anchor_decay needs init_model (parent weights to stay near)")
         if self.freeze_batchnorm and not self.init_model:
             found.append("freeze_batchnorm needs init_model (batch-norm statistics to keep)")
         if self.spatial_dims not in (2, 3):

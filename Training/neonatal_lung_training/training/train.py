@@ -157,6 +157,14 @@ def _label_boundary(config: TrainConfig, model_config, say):
     return convert
 
 
+def _pull_towards(weights: list[torch.Tensor], anchor: list[torch.Tensor], rate: float) -> None:
+    """Each weight a ``rate`` share of the way back to its anchor (decoupled from Adam's scaling, as AdamW
+    decouples weight decay: a penalty in the loss would be rescaled away by Adam's per-weight step size)."""
+    with torch.no_grad():
+        for weight, start in zip(weights, anchor):
+            weight.lerp_(start, min(rate, 1.0))
+
+
 def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
     """Batch-norm layers normalise with the parent's running statistics and stop updating them; their scale
     and shift still learn. A fine-tune's batches (half new domain, half rehearsal) have statistics of neither
@@ -284,6 +292,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         rehearsal.targets = _parent_probabilities(network, rehearsal, device, precision, channels_last)
         say(f"rehearsal targets: the parent's probabilities on its {len(rehearsal)} slices", flush=True)
     trainable = [p for p in network.parameters() if p.requires_grad]
+    # the parent's weights (before any resumed state loads below), for anchor_decay
+    anchor = [p.detach().clone() for p in trainable] if config.anchor_decay > 0 else None
     optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
                                                            patience=config.lr_patience)
@@ -337,6 +347,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if anchor is not None:
+                _pull_towards(trainable, anchor, optimiser.param_groups[0]["lr"] * config.anchor_decay)
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
