@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "NeonatalLungSeg"))
 
 from NeonatalLungSegLib.inference.acceleration import cpu_line  # noqa: E402
 from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
-from NeonatalLungSegLib.inference.extrapulmonary_air import drop_extrapulmonary_air  # noqa: E402
+from NeonatalLungSegLib.inference.air.extrapulmonary_air import drop_extrapulmonary_air  # noqa: E402
 
 
 def phantom(shape=(300, 512, 512)) -> np.ndarray:

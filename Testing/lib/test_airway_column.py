@@ -1,4 +1,4 @@
-"""The trachea joined to an apex, told by the air above it (inference/airway_column.py), on phantoms drawn in
+"""The trachea joined to an apex, told by the air above it (inference/air/airway_column.py), on phantoms drawn in
 patient space (k inferior -> superior, i right -> left): the joined tube goes, midline lung stays, and where
 the image cannot tell, nothing changes."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.inference.airway_column import drop_airway_column
-from NeonatalLungSegLib.inference.extrapulmonary_air import drop_extrapulmonary_air
+from NeonatalLungSegLib.inference.air.airway_column import drop_airway_column
+from NeonatalLungSegLib.inference.air.extrapulmonary_air import drop_extrapulmonary_air
 from stored_volumes import store_differently
 
 SHAPE = (64, 48, 64)

@@ -1,4 +1,4 @@
-"""Trachea and sub-diaphragmatic gas out of the lung labels (inference/extrapulmonary_air.py), on phantoms
+"""Trachea and sub-diaphragmatic gas out of the lung labels (inference/air/extrapulmonary_air.py), on phantoms
 drawn in patient space: what must go goes, lung that looks like it in one respect stays, on any storage order."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from NeonatalLungSegLib.geometry import Geometry
-from NeonatalLungSegLib.inference.extrapulmonary_air import drop_extrapulmonary_air
+from NeonatalLungSegLib.inference.air.extrapulmonary_air import drop_extrapulmonary_air
 from NeonatalLungSegLib.inference.postprocess import PostprocessOptions, postprocess
 from stored_volumes import store_differently
 

@@ -56,7 +56,7 @@ def test_mean_dice_is_not_below_the_model_before_the_convention(results) -> None
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_air_rules_remove_trachea_and_gas_and_never_expert_lung(results, case) -> None:
-    """What inference/extrapulmonary_air.py removes on real MRI (the trachea above the carina on both volumes,
+    """What inference/air/extrapulmonary_air.py removes on real MRI (the trachea above the carina on both volumes,
     a bowel-gas bubble on proton-0012) is never lung by the expert's mask."""
     cleaned, reference, _, kept = results[case]
     removed = (kept > 0) & (cleaned == 0)
@@ -84,7 +84,7 @@ def test_almost_nothing_is_labelled_lung_far_from_the_experts_lungs(results, cas
 def test_no_lung_far_from_the_experts_in_the_upper_third_where_the_trachea_runs(results, case) -> None:
     """On proton-0006 the network labels three sections of the trachea and ties them in plane to the right
     apex, so the island rule of extrapulmonary_air.py keeps them (8 voxels more than 12 mm from the expert's
-    lungs, all in the upper third); the air above them (inference/airway_column.py) takes them out."""
+    lungs, all in the upper third); the air above them (inference/air/airway_column.py) takes them out."""
     from scipy import ndimage
 
     labels, reference, inference, _ = results[case]

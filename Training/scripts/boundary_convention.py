@@ -29,7 +29,7 @@ sys.path[:0] = [str(REPO / "NeonatalLungSeg"), str(REPO / "Training")]
 
 from NeonatalLungSegLib.dataset.training_folder import read_training_folder  # noqa: E402
 from NeonatalLungSegLib.geometry import image_to_array  # noqa: E402
-from NeonatalLungSegLib.inference.airway_column import drop_airway_column  # noqa: E402
+from NeonatalLungSegLib.inference.air.airway_column import drop_airway_column  # noqa: E402
 from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
 from NeonatalLungSegLib.inference.engine import Segmenter  # noqa: E402
 from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E402

@@ -28,7 +28,7 @@ from ..geometry import Geometry, Reorientation, array_to_image, image_to_array
 from ..models.int8_network import INT8_NAME, Int8Network, unavailable_reason
 from .measure import measure_volumes
 from ..models.model_folder import ModelConfig, read_config
-from .airway_column import drop_airway_column
+from .air.airway_column import drop_airway_column
 from .boundary import drop_tissue_signal, keep_expert_share
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import prepare

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..geometry import Geometry
-from .extrapulmonary_air import drop_extrapulmonary_air
+from .air.extrapulmonary_air import drop_extrapulmonary_air
 
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 

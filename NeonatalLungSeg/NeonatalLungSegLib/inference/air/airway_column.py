@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .boundary import _protrusions, _structure, _without_cut_off_pieces, signal_levels
+from ..boundary import _protrusions, _structure, _without_cut_off_pieces, signal_levels
 from .extrapulmonary_air import MIDLINE_BAND, _centre, _superior_first
 
 _MARGIN = 5  # voxels around a lung's box for its surroundings' signal (the signal check's shell, plus one)
