@@ -110,6 +110,8 @@ def test_improve_adapts_to_a_new_domain_writes_a_complete_folder_and_registers_i
     assert config.training["training_folder_manifest_sha256"] == read_training_folder(toys["clinic"]).manifest_sha256
     assert config.training["rehearsal"]["batch_fraction"] == SETTINGS.rehearsal_fraction
     assert config.training["label_boundary"] == SETTINGS.label_boundary == "network"
+    assert config.training["anchor_decay"] == SETTINGS.anchor_decay  # the lineage says how it was held
+    assert ImproveSettings().anchor_decay == 30.0  # the measured default
     assert set().union(*config.training["split_subjects"].values()) <= {f"chest{s:03d}" for s in range(200, 210)}
     assert config.training["split_subjects"]["test"] == holdout_subjects([f"chest{s:03d}" for s in range(200, 210)])
     record = json.loads((out / "improvement.json").read_text(encoding="utf-8"))
