@@ -152,6 +152,27 @@ def _grid(baseline: dict, same: dict | None, results: list[dict], decisions: boo
     return lines
 
 
+# Grids of earlier defaults kept beside the current one: results-VERSION-SUFFIX -> (heading, what changed since)
+EARLIER_GRIDS = {
+    "-no-anchor": (
+        "Without the pull towards the parent's weights: the same grid",
+        "The grid above with `anchor_decay` 0, as `improve` ran before the pull was added. Every fine-tune, even "
+        "from one slice, lost about 0.01 on the synthetic neonatal volumes and 0.02-0.19 on real CT slices: not "
+        "the new cases but the weights drifting where the small rehearsal set does not pin them. Per case the loss "
+        "was spread over all six synthetic volumes without a volume shift, and putting the parent's batch-norm "
+        "statistics back made every domain worse, so neither calibration nor batch norm was the cause."),
+    "-as-drawn": (
+        "Labels as drawn: the same grid before the corrected masks were converted",
+        "Until the change below, `improve` learned the corrected masks as drawn. They follow the experts' "
+        "boundary convention (the clinician corrected a mask that already left the rim out), and the new model "
+        "inherits the parent's convention, so the engine took the rim off a second time. Learning them grown to "
+        "the network's own convention (`label_boundary` network, the inverse of the parent's convention) raised "
+        "held-out ventilation at seed 0 from 0.945 to 0.953 (N = 5) and from 0.947 to 0.953 (N = 20); the other "
+        "domains moved within the spread of seeds, except CT slices, which lose more. Those two runs chose the "
+        "conversion."),
+}
+
+
 def write_report(work: Path, out: Path, figure: Path) -> None:
     baseline, everything = _load(work)
     results = [r for r in everything if not r.get("tag") and r["rehearsal"] != "bnfrozen"]
@@ -183,35 +204,18 @@ def write_report(work: Path, out: Path, figure: Path) -> None:
         old = [json.loads(p.read_text()) for p in sorted(earlier.glob("n*.json"))]
         old_baseline = json.loads((earlier / "baseline.json").read_text())["fp32-comparable"]
         version = earlier.name.removeprefix("results-")
-        if version.endswith("-no-anchor"):
+        earlier_grid = next(((suffix, title, text) for suffix, (title, text) in EARLIER_GRIDS.items()
+                             if version.endswith(suffix)), None)
+        if earlier_grid is not None:
+            suffix, title, text = earlier_grid
             plain = [r for r in old if not r.get("tag") and r["rehearsal"] != "bnfrozen"]
-            lines += ["", f"## Without the pull towards the parent's weights: the same grid (parent "
-                      f"{version.removesuffix('-no-anchor')})", "",
-                      "The grid above with `anchor_decay` 0, as `improve` ran before the pull was added. Every "
-                      "fine-tune, even from one slice, lost about 0.01 on the synthetic neonatal volumes and "
-                      "0.02-0.19 on real CT slices: not the new cases but the weights drifting where the small "
-                      "rehearsal set does not pin them. Per case the loss was spread over all six synthetic "
-                      "volumes without a volume shift, and putting the parent's batch-norm statistics back "
-                      "made every domain worse, so neither calibration nor batch norm was the cause.", ""]
+            lines += ["", f"## {title} (parent {version.removesuffix(suffix)})", "", text, ""]
             lines += _grid(old_baseline, json.loads((earlier / "baseline.json").read_text()).get("as-children"),
                            plain, decisions=False)
-            continue
-        if version.endswith("-as-drawn"):
-            plain = [r for r in old if not r.get("tag") and r["rehearsal"] != "bnfrozen"]
-            lines += ["", f"## Labels as drawn: the same grid before the corrected masks were converted "
-                      f"(parent {version.removesuffix('-as-drawn')})", "",
-                      "Until the change below, `improve` learned the corrected masks as drawn. They follow the "
-                      "experts' boundary convention (the clinician corrected a mask that already left the rim out), "
-                      "and the new model inherits the parent's convention, so the engine took the rim off a second "
-                      "time. Learning them grown to the network's own convention (`label_boundary` network, the "
-                      "inverse of the parent's convention) raised held-out ventilation at seed 0 from 0.945 to "
-                      "0.953 (N = 5) and from 0.947 to 0.953 (N = 20); the other domains moved within the spread "
-                      "of seeds, except CT slices, which lose more. Those two runs chose the conversion.", ""]
-            lines += _grid(old_baseline, json.loads((earlier / "baseline.json").read_text()).get("as-children"),
-                           plain, decisions=False)
-            section = _explorations(old_baseline, old)
-            section[1] = "### Its explorations (labels as drawn)"
-            lines += section
+            if suffix == "-as-drawn":
+                section = _explorations(old_baseline, old)
+                section[1] = "### Its explorations (labels as drawn)"
+                lines += section
             continue
         section = _explorations(old_baseline, old)
         section[1] = (f"## Earlier explorations, bundled model {version} (N = 5, seed 0; CT and synthetic scored "
