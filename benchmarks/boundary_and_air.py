@@ -1,4 +1,5 @@
-"""Time and peak memory of the boundary convention, the signal check and the air rules on a 300 x 512 x 512
+"""Time and peak memory of the boundary convention, the signal check and the air rules (the island and gas rules,
+and the air-above-the-apices rule) on a 300 x 512 x 512
 label volume.
 
     .venv/bin/python benchmarks/boundary_and_air.py
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "NeonatalLungSeg"))
 
 from NeonatalLungSegLib.inference.acceleration import cpu_line  # noqa: E402
 from NeonatalLungSegLib.inference.boundary import drop_tissue_signal, keep_expert_share  # noqa: E402
+from NeonatalLungSegLib.inference.air.airway_column import drop_airway_column  # noqa: E402
 from NeonatalLungSegLib.inference.air.extrapulmonary_air import drop_extrapulmonary_air  # noqa: E402
 
 
@@ -61,9 +63,13 @@ def main() -> int:
     started = time.perf_counter()
     checked = drop_tissue_signal(kept, image, 0.5)
     signal = time.perf_counter() - started
+    started = time.perf_counter()
+    cleared = drop_airway_column(checked, image, 0.5)
+    airway = time.perf_counter() - started
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"{cpu_line()}\n300x512x512: air rules {air:.2f} s, boundary convention {rim:.2f} s, signal check "
-          f"{signal:.2f} s (took {int(np.count_nonzero(kept) - np.count_nonzero(checked))} voxels), "
+          f"{signal:.2f} s (took {int(np.count_nonzero(kept) - np.count_nonzero(checked))} voxels), air above "
+          f"the apices {airway:.2f} s (took {int(np.count_nonzero(checked) - np.count_nonzero(cleared))}), "
           f"peak memory added {peak:.0f} MB")
     return 0
 
