@@ -135,8 +135,11 @@ def _protrusions(lung: np.ndarray) -> np.ndarray:
     pieces, count = ndimage.label(outside, np.ones((3, 3, 3), bool))
     if not count:
         return outside
-    reach = ndimage.maximum(beyond, pieces, index=np.arange(1, count + 1))
-    return np.concatenate(([False], np.asarray(reach) >= 2.0))[pieces]
+    reach = np.zeros(count + 1)
+    np.maximum.at(reach, pieces[outside], beyond[outside])  # on the pieces' voxels only, not a sort of the box
+    keep = reach >= 2.0
+    keep[0] = False
+    return keep[pieces]
 
 
 def _tissue_like(lung: np.ndarray, free: np.ndarray, signal: np.ndarray, structure: np.ndarray,

@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..boundary import _protrusions, _structure, _without_cut_off_pieces, signal_levels
+from ..boundary import PROTRUSION_RADIUS, _protrusions, _structure, _without_cut_off_pieces, signal_levels
 from .extrapulmonary_air import MIDLINE_BAND, _centre, _superior_first
 
 _MARGIN = 5  # voxels around a lung's box for its surroundings' signal (the signal check's shell, plus one)
+_PAD = 4 * PROTRUSION_RADIUS  # sections kept below the upper third for the opening (twice its reach and more)
 # How far above the highest lung section the air must go on. Lung ends at its apex; the trachea runs several
 # centimetres further up the neck, in a newborn too. Air that ends just above an apex is the apex's own
 # partial-volume tip (on proton-0012 the experts' top section lies one voxel above the network's).
@@ -73,7 +74,11 @@ def drop_airway_column(labels: np.ndarray, image: np.ndarray, min_signal_share: 
         # a trachea tied to an apex lies near the apex: the upper third (lower down, a midline air column
         # can be the oesophagus beside lung of the posterior junction, one expert voxel on proton-0006)
         low = int(np.ceil(found[0].start + 2 * (found[0].stop - 1 - found[0].start) / 3))
-        candidates[box] |= _protrusions(lung) & (np.arange(box[0].start, box[0].stop) >= low)[:, None, None]
+        # the opening on the upper part of the box only (a third of the work), from _PAD sections below the upper
+        # third: the cut is then farther from every candidate than the opening's ball can reach
+        cut = max(0, low - _PAD - box[0].start)
+        upper = candidates[box][cut:]
+        upper |= _protrusions(lung[cut:]) & (np.arange(box[0].start + cut, box[0].stop) >= low)[:, None, None]
         air[band_box] |= (signal[band_box] - level) / contrast <= 1.0 - min_signal_share  # as this lung sees it
     candidates[:, :, :band_box[2].start] = False
     candidates[:, :, band_box[2].stop:] = False
