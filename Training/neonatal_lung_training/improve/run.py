@@ -48,6 +48,9 @@ class ImproveSettings:
     """Everything ``improve`` decides by default; the command line exposes only the budget and the device."""
 
     minutes: float = 5.0              # fine-tuning wall time on any device (docs/improve-experiment.md)
+    # at most this many epochs of steps_per_epoch steps as well: a budget in steps gives the same fine-tune on a
+    # busy machine as on an idle one (tests, reproducible runs); the default leaves the wall time in charge
+    max_epochs: int = 100_000
     learning_rate: float = 3e-4       # below the recipe's 1e-3: the parent is already trained
     rehearsal_fraction: float = 0.75  # share of every batch drawn from the rehearsal cases
     rehearsal_targets: str = "parent"  # the parent's own probabilities on the rehearsal slices (distillation)
@@ -129,8 +132,9 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
     config = TrainConfig(
         data=str(data), output=str(output), run_dir=str(work / "train"), split_file=str(split_file),
         test_description=f"{len(heldout)} held-out subject(s) of the corrected cases", reviewed_only=True,
-        latest_only=False, init_model=str(parent), seed=settings.seed, epochs=100_000, patience=100_000,
-        steps_per_epoch=settings.steps_per_epoch, batch_size=settings.batch_size, max_minutes=settings.minutes,
+        latest_only=False, init_model=str(parent), seed=settings.seed, epochs=settings.max_epochs,
+        patience=100_000, steps_per_epoch=settings.steps_per_epoch, batch_size=settings.batch_size,
+        max_minutes=settings.minutes,
         learning_rate=settings.learning_rate, device=settings.device, weights_dtype="float16",
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
         anchor_decay=settings.anchor_decay, rehearsal_data=tuple(str(f) for f in rehearsal),
