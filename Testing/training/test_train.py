@@ -203,6 +203,37 @@ def test_anchor_decay_holds_the_weights_at_the_parent_and_is_recorded(toy_folder
                TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), anchor_decay=-1.0).problems())
 
 
+def test_weight_average_writes_the_average_of_the_trained_weights(toy_folder: Path, tmp_path: Path) -> None:
+    """weight_average keeps an exponential moving average of the weights, started at the parent's: what is
+    written is that average (the last checkpoint holds it beside the trained weights, to resume both), and with
+    a decay near 1 it stays at the parent while the trained weights move; the lineage records the setting."""
+    import torch
+
+    from neonatal_lung_training.training import checkpoint
+
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    before = load_state_dict(parent, read_config(parent))
+    weights = [k for k in before if k.endswith(".weight")]
+    for name, decay in (("held", "0.999999"), ("mid", "0.5")):
+        child, run = tmp_path / name, tmp_path / f"{name}.run"
+        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                     "--weight-average", decay, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
+                     "--weights-dtype", "float32", "--run-dir", str(run)]) == 0
+        written = load_state_dict(child, read_config(child))
+        last = checkpoint.load(run / "checkpoints" / checkpoint.LAST)
+        trained_moved = max(float((last["model"][k].float() - before[k]).abs().max()) for k in weights)
+        written_moved = max(float((written[k] - before[k]).abs().max()) for k in weights)
+        assert all(torch.equal(written[k], last["average"][k].float()) for k in weights)
+        assert read_config(child).training["weight_average"] == float(decay)
+        if name == "held":
+            assert trained_moved > 1e-4 and written_moved < 1e-6, (trained_moved, written_moved)
+        else:  # between the parent and the trained weights
+            assert 0 < written_moved < trained_moved, (trained_moved, written_moved)
+    assert any("weight_average must lie in [0, 1)" in p for p in
+               TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), weight_average=1.0).problems())
+
+
 def test_config_file_flags_override_and_unknown_keys_fail(tmp_path: Path, toy_folder: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(f"data: {toy_folder}\noutput: {tmp_path / 'm'}\nepochs: 7\naugment:\n  gamma_range: [0.8, 1.2]\n")

@@ -70,6 +70,7 @@ class ImproveSettings:
     # ventilation experiment among 10, 30, 100 (CT slices 0.907 -> 0.976, ventilation 0.953 -> 0.950; 100 cost
     # ventilation 0.011), confirmed on the other seeds and N (docs/improve-experiment.md)
     anchor_decay: float = 30.0
+    weight_average: float = 0.0       # TrainConfig.weight_average (0 = the last trained weights)
     rule: Rule = field(default_factory=Rule)
 
 
@@ -137,7 +138,8 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         max_minutes=settings.minutes,
         learning_rate=settings.learning_rate, device=settings.device, weights_dtype="float16",
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
-        anchor_decay=settings.anchor_decay, rehearsal_data=tuple(str(f) for f in rehearsal),
+        anchor_decay=settings.anchor_decay, weight_average=settings.weight_average,
+        rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
         rehearsal_targets=settings.rehearsal_targets, label_boundary=settings.label_boundary,
         description=f"{parent_config.description} Improved from {parent_config.name} {parent_config.version} "

@@ -52,6 +52,10 @@ class TrainConfig:
     # towards the parent's (0 = off). Weights the new cases push consistently still move; what only drifts
     # (the rest of the parent's knowledge, which a small rehearsal set does not pin) is held near the parent.
     anchor_decay: float = 0.0
+    # the weights scored, kept and written are an exponential moving average of the trained ones, with this
+    # decay per step (0 = off), started at the initial weights: Adam's step-to-step noise, which a fine-tune of
+    # a trained model otherwise ends on wherever the budget stops it, is averaged out
+    weight_average: float = 0.0
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -152,6 +156,8 @@ class TrainConfig:
             found.append(f"anchor_decay must be 0 or more, got {self.anchor_decay}")
         elif self.anchor_decay > 0 and not self.init_model:
             found.append("anchor_decay needs init_model (parent weights to stay near)")
+        if not 0 <= self.weight_average < 1:
+            found.append(f"weight_average must lie in [0, 1), got {self.weight_average}")
         if self.freeze_batchnorm and not self.init_model:
             found.append("freeze_batchnorm needs init_model (batch-norm statistics to keep)")
         if self.spatial_dims not in (2, 3):

@@ -8,6 +8,7 @@ from the real engine on the held-out test subjects, not from the training loop.
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import json
@@ -165,6 +166,22 @@ def _pull_towards(weights: list[torch.Tensor], anchor: list[torch.Tensor], rate:
             weight.lerp_(start, min(rate, 1.0))
 
 
+class _WeightAverage:
+    """An exponential moving average of a network's weights and batch-norm statistics, in a copy of it."""
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.network = copy.deepcopy(network).requires_grad_(False)
+
+    def update(self, network: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for mine, current in zip(self.network.state_dict().values(), network.state_dict().values()):
+                if mine.is_floating_point():
+                    mine.lerp_(current, 1.0 - self.decay)
+                else:  # batch counters
+                    mine.copy_(current)
+
+
 def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
     """Batch-norm layers normalise with the parent's running statistics and stop updating them; their scale
     and shift still learn. A fine-tune's batches (half new domain, half rehearsal) have statistics of neither
@@ -295,6 +312,7 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     # the parent's weights (before any resumed state loads below), for anchor_decay
     anchor = [p.detach().clone() for p in trainable] if config.anchor_decay > 0 else None
     optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
+    averaged = _WeightAverage(network, config.weight_average) if config.weight_average > 0 else None
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
                                                            patience=config.lr_patience)
     # Dice pooled over the batch (batch=True): a lung-free slice has no Dice of its own, and per-slice Dice
@@ -304,6 +322,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     if resuming:
         state = checkpoint.load(run.last)
         network.load_state_dict(state["model"])
+        if averaged is not None and "average" in state:
+            averaged.network.load_state_dict(state["average"])
         optimiser.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         first_epoch, best_dice = state["epoch"] + 1, state["best_dice"]
@@ -349,6 +369,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
             optimiser.step()
             if anchor is not None:
                 _pull_towards(trainable, anchor, optimiser.param_groups[0]["lr"] * config.anchor_decay)
+            if averaged is not None:
+                averaged.update(network)
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
@@ -356,7 +378,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
         if bar is not None:
             bar.close()
         train_loss = distributed.mean_over_ranks(float(np.mean(losses)), context)
-        val_loss, val_dice, val_iou = scores(network, val_set, loss_fn, 32)
+        kept = averaged.network if averaged is not None else network  # what is scored, saved and written
+        val_loss, val_dice, val_iou = scores(kept, val_set, loss_fn, 32)
         scheduler.step(val_dice)
         seconds = spent + time.perf_counter() - started
         improved = val_dice > best_dice
@@ -367,9 +390,11 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
                              "val_dice": f"{val_dice:.5f}", "val_iou": f"{val_iou:.5f}", "lr": f"{lr:.3g}",
                              "seconds": f"{seconds:.1f}"})
             if improved:
-                checkpoint.save(run.best, {"model": checkpoint.cpu_state(network), "epoch": epoch,
+                checkpoint.save(run.best, {"model": checkpoint.cpu_state(kept), "epoch": epoch,
                                            "val_dice": val_dice})
-            checkpoint.save(run.last, {"model": checkpoint.cpu_state(network), "optimizer": optimiser.state_dict(),
+            last = {} if averaged is None else {"average": checkpoint.cpu_state(averaged.network)}
+            checkpoint.save(run.last, {**last, "model": checkpoint.cpu_state(network),
+                                       "optimizer": optimiser.state_dict(),
                                        "scheduler": scheduler.state_dict(), "epoch": epoch,
                                        "best_dice": best_dice, "stale": stale, "seconds": seconds})
         say(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val_loss:.4f}  val Dice {val_dice:.4f}  "
