@@ -234,6 +234,27 @@ def test_weight_average_writes_the_average_of_the_trained_weights(toy_folder: Pa
                TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), weight_average=1.0).problems())
 
 
+def test_adam_eps_reaches_the_optimiser_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
+    """An epsilon far above every gradient turns Adam's normalised steps into steps proportional to the
+    gradients (here vanishingly small), where the default moves the weights by about the learning rate."""
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    before = load_state_dict(parent, read_config(parent))
+    weights = [k for k in before if k.endswith(".weight")]
+    moved = {}
+    for name, eps in (("default", "1e-8"), ("large", "1e3")):
+        child = tmp_path / name
+        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                     "--adam-eps", eps, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
+                     "--weights-dtype", "float32"]) == 0
+        after = load_state_dict(child, read_config(child))
+        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in weights)
+        assert read_config(child).training["adam_eps"] == float(eps)
+    assert moved["default"] > 1e-4 and moved["large"] < 1e-3 * moved["default"], moved
+    assert any("adam_eps must be > 0" in p for p in
+               TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), adam_eps=0.0).problems())
+
+
 def test_config_file_flags_override_and_unknown_keys_fail(tmp_path: Path, toy_folder: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(f"data: {toy_folder}\noutput: {tmp_path / 'm'}\nepochs: 7\naugment:\n  gamma_range: [0.8, 1.2]\n")

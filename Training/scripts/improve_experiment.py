@@ -229,7 +229,7 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                   "minutes": settings.minutes, "learning_rate": settings.learning_rate,
                   "rehearsal_fraction": settings.rehearsal_fraction,
                   "rehearsal_targets": settings.rehearsal_targets, "anchor_decay": settings.anchor_decay,
-                  "weight_average": settings.weight_average,
+                  "weight_average": settings.weight_average, "adam_eps": settings.adam_eps,
                   "rehearsal_cases": len(read_training_folder(sets["rehearsal"][0]).cases),
                   "label_boundary": settings.label_boundary}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--anchor-decay", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--weight-average", type=float, default=None, help="explore: instead of the default")
+    parser.add_argument("--adam-eps", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-targets", choices=("labels", "parent"), default=None,
                         help="explore: instead of the default")
     parser.add_argument("--parent", type=Path, default=None,
@@ -309,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                                            ("rehearsal_fraction", args.rehearsal_fraction),
                                            ("minutes", args.minutes), ("anchor_decay", args.anchor_decay),
                                            ("weight_average", args.weight_average),
+                                           ("adam_eps", args.adam_eps),
                                            ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
             if (overrides or args.rehearsal_cases) and not args.tag:
                 parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / "

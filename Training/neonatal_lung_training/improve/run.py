@@ -71,6 +71,7 @@ class ImproveSettings:
     # ventilation 0.011), confirmed on the other seeds and N (docs/improve-experiment.md)
     anchor_decay: float = 30.0
     weight_average: float = 0.0       # TrainConfig.weight_average (0 = the last trained weights)
+    adam_eps: float = 1e-8            # TrainConfig.adam_eps
     rule: Rule = field(default_factory=Rule)
 
 
@@ -138,7 +139,7 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         max_minutes=settings.minutes,
         learning_rate=settings.learning_rate, device=settings.device, weights_dtype="float16",
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
-        anchor_decay=settings.anchor_decay, weight_average=settings.weight_average,
+        anchor_decay=settings.anchor_decay, weight_average=settings.weight_average, adam_eps=settings.adam_eps,
         rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
         rehearsal_targets=settings.rehearsal_targets, label_boundary=settings.label_boundary,

@@ -56,6 +56,10 @@ class TrainConfig:
     # decay per step (0 = off), started at the initial weights: Adam's step-to-step noise, which a fine-tune of
     # a trained model otherwise ends on wherever the budget stops it, is averaged out
     weight_average: float = 0.0
+    # Adam's epsilon. Fine-tuning a trained model, most weights' gradients are noise of ~1e-6 that Adam's
+    # normalisation turns into steps of a fixed share of the learning rate, a random walk away from the parent;
+    # an epsilon above that noise makes their steps proportional to their gradients (Adam's default: 1e-8)
+    adam_eps: float = 1e-8
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -156,6 +160,8 @@ class TrainConfig:
             found.append(f"anchor_decay must be 0 or more, got {self.anchor_decay}")
         elif self.anchor_decay > 0 and not self.init_model:
             found.append("anchor_decay needs init_model (parent weights to stay near)")
+        if not self.adam_eps > 0:
+            found.append(f"adam_eps must be > 0, got {self.adam_eps}")
         if not 0 <= self.weight_average < 1:
             found.append(f"weight_average must lie in [0, 1), got {self.weight_average}")
         if self.freeze_batchnorm and not self.init_model:

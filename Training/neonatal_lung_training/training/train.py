@@ -311,7 +311,7 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     trainable = [p for p in network.parameters() if p.requires_grad]
     # the parent's weights (before any resumed state loads below), for anchor_decay
     anchor = [p.detach().clone() for p in trainable] if config.anchor_decay > 0 else None
-    optimiser = torch.optim.Adam(trainable, lr=config.learning_rate)
+    optimiser = torch.optim.Adam(trainable, lr=config.learning_rate, eps=config.adam_eps)
     averaged = _WeightAverage(network, config.weight_average) if config.weight_average > 0 else None
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5,
                                                            patience=config.lr_patience)
