@@ -103,6 +103,10 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
             text += f", {settings['minutes']:g} minutes"
         if settings.get("anchor_decay"):
             text += f", pulled towards the parent's weights at {settings['anchor_decay']:g} x the learning rate"
+        if settings.get("weight_average"):
+            text += f", weights averaged (exponential, decay {settings['weight_average']:g} per step)"
+        if settings.get("adam_eps", 1e-8) != 1e-8:
+            text += f", Adam epsilon {settings['adam_eps']:g}"
         if settings.get("rehearsal_cases", 8) != 8:
             text += f", {settings['rehearsal_cases']} rehearsal cases per generator"
         if not explored:
