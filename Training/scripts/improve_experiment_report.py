@@ -146,6 +146,9 @@ def _grid(baseline: dict, same: dict | None, results: list[dict], decisions: boo
                                                                    for d, _ in DOMAINS) + " |")
     if decisions:
         lines += ["", "### What the promotion rule decided", "",
+                  "Decided with the anchor sets `improve` had when the grid ran (the first three); the dense-lung "
+                  "slabs were added after it, and on them the default child of N = 5, seed 0 loses 0.011: under "
+                  "today's rule it would be a candidate ([improve.md](improve.md), *Limits*).", "",
                   "| run | held-out corrected: parent → new | anchors (change) | decision |", "|---|---|---|---|"]
         for r in results:
             decision = r["decision"]

@@ -14,6 +14,11 @@ used, into the improvement's work folder, and reused when the run is repeated.
 - anchors: held-out-family cases of each generator (shapes outside the training ranges), scored with parent
   and child: a child that loses more than the promotion margin on one of them has forgotten something.
 
+The neonatal anchors are small grids (scoring time), and on them a fine-tune tends to gain while full-size UTE
+volumes lose a little, and what they lose is **dense, BPD-like lung** (signal half-way from aerated lung to
+tissue). So the anchors also hold **slabs through dense lung**: a few sections round the densest section of
+full-size held-out-family UTE cases that have such lung, cheap to score and where forgetting shows first.
+
 Both also hold **single axial slices** (depth-1 cases) cut from the neonatal cases. A clinic's new cases may
 be 2D slices (the real ventilation MRI are): a 2.5D network then sees three identical channels only on the new
 domain and learns that cue as "new contrast". Fine-tuned on five ventilation slices with volumes alone
@@ -55,6 +60,11 @@ SMALL_RANDOMISED = {"in_plane_matrix": (48, 128), "max_slices": 48, "max_voxels"
 
 # The parent's neonatal contrast mix: mostly UTE (see the module docstring).
 PARENT_NEONATAL = SyntheticMix(randomized_contrast_fraction=0.3)
+# Full-size UTE cases for the dense-lung slabs; about half of the generator's cases have BPD-like lung.
+DENSE_UTE = SyntheticMix(randomized_contrast_fraction=0.0)
+DENSE_SHARE = 0.35     # a lung voxel is dense when its signal lies this share of the way from lung to tissue
+MIN_DENSE_FRACTION = 0.02  # of the lung's core, for a case to give a slab
+SLAB_SECTIONS = 9
 
 
 def _neonatal(folder: Path, seeds: range, family: str, small: bool = False) -> None:
@@ -98,6 +108,57 @@ def single_slices(source: Path, out: Path, per_case: int, seed: int) -> Path:
     return out
 
 
+def dense_fraction(image, label) -> tuple[float, int]:
+    """(the share of the lung's core whose signal lies DENSE_SHARE or more of the way from the aerated lung's
+    (its core's lowest quartile) to the surrounding tissue's median, the section holding most of it)."""
+    import numpy as np
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    signal = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    lung = sitk.GetArrayViewFromImage(label) > 0
+    core = ndimage.binary_erosion(lung, iterations=2)
+    shell = ndimage.binary_dilation(lung, iterations=4) & ~ndimage.binary_dilation(lung, iterations=2)
+    if core.sum() < 27 or not shell.any():
+        return 0.0, 0
+    aerated, tissue = np.percentile(signal[core], 25), np.median(signal[shell])
+    if tissue == aerated:
+        return 0.0, 0
+    dense = core & ((signal - aerated) / (tissue - aerated) >= DENSE_SHARE)
+    return float(dense.sum() / core.sum()), int(np.argmax(dense.sum(axis=(1, 2))))
+
+
+def dense_slabs(source: Path, out: Path) -> Path | None:
+    """SLAB_SECTIONS axial sections round the densest section of each axial case of ``source`` with at least
+    MIN_DENSE_FRACTION dense lung, as cases of a training folder ``out``; None when no case has any."""
+    from NeonatalLungSegLib.dataset.training_folder import add_case
+
+    if out.exists():
+        return out
+    folder = read_training_folder(source)
+    staging = out.with_name(out.name + ".tmp")
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    for record in folder.cases:
+        image, label = folder.read_case(record)
+        if abs(abs(image.GetDirection()[8]) - 1.0) > 1e-3:
+            continue
+        fraction, k = dense_fraction(image, label)
+        if fraction < MIN_DENSE_FRACTION:
+            continue
+        low = max(0, min(k - SLAB_SECTIONS // 2, image.GetSize()[2] - SLAB_SECTIONS))
+        high = min(image.GetSize()[2], low + SLAB_SECTIONS)
+        add_case(staging, image[:, :, low:high], label[:, :, low:high], f"{record.subject}-dense",
+                 review_status="reference", source="synthetic",
+                 description="slabs through dense (BPD-like) lung of synthetic neonatal UTE MRI")
+    if not staging.exists():
+        return None
+    staging.rename(out)
+    return out
+
+
 def rehearsal_folders(work: Path, cases: int) -> list[Path]:
     """``cases`` training-family cases of each generator and single slices of the neonatal ones, in three
     training folders under ``work``."""
@@ -113,9 +174,18 @@ def anchor_sets(work: Path, cases: int) -> list[AnchorSet]:
     _neonatal(neonatal, range(ANCHOR_SEED, ANCHOR_SEED + cases), "heldout", small=True)
     _randomised(randomised, range(ANCHOR_SEED, ANCHOR_SEED + cases), "heldout", small=True)
     slices = single_slices(neonatal, work / "anchor-slices", 6, ANCHOR_SEED)
-    return [AnchorSet("synthetic-neonatal", "synthetic neonatal MRI, held-out anatomy family", neonatal),
+    full = work / "anchor-dense-source"
+    if not (work / "anchor-dense").exists() and not full.exists():
+        write_synthetic_folder(full, range(ANCHOR_SEED + 100, ANCHOR_SEED + 100 + 4 * cases), DENSE_UTE,
+                               variant_family="heldout", echo=_quiet)
+    dense = dense_slabs(full, work / "anchor-dense")
+    sets = [AnchorSet("synthetic-neonatal", "synthetic neonatal MRI, held-out anatomy family", neonatal),
             AnchorSet("synthetic-randomised", "domain-randomised chest MRI, held-out shape family", randomised),
             AnchorSet("synthetic-slices", "single axial slices of held-out synthetic neonatal MRI", slices)]
+    if dense is not None:
+        sets.append(AnchorSet("synthetic-dense", "dense (BPD-like) lung of full-size synthetic neonatal UTE, "
+                                                 "held-out anatomy family", dense))
+    return sets
 
 
 def case_count(folder: Path) -> int:

@@ -185,7 +185,7 @@ def _add_int8(parent: Path, output: Path, data: Path, settings: ImproveSettings)
 def _tidy(work: Path) -> None:
     """Drop what a finished run no longer needs (checkpoints, generated cases): keep the log and split."""
     for name in ("rehearsal-neonatal", "rehearsal-randomised", "rehearsal-slices", "anchor-neonatal",
-                 "anchor-randomised", "anchor-slices"):
+                 "anchor-randomised", "anchor-slices", "anchor-dense-source", "anchor-dense"):
         shutil.rmtree(work / name, ignore_errors=True)
     for checkpoint in (work / "train").glob("*.pt"):
         checkpoint.unlink()
