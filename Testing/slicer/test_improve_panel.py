@@ -431,7 +431,9 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
     outcome = w.logic.improveOutcome
     rows = table_rows(ui.improveTableView.tableNode)
     anchors = json.loads((outcome.folder / "improvement.json").read_text(encoding="utf-8"))["decision"]["anchors"]
-    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 1 + len(anchors) == 4
+    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 1 + len(anchors)
+    assert {a["key"] for a in anchors} == {"synthetic-neonatal", "synthetic-randomised", "synthetic-slices",
+                                           "synthetic-dense"}  # the fixed seeds give dense lung slabs
     assert ui.improveDecisionLabel.text.startswith(("Promoted", "Kept as a candidate"))
     assert outcome.parent.resolve() == panel.parent.resolve() and outcome.folder.parent == exported.with_name(
         "training-models")
