@@ -54,3 +54,22 @@ def test_dense_slabs_cut_round_the_densest_section_of_cases_that_have_dense_lung
     clear = tmp_path / "clear"
     add_case(clear, *phantom(None), "clear", review_status="reference", source="test", description="no dense lung")
     assert dense_slabs(clear, tmp_path / "none") is None and not (tmp_path / "none").exists()
+
+
+def test_dense_rehearsal_adds_slabs_of_training_family_cases_only_when_asked(tmp_path: Path) -> None:
+    """ImproveSettings.rehearsal_dense: slabs of the generator's training family (never the anchors' held-out
+    family or seeds), as a fourth rehearsal folder; without it the rehearsal is the three folders of before."""
+    from neonatal_lung_training.improve.anchors import ANCHOR_SEED, REHEARSAL_SEED, rehearsal_folders
+
+    plain = rehearsal_folders(tmp_path / "plain", cases=1)
+    assert [p.name for p in plain] == ["rehearsal-neonatal", "rehearsal-randomised", "rehearsal-slices"]
+    folders = rehearsal_folders(tmp_path / "dense", cases=1, dense_cases=3)
+    assert [p.name for p in folders][:3] == [p.name for p in plain] and folders[3].name == "rehearsal-dense"
+    slabs = read_training_folder(folders[3])
+    seeds = [int(c.subject.split("-")[2]) for c in slabs.cases]  # syn-train-SEED-dense
+    assert slabs.cases and all(c.subject.startswith("syn-train-") for c in slabs.cases), slabs.cases
+    assert all(REHEARSAL_SEED + 100 <= s < REHEARSAL_SEED + 103 and s < ANCHOR_SEED for s in seeds), seeds
+    for record in slabs.cases:
+        image, label = slabs.read_case(record)
+        fraction, _ = dense_fraction(image, label)
+        assert image.GetSize()[2] == SLAB_SECTIONS and fraction > 0.0

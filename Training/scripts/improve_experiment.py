@@ -36,7 +36,7 @@ from NeonatalLungSegLib.inference.engine import Segmenter  # noqa: E402
 from NeonatalLungSegLib.models.model_folder import read_config  # noqa: E402
 from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E402
 from neonatal_lung_training.datasets.import_cases import import_cases  # noqa: E402
-from neonatal_lung_training.improve.anchors import anchor_sets, rehearsal_folders  # noqa: E402
+from neonatal_lung_training.improve.anchors import anchor_sets, dense_rehearsal, rehearsal_folders  # noqa: E402
 from neonatal_lung_training.improve.run import ImproveSettings, improve  # noqa: E402
 from neonatal_lung_training.improve.scoring import mean_dice  # noqa: E402
 from neonatal_lung_training.locations import shared_data  # noqa: E402
@@ -82,7 +82,7 @@ def _pairs_folder(root: Path, ids: list[str]) -> tuple[Path, Path]:
     return images, labels
 
 
-def prepare(work: Path, rehearsal_cases: int | None = None) -> dict[str, Path]:
+def prepare(work: Path, rehearsal_cases: int | None = None, rehearsal_dense: int = 0) -> dict[str, Path]:
     """The pool, the test sets and the rehearsal / anchor folders, made once (an exploration of another
     rehearsal size gets its own rehearsal folders)."""
     pool_ids, test_ids = ventilation_ids()
@@ -134,6 +134,9 @@ def prepare(work: Path, rehearsal_cases: int | None = None) -> dict[str, Path]:
     default_cases = ImproveSettings().rehearsal_cases
     cases = rehearsal_cases or default_cases
     sets["rehearsal"] = rehearsal_folders(work / ("shared" if cases == default_cases else f"shared-rc{cases}"), cases)
+    if rehearsal_dense:
+        dense = dense_rehearsal(work / f"shared-dense{rehearsal_dense}", rehearsal_dense)
+        sets["rehearsal"] += [dense] if dense is not None else []
     sets["anchors"] = anchor_sets(work / "shared", ImproveSettings().anchor_cases)
     return sets
 
@@ -231,6 +234,8 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                   "rehearsal_targets": settings.rehearsal_targets, "anchor_decay": settings.anchor_decay,
                   "weight_average": settings.weight_average, "adam_eps": settings.adam_eps,
                   "rehearsal_cases": len(read_training_folder(sets["rehearsal"][0]).cases),
+                  "rehearsal_dense": len(read_training_folder(sets["rehearsal"][3]).cases)
+                  if len(sets["rehearsal"]) > 3 else 0,
                   "label_boundary": settings.label_boundary}}
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=1) + "\n")
@@ -280,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model to improve (default: the bundled one); pins a grid to one version")
     parser.add_argument("--rehearsal-cases", type=int, default=None,
                         help="explore: rehearsal cases per generator instead of the default")
+    parser.add_argument("--rehearsal-dense", type=int, default=0,
+                        help="explore: full-size UTE cases whose dense-lung slabs join the rehearsal")
     parser.add_argument("--tag", default="", help="suffix of the result keys of an exploration")
     parser.add_argument("--no-interpolate", action="store_true", help="score the child only")
     parser.add_argument("--only", action="append", default=[], metavar="N,SELECTION,SEED,REHEARSAL",
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     parent = args.parent.resolve() if args.parent else bundled_model_folder()
-    sets = prepare(work, args.rehearsal_cases)
+    sets = prepare(work, args.rehearsal_cases, args.rehearsal_dense)
     baseline_path = work / "results" / "baseline.json"
     if not baseline_path.exists():
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                                            ("weight_average", args.weight_average),
                                            ("adam_eps", args.adam_eps),
                                            ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
-            if (overrides or args.rehearsal_cases) and not args.tag:
+            if (overrides or args.rehearsal_cases or args.rehearsal_dense) and not args.tag:
                 parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / "
-                             "--anchor-decay / --rehearsal-targets / --rehearsal-cases")
+                             "--anchor-decay / --rehearsal-targets / --rehearsal-cases / --rehearsal-dense")
             run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
                     () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report

@@ -159,13 +159,26 @@ def dense_slabs(source: Path, out: Path) -> Path | None:
     return out
 
 
-def rehearsal_folders(work: Path, cases: int) -> list[Path]:
+def rehearsal_folders(work: Path, cases: int, dense_cases: int = 0) -> list[Path]:
     """``cases`` training-family cases of each generator and single slices of the neonatal ones, in three
-    training folders under ``work``."""
+    training folders under ``work``; with ``dense_cases``, a fourth of slabs through dense lung (see below)."""
     neonatal, randomised = work / "rehearsal-neonatal", work / "rehearsal-randomised"
     _neonatal(neonatal, range(REHEARSAL_SEED, REHEARSAL_SEED + cases), "train")
     _randomised(randomised, range(REHEARSAL_SEED, REHEARSAL_SEED + cases), "train")
-    return [neonatal, randomised, single_slices(neonatal, work / "rehearsal-slices", 12, REHEARSAL_SEED)]
+    folders = [neonatal, randomised, single_slices(neonatal, work / "rehearsal-slices", 12, REHEARSAL_SEED)]
+    dense = dense_rehearsal(work, dense_cases) if dense_cases > 0 else None
+    return folders + ([dense] if dense is not None else [])
+
+
+def dense_rehearsal(work: Path, cases: int) -> Path | None:
+    """Slabs through dense lung of those of ``cases`` full-size training-family UTE cases that have it: the
+    part of the parent's knowledge a fine-tune loses first, rehearsed more often than the rest of the mix
+    gives it (ImproveSettings.rehearsal_dense). None when no case has dense lung."""
+    source, out = work / "rehearsal-dense-source", work / "rehearsal-dense"
+    if not out.exists() and not source.exists():
+        write_synthetic_folder(source, range(REHEARSAL_SEED + 100, REHEARSAL_SEED + 100 + cases), DENSE_UTE,
+                               variant_family="train", echo=_quiet)
+    return dense_slabs(source, out)
 
 
 def anchor_sets(work: Path, cases: int) -> list[AnchorSet]:

@@ -58,6 +58,8 @@ class ImproveSettings:
     # parent's boundary convention (which the new model inherits) gives them back (docs/improve.md)
     label_boundary: str = "network"
     rehearsal_cases: int = 8          # per generator
+    # full-size UTE cases whose slabs through dense (BPD-like) lung join the rehearsal (0 = none; anchors.py)
+    rehearsal_dense: int = 0
     anchor_cases: int = 3             # per generator
     batch_size: int = 8
     steps_per_epoch: int = 10
@@ -126,7 +128,8 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
          f"{len(subjects)} subject(s); held out: {len(heldout)} subject(s)", flush=True)
     if rehearsal is None or anchors is None:
         echo("making the rehearsal and anchor cases (synthetic, from fixed seeds)...", flush=True)
-    rehearsal = list(rehearsal) if rehearsal is not None else rehearsal_folders(work, settings.rehearsal_cases)
+    rehearsal = list(rehearsal) if rehearsal is not None else rehearsal_folders(work, settings.rehearsal_cases,
+                                                                                       settings.rehearsal_dense)
     anchors = list(anchors) if anchors is not None else anchor_sets(work, settings.anchor_cases)
     split_file = work / "split.json"
     split_file.write_text(json.dumps({"train": [s for s in subjects if s not in heldout], "val": [],
@@ -184,7 +187,8 @@ def _add_int8(parent: Path, output: Path, data: Path, settings: ImproveSettings)
 
 def _tidy(work: Path) -> None:
     """Drop what a finished run no longer needs (checkpoints, generated cases): keep the log and split."""
-    for name in ("rehearsal-neonatal", "rehearsal-randomised", "rehearsal-slices", "anchor-neonatal",
+    for name in ("rehearsal-neonatal", "rehearsal-randomised", "rehearsal-slices", "rehearsal-dense-source",
+                 "rehearsal-dense", "anchor-neonatal",
                  "anchor-randomised", "anchor-slices", "anchor-dense-source", "anchor-dense"):
         shutil.rmtree(work / name, ignore_errors=True)
     for checkpoint in (work / "train").glob("*.pt"):
