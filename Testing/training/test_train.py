@@ -397,3 +397,37 @@ def test_the_card_states_the_boundary_conventions_the_folder_sets(tiny_model_fol
     assert len(lines["expert"]) == 1 and "at least 0.75" in lines["expert"][0]
     assert len(lines["checked"]) == 2 and "lung share of 0.5" in lines["checked"][1]
     assert "airway_ml" in lines["checked"][1]
+
+
+def test_warmup_steps_scale_the_first_steps_and_are_recorded(toy_folder: Path, tmp_path: Path) -> None:
+    """Over a warm-up far longer than the run, every step's learning rate is a small share of the planned
+    one, so the weights move far less than without; the run records it and a negative one is refused."""
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    before = load_state_dict(parent, read_config(parent))
+    weights = [k for k in before if k.endswith(".weight")]
+    moved = {}
+    for name, warmup in (("none", "0"), ("long", "2000")):
+        child = tmp_path / name
+        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                     "--warmup-steps", warmup, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
+                     "--weights-dtype", "float32"]) == 0
+        after = load_state_dict(child, read_config(child))
+        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in weights)
+        assert read_config(child).training["warmup_steps"] == int(warmup)
+    assert moved["none"] > 1e-4 and moved["long"] < 0.05 * moved["none"], moved
+    assert any("warmup_steps must be" in p for p in
+               TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), warmup_steps=-1).problems())
+
+
+def test_warm_up_scales_then_restores_the_planned_rates() -> None:
+    from neonatal_lung_training.training.train import _warm_up
+
+    optimiser = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    rates = []
+    for step in range(6):
+        _warm_up(optimiser, [0.5], step, 4)
+        rates.append(optimiser.param_groups[0]["lr"])
+    assert rates == [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]
+    _warm_up(optimiser, [0.5], 0, 0)  # off: the planned rate untouched
+    assert optimiser.param_groups[0]["lr"] == 0.5

@@ -109,6 +109,8 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
             text += f", Adam epsilon {settings['adam_eps']:g}"
         if settings.get("rehearsal_cases", 8) != 8:
             text += f", {settings['rehearsal_cases']} rehearsal cases per generator"
+        if settings.get("warmup_steps"):
+            text += f", learning rate warmed up over {settings['warmup_steps']} steps"
         if settings.get("rehearsal_dense"):
             text += f", {settings['rehearsal_dense']} slabs through dense lung rehearsed"
         if not explored:

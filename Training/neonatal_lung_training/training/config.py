@@ -60,6 +60,10 @@ class TrainConfig:
     # normalisation turns into steps of a fixed share of the learning rate, a random walk away from the parent;
     # an epsilon above that noise makes their steps proportional to their gradients (Adam's default: 1e-8)
     adam_eps: float = 1e-8
+    # the learning rate rises linearly over this many first steps (0 = off). Adam's first steps move every
+    # weight by about the learning rate whatever its gradient (bias-corrected moments of one noisy batch): on a
+    # trained parent that is a shock to what it knew (measured in docs/improve-experiment.md)
+    warmup_steps: int = 0
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -162,6 +166,8 @@ class TrainConfig:
             found.append("anchor_decay needs init_model (parent weights to stay near)")
         if not self.adam_eps > 0:
             found.append(f"adam_eps must be > 0, got {self.adam_eps}")
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            found.append(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
         if not 0 <= self.weight_average < 1:
             found.append(f"weight_average must lie in [0, 1), got {self.weight_average}")
         if self.freeze_batchnorm and not self.init_model:

@@ -191,6 +191,16 @@ def _freeze_batchnorm_statistics(network: torch.nn.Module) -> None:
             module.eval()
 
 
+def _warm_up(optimiser: torch.optim.Optimizer, planned: list[float], step: int, warmup_steps: int) -> None:
+    """The planned learning rates scaled by (step + 1) / warmup_steps while ``step`` < warmup_steps."""
+    if step < warmup_steps:
+        for group, lr in zip(optimiser.param_groups, planned):
+            group["lr"] = lr * (step + 1) / warmup_steps
+    elif warmup_steps:
+        for group, lr in zip(optimiser.param_groups, planned):
+            group["lr"] = lr
+
+
 def _with_rehearsal(images: torch.Tensor, targets: torch.Tensor, rehearsal, config: TrainConfig, epoch: int,
                     step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch with its last ``rehearsal_fraction`` replaced by seeded draws from the rehearsal slices, so
@@ -355,7 +365,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
             _freeze_batchnorm_statistics(network)
         losses = []
         bar = _progress(steps, context.is_main, f"epoch {epoch}")
+        planned = [group["lr"] for group in optimiser.param_groups]  # the scheduler's; warm-up scales it
         for step in range(steps):
+            _warm_up(optimiser, planned, (epoch - 1) * steps + step, config.warmup_steps)
             index = shard[(torch.arange(config.batch_size) + step * config.batch_size) % len(shard)]
             images, targets = train_set.images[index].float(), train_set.targets[index].float()
             if rehearsal is not None:
@@ -377,6 +389,8 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         if bar is not None:
             bar.close()
+        for group, lr in zip(optimiser.param_groups, planned):
+            group["lr"] = lr
         train_loss = distributed.mean_over_ranks(float(np.mean(losses)), context)
         kept = averaged.network if averaged is not None else network  # what is scored, saved and written
         val_loss, val_dice, val_iou = scores(kept, val_set, loss_fn, 32)
