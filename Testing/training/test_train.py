@@ -431,3 +431,26 @@ def test_warm_up_scales_then_restores_the_planned_rates() -> None:
     assert rates == [0.125, 0.25, 0.375, 0.5, 0.5, 0.5]
     _warm_up(optimiser, [0.5], 0, 0)  # off: the planned rate untouched
     assert optimiser.param_groups[0]["lr"] == 0.5
+
+
+def test_batchnorm_momentum_reaches_every_batch_norm_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
+    """A tiny momentum keeps the parent's running statistics nearly where they were after a run on other data;
+    PyTorch's default moves them; the run records it and a momentum outside (0, 1] is refused."""
+    parent = tmp_path / "parent"
+    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
+    before = load_state_dict(parent, read_config(parent))
+    means = [k for k in before if k.endswith("running_mean")]
+    assert means
+    moved = {}
+    for name, momentum in (("default", "0.1"), ("slow", "0.0001")):
+        child = tmp_path / name
+        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
+                     "--batchnorm-momentum", momentum, "--learning-rate", "0.001", "--epochs", "1",
+                     "--batch-size", "4", "--weights-dtype", "float32"]) == 0
+        after = load_state_dict(child, read_config(child))
+        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in means)
+        assert read_config(child).training["batchnorm_momentum"] == float(momentum)
+    assert moved["default"] > 1e-3 and moved["slow"] < 0.05 * moved["default"], moved
+    for bad in (0.0, 1.5):
+        assert any("batchnorm_momentum must lie in (0, 1]" in p for p in
+                   TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), batchnorm_momentum=bad).problems())

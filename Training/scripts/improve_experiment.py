@@ -233,7 +233,7 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                   "rehearsal_fraction": settings.rehearsal_fraction,
                   "rehearsal_targets": settings.rehearsal_targets, "anchor_decay": settings.anchor_decay,
                   "weight_average": settings.weight_average, "adam_eps": settings.adam_eps,
-                  "warmup_steps": settings.warmup_steps,
+                  "warmup_steps": settings.warmup_steps, "batchnorm_momentum": settings.batchnorm_momentum,
                   "rehearsal_cases": len(read_training_folder(sets["rehearsal"][0]).cases),
                   "rehearsal_dense": len(read_training_folder(sets["rehearsal"][3]).cases)
                   if len(sets["rehearsal"]) > 3 else 0,
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-average", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--adam-eps", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--warmup-steps", type=int, default=None, help="explore: instead of the default")
+    parser.add_argument("--batchnorm-momentum", type=float, default=None, help="explore: instead of the default")
     parser.add_argument("--rehearsal-targets", choices=("labels", "parent"), default=None,
                         help="explore: instead of the default")
     parser.add_argument("--parent", type=Path, default=None,
@@ -321,10 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                                            ("weight_average", args.weight_average),
                                            ("adam_eps", args.adam_eps),
                                            ("warmup_steps", args.warmup_steps),
+                                           ("batchnorm_momentum", args.batchnorm_momentum),
                                            ("rehearsal_targets", args.rehearsal_targets)) if v is not None}
             if (overrides or args.rehearsal_cases or args.rehearsal_dense) and not args.tag:
-                parser.error("give --tag with --learning-rate / --rehearsal-fraction / --minutes / --anchor-decay / "
-                             "--warmup-steps / --rehearsal-targets / --rehearsal-cases / --rehearsal-dense")
+                parser.error("give --tag with an explore option (--learning-rate ... --rehearsal-dense)")
             run_one(work, sets, n, selection, seed, rehearsal, parent, overrides, args.tag,
                     () if args.no_interpolate else INTERPOLATE)
     from improve_experiment_report import write_report

@@ -111,6 +111,8 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
             text += f", {settings['rehearsal_cases']} rehearsal cases per generator"
         if settings.get("warmup_steps"):
             text += f", learning rate warmed up over {settings['warmup_steps']} steps"
+        if settings.get("batchnorm_momentum", 0.1) != 0.1:
+            text += f", batch-norm momentum {settings['batchnorm_momentum']:g}"
         if settings.get("rehearsal_dense"):
             text += f", {settings['rehearsal_dense']} slabs through dense lung rehearsed"
         if not explored:

@@ -75,6 +75,7 @@ class ImproveSettings:
     weight_average: float = 0.0       # TrainConfig.weight_average (0 = the last trained weights)
     adam_eps: float = 1e-8            # TrainConfig.adam_eps
     warmup_steps: int = 0             # TrainConfig.warmup_steps
+    batchnorm_momentum: float = 0.1   # TrainConfig.batchnorm_momentum
     rule: Rule = field(default_factory=Rule)
 
 
@@ -144,7 +145,7 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         learning_rate=settings.learning_rate, device=settings.device, weights_dtype="float16",
         freeze_encoder=settings.freeze_encoder, freeze_batchnorm=settings.freeze_batchnorm,
         anchor_decay=settings.anchor_decay, weight_average=settings.weight_average, adam_eps=settings.adam_eps,
-        warmup_steps=settings.warmup_steps,
+        warmup_steps=settings.warmup_steps, batchnorm_momentum=settings.batchnorm_momentum,
         rehearsal_data=tuple(str(f) for f in rehearsal),
         rehearsal_fraction=settings.rehearsal_fraction if rehearsal else 0.0,
         rehearsal_targets=settings.rehearsal_targets, label_boundary=settings.label_boundary,

@@ -64,6 +64,9 @@ class TrainConfig:
     # weight by about the learning rate whatever its gradient (bias-corrected moments of one noisy batch): on a
     # trained parent that is a shock to what it knew (measured in docs/improve-experiment.md)
     warmup_steps: int = 0
+    # batch norm's running-statistics update per step (PyTorch's default 0.1). A fine-tune's mixed batches pull
+    # a trained parent's statistics towards their own within a few dozen steps, before the weights can follow
+    batchnorm_momentum: float = 0.1
     seed: int = 0
     epochs: int = 40
     steps_per_epoch: int = 0          # 0 = one pass over the training slices
@@ -168,6 +171,8 @@ class TrainConfig:
             found.append(f"adam_eps must be > 0, got {self.adam_eps}")
         if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
             found.append(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if not 0 < self.batchnorm_momentum <= 1:
+            found.append(f"batchnorm_momentum must lie in (0, 1], got {self.batchnorm_momentum}")
         if not 0 <= self.weight_average < 1:
             found.append(f"weight_average must lie in [0, 1), got {self.weight_average}")
         if self.freeze_batchnorm and not self.init_model:

@@ -163,6 +163,7 @@ def finish_model(config: TrainConfig, model_config: ModelConfig, network: torch.
         "frozen_batchnorm_statistics": config.freeze_batchnorm,
         "anchor_decay": config.anchor_decay,
         "weight_average": config.weight_average, "adam_eps": config.adam_eps, "warmup_steps": config.warmup_steps,
+        "batchnorm_momentum": config.batchnorm_momentum,
         "label_boundary": config.label_boundary,
         "epochs_run": epochs_run, "best_epoch": best_epoch, "best_val_slice_dice": round(best_dice, 4),
         "recipe": recipe(config.augment), "learning_rate": config.learning_rate, "batch_size": config.batch_size,

@@ -304,6 +304,9 @@ def _train(config: TrainConfig, output: Path, context: distributed.Context,
     network = build_network(model_config)
     if init_state is not None:
         network.load_state_dict(init_state, strict=True)
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = config.batchnorm_momentum
     if config.freeze_encoder:
         encoder = getattr(network, "encoder", None)
         if encoder is None:
