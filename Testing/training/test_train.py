@@ -234,23 +234,32 @@ def test_weight_average_writes_the_average_of_the_trained_weights(toy_folder: Pa
                TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), weight_average=1.0).problems())
 
 
-def test_adam_eps_reaches_the_optimiser_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
-    """An epsilon far above every gradient turns Adam's normalised steps into steps proportional to the
-    gradients (here vanishingly small), where the default moves the weights by about the learning rate."""
+def _moved_by_a_fine_tune(toy_folder: Path, tmp_path: Path, flag: str, values: tuple[str, ...],
+                          suffix: str = ".weight") -> dict[str, float]:
+    """How far one epoch from a toy parent moves the tensors named ``*suffix``, for each value of ``flag``;
+    checks that each run records its value."""
     parent = tmp_path / "parent"
     assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
     before = load_state_dict(parent, read_config(parent))
-    weights = [k for k in before if k.endswith(".weight")]
+    names = [k for k in before if k.endswith(suffix)]
+    assert names
     moved = {}
-    for name, eps in (("default", "1e-8"), ("large", "1e3")):
-        child = tmp_path / name
+    for value in values:
+        child = tmp_path / f"child-{value}"
         assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
-                     "--adam-eps", eps, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
+                     flag, value, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
                      "--weights-dtype", "float32"]) == 0
         after = load_state_dict(child, read_config(child))
-        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in weights)
-        assert read_config(child).training["adam_eps"] == float(eps)
-    assert moved["default"] > 1e-4 and moved["large"] < 1e-3 * moved["default"], moved
+        moved[value] = max(float((after[k] - before[k]).abs().max()) for k in names)
+        assert float(read_config(child).training[flag.removeprefix("--").replace("-", "_")]) == float(value)
+    return moved
+
+
+def test_adam_eps_reaches_the_optimiser_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
+    """An epsilon far above every gradient turns Adam's normalised steps into steps proportional to the
+    gradients (here vanishingly small), where the default moves the weights by about the learning rate."""
+    moved = _moved_by_a_fine_tune(toy_folder, tmp_path, "--adam-eps", ("1e-8", "1e3"))
+    assert moved["1e-8"] > 1e-4 and moved["1e3"] < 1e-3 * moved["1e-8"], moved
     assert any("adam_eps must be > 0" in p for p in
                TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), adam_eps=0.0).problems())
 
@@ -402,20 +411,8 @@ def test_the_card_states_the_boundary_conventions_the_folder_sets(tiny_model_fol
 def test_warmup_steps_scale_the_first_steps_and_are_recorded(toy_folder: Path, tmp_path: Path) -> None:
     """Over a warm-up far longer than the run, every step's learning rate is a small share of the planned
     one, so the weights move far less than without; the run records it and a negative one is refused."""
-    parent = tmp_path / "parent"
-    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
-    before = load_state_dict(parent, read_config(parent))
-    weights = [k for k in before if k.endswith(".weight")]
-    moved = {}
-    for name, warmup in (("none", "0"), ("long", "2000")):
-        child = tmp_path / name
-        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
-                     "--warmup-steps", warmup, "--learning-rate", "0.001", "--epochs", "1", "--batch-size", "4",
-                     "--weights-dtype", "float32"]) == 0
-        after = load_state_dict(child, read_config(child))
-        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in weights)
-        assert read_config(child).training["warmup_steps"] == int(warmup)
-    assert moved["none"] > 1e-4 and moved["long"] < 0.05 * moved["none"], moved
+    moved = _moved_by_a_fine_tune(toy_folder, tmp_path, "--warmup-steps", ("0", "2000"))
+    assert moved["0"] > 1e-4 and moved["2000"] < 0.05 * moved["0"], moved
     assert any("warmup_steps must be" in p for p in
                TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), warmup_steps=-1).problems())
 
@@ -436,21 +433,8 @@ def test_warm_up_scales_then_restores_the_planned_rates() -> None:
 def test_batchnorm_momentum_reaches_every_batch_norm_and_is_recorded(toy_folder: Path, tmp_path: Path) -> None:
     """A tiny momentum keeps the parent's running statistics nearly where they were after a run on other data;
     PyTorch's default moves them; the run records it and a momentum outside (0, 1] is refused."""
-    parent = tmp_path / "parent"
-    assert main(["train", *_train_args(toy_folder, parent, "--epochs", "1", "--version", "1.0.0")]) == 0
-    before = load_state_dict(parent, read_config(parent))
-    means = [k for k in before if k.endswith("running_mean")]
-    assert means
-    moved = {}
-    for name, momentum in (("default", "0.1"), ("slow", "0.0001")):
-        child = tmp_path / name
-        assert main(["train", "--data", str(toy_folder), "--output", str(child), "--init-model", str(parent),
-                     "--batchnorm-momentum", momentum, "--learning-rate", "0.001", "--epochs", "1",
-                     "--batch-size", "4", "--weights-dtype", "float32"]) == 0
-        after = load_state_dict(child, read_config(child))
-        moved[name] = max(float((after[k] - before[k]).abs().max()) for k in means)
-        assert read_config(child).training["batchnorm_momentum"] == float(momentum)
-    assert moved["default"] > 1e-3 and moved["slow"] < 0.05 * moved["default"], moved
+    moved = _moved_by_a_fine_tune(toy_folder, tmp_path, "--batchnorm-momentum", ("0.1", "0.0001"), "running_mean")
+    assert moved["0.1"] > 1e-3 and moved["0.0001"] < 0.05 * moved["0.1"], moved
     for bad in (0.0, 1.5):
         assert any("batchnorm_momentum must lie in (0, 1]" in p for p in
                    TrainConfig(data=str(toy_folder), output=str(tmp_path / "x"), batchnorm_momentum=bad).problems())
