@@ -115,8 +115,12 @@ def _explorations(baseline: dict, results: list[dict]) -> list[str]:
             text += f", batch-norm momentum {settings['batchnorm_momentum']:g}"
         if settings.get("rehearsal_dense"):
             text += f", {settings['rehearsal_dense']} slabs through dense lung rehearsed"
-        if not explored:
+        if r.get("tag") == "rerun":
+            text += " (the defaults, run again with nothing changed)"
+        elif not explored:
             text += " (the defaults)"
+        if r.get("epochs_run"):
+            text += f"; {r['epochs_run']} epochs in the budget"
         lines.append(f"| {r['key']} | {text} | " + " | ".join(f"{r['scores'][d]:.3f}" for d, _ in DOMAINS) + " |")
         for alpha, scores in sorted(r.get("interpolated", {}).items()):
             lines.append(f"| {r['key']} | parent + {alpha} (child − parent) | "
