@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -297,8 +298,10 @@ def test_export_refuses_overlapping_lungs_and_writes_nothing(run, tmp_path):
     scene.RemoveNode(segmentation)
 
 
-def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder):
+def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder, tmp_path, monkeypatch):
     """The self-test Slicer runs (NeonatalLungSegTest), here on slicer-core MRML with the stand-in base class."""
+    # In Slicer the self-test leaves its export for the user to look at; here it goes under tmp_path, not /tmp.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     test = module.NeonatalLungSegTest()
     # Not runTest(): its setUp clears the scene, which the other tests' nodes live in; run the body alone.
     from NeonatalLungSegSlicerLib.environment import selfTest
@@ -309,6 +312,7 @@ def test_module_self_test_passes_on_real_mrml(module, tiny_refine_folder):
     finally:
         logic.close()
     first, second = outcome["exports"]
+    assert outcome["folder"].parent == tmp_path
     assert (first.record.version, second.record.version) == (1, 2)
     assert outcome["click"] is not None and outcome["click"].lung == "right_lung"
 
