@@ -441,6 +441,9 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
     assert registry.chosen_default() == outcome.folder.resolve() and Path(node.modelFolder) == outcome.folder
     segment(volumes[1])  # with the new model, through the worker
     assert ui.statusLabel.text.startswith("Done:"), ui.statusLabel.text
-    assert mrmlNodes.modelInfo(node.outputSegmentation)["version"] == "0.1.0"
+    info = mrmlNodes.modelInfo(node.outputSegmentation)
+    assert info["version"] == "0.1.0"
+    # the improved folder is gated (the default): the status and the node say which of its networks segmented
+    assert info["gate"]["network"] in ("fine-tuned", "parent") and " network" in ui.statusLabel.text, info
     ui.improveUseParentButton.click()
     assert registry.chosen_default() == panel.parent.resolve() and node.modelFolder == str(panel.parent)

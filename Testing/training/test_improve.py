@@ -235,3 +235,63 @@ def test_corrected_labels_are_learned_in_the_networks_own_convention(toys) -> No
     assert float(converted.targets.sum()) > float(as_drawn.targets.sum())
     assert np.isfinite(float(converted.targets.sum()))
     assert any("as_drawn or network" in p for p in TrainConfig(data="d", output="o", label_boundary="x").problems())
+
+
+def test_the_gate_keeps_the_parent_for_its_domain_and_a_lineage_falls_back_to_one_model(toys, tmp_path,
+                                                                                        monkeypatch) -> None:
+    """The improved folder carries the parent whole in fallback/ and references of the training cases (not the
+    held-out ones); the parent's own chests get exactly the parent's labels, the clinic's get the fine-tuned
+    network; improving that folder again keeps the same ungated fallback and every corrected reference."""
+    import numpy as np
+
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.models.gate_files import FALLBACK_FOLDER
+
+    out = tmp_path / "gated"
+    decision = _improve(toys, "clinic", out, tmp_path / "registry.json", monkeypatch)
+    config, parent = read_config(out), read_config(toys["parent"])
+    heldout = holdout_subjects([f"chest{s:03d}" for s in range(200, 210)])
+    assert config.gate["adapted_cases"] == 10 - len(heldout)
+    assert config.gate["fallback_cases"] == len(read_training_folder(toys["known"]).cases)
+    assert read_config(out / FALLBACK_FOLDER).weights_sha256 == parent.weights_sha256 == \
+        config.gate["fallback_weights_sha256"]
+    record = json.loads((out / "improvement.json").read_text(encoding="utf-8"))
+    assert record["gate"].startswith("domain gate: 8 corrected against 12 rehearsal")
+    assert record["heldout_fine_tuned_alone"]["child"] > record["heldout_fine_tuned_alone"]["parent"]
+    assert decision.heldout.routed == 1.0, decision.reasons  # both held-out clinic chests to the fine-tuned one
+    assert decision.gated_anchors and decision.gated_anchors[0].routed == 0.0
+    assert decision.gated_anchors[0].change == 0.0  # the parent's own chests: the parent's labels exactly
+    assert "with the domain gate" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    gated = Segmenter.load(out, device="cpu", precision="fp32")
+    original = Segmenter.load(toys["parent"], device="cpu", precision="fp32")
+    image, _ = chest(103)  # an anchor chest: the parent's domain
+    mine, theirs = gated.segment_image(image), original.segment_image(image)
+    assert mine.inference["gate"]["network"] == "parent"
+    np.testing.assert_array_equal(mine.labels, theirs.labels)
+    assert gated.segment_image(chest(209, inverted=True)[0]).inference["gate"]["network"] == "fine-tuned"
+
+    more = chest_folder(tmp_path / "more", range(220, 225), inverted=True)
+    again = tmp_path / "gated-again"
+    improve(more, again, out, SETTINGS, rehearsal=[toys["known"]],
+            anchors=[AnchorSet("toys", "the parent's own toy chests", toys["anchor"])])
+    lineage = read_config(again)
+    assert lineage.parent_version == config.version and lineage.training["parent"]["weights_sha256"] == \
+        config.weights_sha256  # fine-tuned from the fine-tuned network
+    assert lineage.gate["fallback_weights_sha256"] == parent.weights_sha256  # one ungated model at the root
+    assert not (again / FALLBACK_FOLDER / FALLBACK_FOLDER).exists()
+    new_train = 5 - len(holdout_subjects([f"chest{s:03d}" for s in range(220, 225)]))
+    assert lineage.gate["adapted_cases"] == config.gate["adapted_cases"] + new_train
+
+
+def test_without_the_gate_the_folder_is_one_network(toys, tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from NeonatalLungSegLib.models.gate_files import FALLBACK_FOLDER, GATE_FILE
+
+    out = tmp_path / "ungated"
+    monkeypatch.setenv(registry.REGISTRY_ENV, str(tmp_path / "registry.json"))
+    decision = improve(toys["clinic"], out, toys["parent"], replace(SETTINGS, gate=False, max_epochs=1),
+                       rehearsal=[toys["known"]], anchors=[AnchorSet("toys", "toy chests", toys["anchor"])])
+    assert not read_config(out).gate and not (out / GATE_FILE).exists() and not (out / FALLBACK_FOLDER).exists()
+    assert not decision.gated_anchors and decision.heldout.routed is None
+    assert json.loads((out / "improvement.json").read_text(encoding="utf-8"))["gate"] == "not asked for"

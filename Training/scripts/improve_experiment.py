@@ -38,7 +38,7 @@ from NeonatalLungSegLib.models.registry import bundled_model_folder  # noqa: E40
 from neonatal_lung_training.datasets.import_cases import import_cases  # noqa: E402
 from neonatal_lung_training.improve.anchors import anchor_sets, dense_rehearsal, rehearsal_folders  # noqa: E402
 from neonatal_lung_training.improve.run import ImproveSettings, improve  # noqa: E402
-from neonatal_lung_training.improve.scoring import mean_dice  # noqa: E402
+from neonatal_lung_training.improve.scoring import dice_and_route  # noqa: E402
 from neonatal_lung_training.locations import shared_data  # noqa: E402
 
 VENTILATION = shared_data("ventilation-mri-slices")
@@ -141,13 +141,17 @@ def prepare(work: Path, rehearsal_cases: int | None = None, rehearsal_dense: int
     return sets
 
 
-def score_model(folder: Path, sets: dict, precision: str = "auto") -> dict[str, float]:
-    segmenter = Segmenter.load(folder, device="cpu", precision=precision)
+def score_model(folder: Path, sets: dict, precision: str = "auto", gate: bool = True) -> dict[str, float]:
+    """``gate=False``: a gated folder's fine-tuned network alone (what a scan the gate sends there gets)."""
+    segmenter = Segmenter.load(folder, device="cpu", precision=precision, gate=gate)
     scores = {}
     for key in ("vent-test", "proton", "ct-test", "synthetic"):
         data = read_training_folder(sets[key])
         references = "physical" if key in ("ct-test", "synthetic") else "expert"  # generated / interpolated labels
-        scores[key] = round(mean_dice(segmenter, data, list(data.cases), references), 4)
+        dice, routed = dice_and_route(segmenter, data, list(data.cases), references)
+        scores[key] = round(dice, 4)
+        if routed is not None:  # a gated model: share of the set's cases its fine-tuned network segmented
+            scores[f"routed-{key}"] = round(routed, 4)
     return {**scores, "precision": segmenter.precision}
 
 
@@ -221,10 +225,12 @@ def run_one(work: Path, sets: dict, n: int, selection: str, seed: int, rehearsal
                        anchors=sets["anchors"])
     training = read_training_record(model)
     scores = score_model(model, sets)
+    alone = score_model(model, sets, gate=False) if read_config(model).gate else None
     interpolated = {str(alpha): score_model(_interpolated(parent, model, alpha, work / "models" / f"{key}-a{alpha}"),
                                             sets) for alpha in interpolate}
     result = {"interpolated": interpolated, "tag": tag, "key": key, "n": n, "selection": selection, "seed": seed,
-              "rehearsal": rehearsal, "cases": chosen, "scores": scores, "decision": decision.to_dict(),
+              "rehearsal": rehearsal, "cases": chosen, "scores": scores, "fine_tuned_alone": alone,
+              "decision": decision.to_dict(),
               "parent": f"{read_config(parent).name} {read_config(parent).version}",
               "train_minutes": training.get("minutes", 0.0),
               "epochs_run": training.get("epochs_run"), "load1": os.getloadavg()[0],

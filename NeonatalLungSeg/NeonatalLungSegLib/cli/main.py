@@ -78,7 +78,7 @@ def _progress_bar(name: str) -> tuple[Callable[[float], None], Callable[[], None
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..inference.confidence import segment_with_confidence
-    from ..inference.acceleration import configure_cpu_threads, cpu_line
+    from ..inference.acceleration import configure_cpu_threads, cpu_line, describe_route
     from ..inference.engine import Segmenter, describe_inference
     from ..geometry import image_to_array
     from ..inference.measure import format_volumes
@@ -170,6 +170,8 @@ def run_segment(args: argparse.Namespace) -> int:
             report["seconds"] = round(time.perf_counter() - started, 3)
             outputs.write_json(report, paths["volumes"])
         line = f"{case.name}: {format_volumes(result.volumes)} ({report['seconds']:.1f} s) -> {paths['labels']}"
+        if "gate" in result.inference:  # a gated model: which of its two networks segmented this case
+            line += f"\n  {describe_route(result.inference['gate'])}"
         if args.confidence:
             check = ", ".join(str(s.index) for s in confidence.slices_to_check(args.check_slices))
             line += f"\n  confidence {confidence.confidence:.3f}" + (

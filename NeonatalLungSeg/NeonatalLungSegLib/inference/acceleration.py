@@ -169,7 +169,17 @@ def describe_inference(inference: dict) -> str:
         text += f" ({inference['precision_reason']})"
     if inference.get("backend", "torch") != "torch":
         text += f", {inference['backend']}"
+    gate = inference.get("gate")
+    if isinstance(gate, dict):
+        text += f"; {describe_route(gate)}"
     return text
+
+
+def describe_route(gate: dict) -> str:
+    """Which network of a gated model (inference/gate) segmented a scan, from its result's ``gate`` record."""
+    if gate.get("network") == "fine-tuned":
+        return "fine-tuned network: scan like the corrected cases"
+    return f"parent network ({gate.get('parent', '?')}): scan unlike the corrected cases"
 
 
 def cpu_line() -> str:

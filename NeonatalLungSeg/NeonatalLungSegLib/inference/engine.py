@@ -37,6 +37,8 @@ from ..volumes.volume_io import check_values
 if TYPE_CHECKING:
     import torch
 
+    from .gate.gated import DomainGate
+
 ProgressCallback = Callable[[float], None]
 CancelCheck = Callable[[], bool]
 
@@ -132,6 +134,7 @@ class Segmenter:
         self.config = config
         self.device = device
         self.folder = folder
+        self.gate: DomainGate | None = None  # a gated folder's (Segmenter.load): routes each scan
         inp = config.input
         self.backend = "torch"
         if isinstance(network, Int8Network):  # Segmenter.load's int8 path: OpenVINO, float batches, CPU only
@@ -170,7 +173,7 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: Path | str, device: str = "auto", batch_size: int | None = None,
-             precision: str = "auto", channels_last: bool | None = None) -> Segmenter:
+             precision: str = "auto", channels_last: bool | None = None, gate: bool = True) -> Segmenter:
         """Build the network from the model folder's verified files, every time.
 
         No compiled or traced copy of a network is kept anywhere (a TorchScript file or an OpenVINO blob in the
@@ -178,7 +181,8 @@ class Segmenter:
         as strictly as the model folder): the int8 network is compiled from its checked ONNX file (about 0.4 s)
         and the torch network built from its checked weights. Where the folder's int8 network runs
         (``int8_choice``), torch is never imported: the CPU is recognised as the device without it
-        (``acceleration.cpu_is_the_device``)."""
+        (``acceleration.cpu_is_the_device``). ``gate=False`` loads a gated folder's fine-tuned network alone
+        (quantize checks that network, not whichever one a gate would pick)."""
         folder = Path(folder)
         config = read_config(folder)
         if config.input.guidance:
@@ -190,19 +194,34 @@ class Segmenter:
             network = Int8Network(folder / INT8_NAME, acceleration.cpu_threads())
             segmenter = cls(config, network, resolved, batch_size, folder)
             segmenter.precision_reason, segmenter.network_origin = int8_reason, "int8 file"
-            return segmenter
-        from ..models.network import build_checked
+        else:
+            from ..models.network import build_checked
 
-        if isinstance(resolved, HostCpu):
-            resolved = resolve_device("cpu")
-        segmenter = cls(config, build_checked(folder, config), resolved, batch_size, folder, precision,
-                        channels_last)
-        segmenter.network_origin = "built"
+            if isinstance(resolved, HostCpu):
+                resolved = resolve_device("cpu")
+            segmenter = cls(config, build_checked(folder, config), resolved, batch_size, folder, precision,
+                            channels_last)
+            segmenter.network_origin = "built"
+        if config.gate and gate:
+            from .gate.gated import attach_gate
+
+            attach_gate(segmenter, cls.load, device, batch_size, precision, channels_last)
         return segmenter
+
+    def routed(self, array: np.ndarray, geometry: Geometry) -> tuple[Segmenter, dict | None]:
+        """The segmenter that segments this scan, and why (None for an ungated folder: itself)."""
+        if self.gate is None:
+            return self, None
+        return self.gate.choose(self, array, geometry)
 
     def predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
-        """Lung probability (float16) on the canonical grid, and the map between the two grids."""
+        """Lung probability (float16) on the canonical grid, and the map between the two grids (a gated
+        folder's: of the network the gate chose)."""
+        return self.routed(array, geometry)[0]._predict(array, geometry, progress, cancel)
+
+    def _predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
+                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
         inp = self.config.input
         if inp.spatial_dims == 3:  # volumetric model: sliding windows (volume_inference.py)
             from .volume_inference import predict_volume
@@ -233,7 +252,16 @@ class Segmenter:
         if tuple(array.shape) != geometry.array_shape:
             raise ValueError(f"array shape {array.shape} does not match geometry {geometry.array_shape}")
         check_values(array, source)
-        probability, plan = self.predict(array, geometry, progress, cancel)
+        chosen, route = self.routed(array, geometry)
+        result = chosen._segment_checked(array, geometry, options, with_probabilities, progress, cancel)
+        if route is not None:
+            result.inference["gate"] = route
+        return result
+
+    def _segment_checked(self, array: np.ndarray, geometry: Geometry, options: PostprocessOptions | None,
+                         with_probabilities: bool, progress: ProgressCallback | None,
+                         cancel: CancelCheck | None) -> SegmentationResult:
+        probability, plan = self._predict(array, geometry, progress, cancel)
         canonical_geometry = plan.target
         mask = probability >= self.config.output.threshold
         raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)

@@ -9,7 +9,6 @@ The format is documented in docs/model-folder.md.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -19,6 +18,8 @@ from typing import Any
 from .. import json_input
 from ..errors import InputError, ModelFolderError
 from ..geometry import check_orientation_code
+from .checksums import sha256_of  # noqa: F401  (imported from here by Training and the tests)
+from .gate_files import gate_problems
 from .model_schema import schema_problems
 
 CONFIG_NAME = "model.json"
@@ -123,11 +124,15 @@ class ModelConfig:
     weights_sha256: str = ""
     weights_dtype: str = "float32"
     clinical_use: str = "Research use only. Not clinically validated."
+    # The domain gate of an improved model (gate_files.py): empty = one network, as every folder before it.
+    gate: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input"]["in_plane_size"] = list(self.input.in_plane_size)
         data["input"]["guidance"] = list(self.input.guidance)
+        if not data["gate"]:  # an ungated folder's model.json reads as before the gate existed
+            del data["gate"]
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **data}
 
     @staticmethod
@@ -203,6 +208,9 @@ class ModelConfig:
         if dict(self.output.labels) != ENGINE_LABELS:
             found.append(f"output.labels must map the right and left lung to the values the engine writes, "
                          f"{ENGINE_LABELS}; got {dict(self.output.labels)}")
+        found += gate_problems(self.gate)
+        if self.gate and (self.input.guidance or self.input.spatial_dims != 2):
+            found.append("gate: only slice-wise segmentation models can be gated")
         if self.output.network_label != ENGINE_NETWORK_LABEL:
             found.append(f"output.network_label must be {ENGINE_NETWORK_LABEL!r} (the unsplit label's name), got "
                          f"{self.output.network_label!r}")
@@ -233,14 +241,6 @@ class ModelConfig:
                 or not 0 <= inp.window_overlap < 1:
             found.append(f"input.window_overlap must lie in [0, 1), got {inp.window_overlap!r}")
         return found
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_config(folder: Path) -> ModelConfig:

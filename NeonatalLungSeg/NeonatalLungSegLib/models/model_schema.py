@@ -36,7 +36,7 @@ def _is_number(value: Any) -> bool:
 
 _TOP = {"name": str, "version": str, "parent_version": (str, type(None)), "description": str,
         "network": dict, "input": dict, "output": dict, "training": dict, "validation": dict,
-        "weights_sha256": str, "weights_dtype": str, "clinical_use": str}
+        "weights_sha256": str, "weights_dtype": str, "clinical_use": str, "gate": dict}
 _NETWORK = {"library": str, "architecture": str, "args": dict}
 _INPUT = {"channels": int, "canonical_orientation": str, "slice_axis": int, "in_plane_policy": str,
           "in_plane_size": list, "intensity_method": str, "lower_percentile": float, "upper_percentile": float,

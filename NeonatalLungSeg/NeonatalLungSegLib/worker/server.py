@@ -226,6 +226,9 @@ class Worker:
             boundary = (getattr(result, "inference", None) or {}).get("boundary")  # (a loader's result may
             if boundary:  # carry no inference record) what the boundary conventions left out: rim_ml, tissue_ml
                 model_info["boundary"] = dict(boundary)
+            gate = (getattr(result, "inference", None) or {}).get("gate")
+            if gate:  # a gated model: which of its networks segmented this volume (describe_inference says it)
+                model_info["gate"] = dict(gate)
             if options is not None:
                 model_info["postprocess"] = {"keep_largest_components": options.keep_largest_components,
                                              "fill_holes": options.fill_holes,

@@ -55,6 +55,9 @@ def evaluate_case(segmenter: Segmenter, image: sitk.Image, label: sitk.Image,
         scores[f"dice_{name}"] = dice(predicted, truth)
         scores[f"volume_error_ml_{name}"] = float((predicted.sum() - truth.sum()) * voxel_ml)
     scores["dice_lungs"] = dice(result.labels > 0, reference > 0)
+    gate = result.inference.get("gate")
+    if gate is not None:  # a gated model: 1 where the fine-tuned network segmented the case, 0 the parent
+        scores["gate_fine_tuned"] = float(gate["network"] == "fine-tuned")
     return scores
 
 

@@ -10,6 +10,10 @@ The child is offered as the default only when
    chests), which can still beat a parent that failed on the domain, and
 3. on every anchor set (what the parent knew: ``anchors.py``) it loses at most ``anchor_margin`` mean Dice.
 
+A gated child (``gating.py``) is judged as users get it on 1 and 2 (its gate chooses the network for each
+held-out case), and on 3 twice: gated, and its fine-tuned network alone, since any scan the gate sends there
+gets that network; so a fine-tune that forgets is refused whatever its gate would have protected.
+
 Otherwise it is kept as a candidate, with every reason written down; a user can still choose it by hand.
 Without held-out cases (a folder of one subject) nothing can show the child is better, so it stays a
 candidate. The margins are part of every decision record, so a decision can be re-read later.
@@ -51,6 +55,7 @@ class Score:
     cases: int
     parent: float
     child: float
+    routed: float | None = None  # a gated child: share of the cases it sent to its fine-tuned network
 
     @property
     def change(self) -> float:
@@ -64,6 +69,7 @@ class Decision:
     rule: Rule
     heldout: Score | None
     anchors: list[Score] = field(default_factory=list)
+    gated_anchors: list[Score] = field(default_factory=list)  # the gated child on the same anchor sets
 
     @property
     def status(self) -> str:
@@ -82,11 +88,14 @@ class Decision:
         return {"status": self.status, "promoted": self.promoted, "reasons": self.reasons,
                 "rule": {**asdict(self.rule), "text": self.rule.text()},
                 "heldout": score(self.heldout) if self.heldout else None,
-                "anchors": [score(a) for a in self.anchors]}
+                "anchors": [score(a) for a in self.anchors],
+                "gated_anchors": [score(a) for a in self.gated_anchors]}
 
 
-def decide(heldout: Score | None, anchors: list[Score], rule: Rule = Rule()) -> Decision:
-    """Apply ``rule``; every reason for or against is kept, in the order the rule states them."""
+def decide(heldout: Score | None, anchors: list[Score], rule: Rule = Rule(),
+           gated_anchors: list[Score] | None = None) -> Decision:
+    """Apply ``rule``; every reason for or against is kept, in the order the rule states them. ``anchors``:
+    the fine-tuned network alone; ``gated_anchors``: a gated child as users get it."""
     reasons: list[str] = []
     ok = True
     if heldout is None or heldout.cases == 0:
@@ -105,12 +114,19 @@ def decide(heldout: Score | None, anchors: list[Score], rule: Rule = Rule()) -> 
         reasons.append(f"Agrees with the held-out corrections only at Dice {heldout.child:.3f} (at least "
                        f"{rule.min_agreement:.2f} needed): the corrections may not fit their images (labels of "
                        "other cases?) or be too few to learn from.")
-    for anchor in anchors:
-        if anchor.change >= -rule.anchor_margin:
-            reasons.append(f"Kept what it knew on {anchor.title} ({anchor.cases} cases): Dice {anchor.parent:.3f} "
-                           f"-> {anchor.child:.3f}.")
-        else:
-            ok = False
-            reasons.append(f"Forgot part of {anchor.title} ({anchor.cases} cases): Dice {anchor.parent:.3f} -> "
-                           f"{anchor.child:.3f} ({anchor.change:+.3f}; at most {-rule.anchor_margin:+.3f} allowed).")
-    return Decision(ok, reasons, rule, heldout, list(anchors))
+    if heldout is not None and heldout.routed is not None:
+        reasons.append(f"The domain gate sent {heldout.routed:.0%} of the held-out corrected cases to the "
+                       "fine-tuned network (the rest to the parent).")
+    gated = list(gated_anchors or [])
+    for label, scores in (("", anchors), ("With the domain gate: ", gated)):
+        for anchor in scores:
+            routed = "" if anchor.routed is None else f"; {anchor.routed:.0%} of them to the fine-tuned network"
+            if anchor.change >= -rule.anchor_margin:
+                reasons.append(f"{label}Kept what it knew on {anchor.title} ({anchor.cases} cases{routed}): Dice "
+                               f"{anchor.parent:.3f} -> {anchor.child:.3f}.")
+            else:
+                ok = False
+                reasons.append(f"{label}Forgot part of {anchor.title} ({anchor.cases} cases{routed}): Dice "
+                               f"{anchor.parent:.3f} -> {anchor.child:.3f} ({anchor.change:+.3f}; at most "
+                               f"{-rule.anchor_margin:+.3f} allowed).")
+    return Decision(ok, reasons, rule, heldout, list(anchors), gated)

@@ -9,8 +9,10 @@ own process), so both make the same model from the same folder. The steps:
    never sees them, the before/after figures and the promotion rule use only them;
 3. generate the rehearsal and anchor cases (``anchors.py``) and fine-tune from the parent for a time budget,
    a share of every batch rehearsing what the parent knew (``training/train.py``);
-4. score parent and child on the held-out cases and the anchor sets, decide (``promotion.py``), add the int8
-   network where the parent had one, and write the decision into the folder (``improvement.json``, the card);
+4. add the int8 network where the parent had one, score parent and child on the held-out cases and the anchor
+   sets, give the child its domain gate (``gating.py``: the parent kept whole for scans unlike the corrected
+   cases) and score it again as users get it, decide (``promotion.py``), and write the decision into the folder
+   (``improvement.json``, the card);
 5. remember the folder in the model registry, as the default when promoted.
 
 The defaults are the ones measured on the real ventilation MRI experiment (docs/improve.md): the learning
@@ -35,8 +37,9 @@ from ..training.dataset import select_cases
 from ..training.model_card import write_model_card
 from ..training.split import split_subjects
 from .anchors import AnchorSet, anchor_sets, rehearsal_folders
+from .gating import attach_gate
 from .promotion import Decision, Rule, decide
-from .scoring import score_pair
+from .scoring import score_gated, score_pair
 
 RECORD_NAME = "improvement.json"
 RECORD_FORMAT = "neonatal-lung-seg-improvement"
@@ -76,6 +79,8 @@ class ImproveSettings:
     adam_eps: float = 1e-8            # TrainConfig.adam_eps
     warmup_steps: int = 0             # TrainConfig.warmup_steps
     batchnorm_momentum: float = 0.1   # TrainConfig.batchnorm_momentum
+    # the domain gate (gating.py): scans unlike the corrected cases keep the parent's network
+    gate: bool = True
     rule: Rule = field(default_factory=Rule)
 
 
@@ -152,14 +157,24 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
         description=f"{parent_config.description} Improved from {parent_config.name} {parent_config.version} "
                     f"on the reviewed cases of {data.name}.".strip())
     train(config)
+    # the int8 network first: quantize compares it with the fine-tuned network alone, before any gate routes
+    int8_note = _add_int8(parent, output, data, settings) if settings.int8 else "not asked for"
     echo("scoring the parent and the new model...", flush=True)
     held, anchor_scores = score_pair(parent, output, data, cases, heldout, anchors, settings.device, echo)
-    decision = decide(held, anchor_scores, settings.rule)
-    int8_note = _add_int8(parent, output, data, settings) if settings.int8 else "not asked for"
+    alone, gated_anchors, gate_note = held, [], "not asked for"
+    if settings.gate:
+        gate_note = attach_gate(output, parent, data, [c for c in cases if c.subject not in set(heldout)],
+                                rehearsal, echo)
+        if read_config(output).gate:
+            held, gated_anchors = score_gated(output, data, cases, heldout, held, anchors, anchor_scores,
+                                              settings.device, echo)
+    decision = decide(held, anchor_scores, settings.rule, gated_anchors)
     record = {"format": RECORD_FORMAT, "parent": {"folder": str(parent.resolve()), "name": parent_config.name,
                                                   "version": parent_config.version},
               "training_folder": str(data.resolve()), "settings": {**asdict(settings), "rule": asdict(settings.rule)},
-              "decision": decision.to_dict(), "int8": int8_note}
+              "decision": decision.to_dict(), "int8": int8_note, "gate": gate_note,
+              "heldout_fine_tuned_alone": None if alone is None else
+              {"parent": round(alone.parent, 4), "child": round(alone.child, 4)}}
     (output / RECORD_NAME).write_text(dump_json(record, indent=1) + "\n", encoding="utf-8")
     write_model_card(output)
     if register:

@@ -125,7 +125,7 @@ def dice_against_fp32(folder: Path, int8_file: Path, volumes: list[tuple[str, ob
     from NeonatalLungSegLib.inference.engine import Segmenter
     from NeonatalLungSegLib.inference.measure import dice
 
-    reference = Segmenter.load(folder, device="cpu", precision="fp32")
+    reference = Segmenter.load(folder, device="cpu", precision="fp32", gate=False)  # the network quantized
     int8 = Segmenter(reference.config, Int8Network(int8_file, torch.get_num_threads()), torch.device("cpu"))
     figures = {}
     for name, image in volumes:

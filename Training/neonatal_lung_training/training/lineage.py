@@ -86,7 +86,8 @@ def model_config_for(config: TrainConfig) -> tuple[ModelConfig, dict | None, Mod
             state = widen_input_channels(state, dataclasses.replace(parent, input=inp), config.channels)
         child = dataclasses.replace(parent, name=config.name or parent.name, version=version,
                                     parent_version=parent.version, description=config.description,
-                                    input=inp, training={}, validation={}, weights_sha256="")
+                                    input=inp, training={}, validation={}, weights_sha256="",
+                                    gate={})  # one network; ``improve`` gives it a gate of its own
         return child, state, parent
     if config.spatial_dims == 3:  # a MONAI 3D network on sliding windows (volumes3d.py)
         architecture, args = network_args(config)

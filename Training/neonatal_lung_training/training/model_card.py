@@ -45,17 +45,37 @@ def _improvement_section(folder: Path) -> str:
     try:
         record = read_json_file(path, 1 << 20, "improvement record")
         decision = record["decision"]
-        rows = [decision["heldout"], *decision["anchors"]] if decision.get("heldout") else decision["anchors"]
+        gated = decision.get("gated_anchors") or []
+        label = " (fine-tuned network alone)" if gated else ""
+        rows = ([decision["heldout"]] if decision.get("heldout") else []) + \
+            [{**r, "title": r["title"] + label} for r in decision["anchors"]] + \
+            [{**r, "title": r["title"] + " (with the domain gate)"} for r in gated]
         table = "\n".join(f"| {r['title']} | {r['cases']} | {r['parent']:.4f} | {r['child']:.4f} | "
-                          f"{r['change']:+.4f} |" for r in rows)
+                          f"{r['change']:+.4f} | {_share(r.get('routed'))} |" for r in rows)
         parent = record["parent"]
         return (f"\n## Improvement from corrected cases\n\nFine-tuned from {parent['name']} {parent['version']} on "
                 f"the reviewed cases of `{Path(record['training_folder']).name}` with `neonatal-lung-seg improve`; "
                 f"status: **{decision['status']}**. Rule: {decision['rule']['text']}.\n\n"
-                "| cases (whole-lung Dice) | n | parent | this model | change |\n|---|---|---|---|---|\n"
-                f"{table}\n\n" + "\n".join(f"- {reason}" for reason in decision["reasons"]) + "\n")
+                "| cases (whole-lung Dice) | n | parent | this model | change | to the fine-tuned network |\n"
+                f"|---|---|---|---|---|---|\n{table}\n\n{_gate_text(record)}"
+                + "\n".join(f"- {reason}" for reason in decision["reasons"]) + "\n")
     except (InputError, KeyError, TypeError, ValueError) as exc:
         return f"\n## Improvement from corrected cases\n\n{path.name} is unreadable ({exc}).\n"
+
+
+def _share(routed) -> str:
+    return "-" if routed is None else f"{routed:.0%}"
+
+
+def _gate_text(record: dict) -> str:
+    """What the domain gate (improve/gating.py) means for a user of this folder."""
+    gate = record.get("gate")
+    if not isinstance(gate, str) or not gate.startswith("domain gate"):
+        return ""
+    return (f"This folder is gated ({gate}): each scan goes to the fine-tuned network when its parent-encoder "
+            "features are nearer the corrected cases' centroid than the rehearsal cases', otherwise to the parent "
+            "kept unchanged in `fallback/`; every result's `inference.gate` says which network segmented it. The "
+            "held-out row is the gated model as users get it.\n\n")
 
 
 def _boundary_line(config) -> str:

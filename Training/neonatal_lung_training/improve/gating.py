@@ -1,0 +1,90 @@
+"""Give an improved model folder its domain gate: the parent kept whole, and the references that choose.
+
+Why: a fine-tune on a clinic's corrected cases loses ~0.01 Dice on what the parent knew however it is tuned
+(docs/improve.md, *Where the synthetic loss arises*: batch-norm statistics of the mixed batches move in the
+first steps). The gate removes the loss instead of trading it: a scan like the corrected cases goes to the
+fine-tuned network, any other scan to the untouched parent (``NeonatalLungSegLib/inference/gate``).
+
+References: the fine-tune's training cases (never the held-out ones, so the before/after figures test the
+gate too) against the parent's rehearsal cases; an improved model improved again keeps its parent's
+corrected references and its parent's fallback, so a lineage always falls back to one ungated model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from NeonatalLungSegLib.dataset.training_folder import CaseRecord, read_training_folder
+from NeonatalLungSegLib.geometry import image_to_array
+from NeonatalLungSegLib.inference.gate.routing import GATE_SLICES, scan_features
+from NeonatalLungSegLib.json_input import dump_json
+from NeonatalLungSegLib.models.gate_files import (FALLBACK_FOLDER, GATE_FILE, GateReferences, gate_record,
+                                                  read_references, write_references)
+from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, ModelConfig, read_config, sha256_of
+from NeonatalLungSegLib.models.network import build_checked
+
+
+def base_model(parent: Path) -> Path:
+    """The ungated model a lineage falls back to: the parent itself, or a gated parent's own fallback."""
+    return parent / FALLBACK_FOLDER if read_config(parent).gate else parent
+
+
+def case_features(encoder, config: ModelConfig, folder: Path, cases: Sequence[CaseRecord] | None = None
+                  ) -> np.ndarray:
+    """(cases, features) for ``cases`` of a training folder (all of them when None), as the engine sees them."""
+    training = read_training_folder(folder)
+    rows = []
+    for record in (training.cases if cases is None else cases):
+        image, _ = training.read_case(record)
+        array, geometry = image_to_array(image)
+        rows.append(scan_features(encoder, array.astype(np.float32, copy=False), geometry, config.input,
+                                  GATE_SLICES))
+    return np.array(rows, dtype=np.float32)
+
+
+def attach_gate(output: Path, parent: Path, data: Path, adapted: Sequence[CaseRecord],
+                rehearsal: Sequence[Path], echo: Callable[..., None] = print) -> str:
+    """Add the gate to the freshly written ``output`` folder; returns a line for the improvement record.
+
+    Nothing is added without corrected and rehearsal cases to compare (the folder then stays one network)."""
+    if not adapted or not rehearsal:
+        return "no gate: it needs corrected training cases and rehearsal cases to tell apart"
+    base = base_model(parent)
+    base_config = read_config(base)
+    network = build_checked(base, base_config).eval()
+    if not hasattr(network, "encoder"):
+        return f"no gate: the parent's network ({base_config.network.architecture}) has no encoder to compare with"
+    corrected = case_features(network.encoder, base_config, data, adapted)
+    parent_config = read_config(parent)
+    if parent_config.gate:  # the clinic's earlier corrected cases stay corrected cases
+        corrected = np.concatenate([read_references(parent, parent_config.gate).adapted, corrected])
+    others = np.concatenate([case_features(network.encoder, base_config, Path(f)) for f in rehearsal])
+    references = GateReferences(corrected, others)
+    shutil.copytree(base, output / FALLBACK_FOLDER, ignore=shutil.ignore_patterns(".*"))
+    write_references(output / GATE_FILE, references)
+    config = read_config(output)
+    record = gate_record(sha256_of(output / GATE_FILE), base_config.weights_sha256, GATE_SLICES, references)
+    _rewrite_config(output, replace(config, gate=record))
+    line = (f"domain gate: {len(corrected)} corrected against {len(others)} rehearsal case(s); other scans get "
+            f"{base_config.name} {base_config.version}")
+    echo(line, flush=True)
+    return line
+
+
+def _rewrite_config(folder: Path, config: ModelConfig) -> None:
+    """model.json replaced atomically (the weights and their checksum are unchanged)."""
+    text = dump_json(config.to_dict(), indent=2) + "\n"
+    ModelConfig.from_dict(json.loads(text))  # never write a config the loader would refuse
+    handle, staging = tempfile.mkstemp(prefix=".model.", suffix=".json", dir=folder)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(staging, 0o644)
+    os.replace(staging, folder / CONFIG_NAME)
