@@ -177,3 +177,19 @@ def test_segment_says_which_network_ran(folders, tmp_path, capsys) -> None:
     record = json.loads((tmp_path / "out" / "known_volumes.json").read_text(encoding="utf-8"))
     assert record["inference"]["gate"]["network"] == "parent"
     assert "parent network" in capsys.readouterr().out
+
+
+def test_the_worker_says_which_network_ran(folders, tmp_path) -> None:
+    """Through the real worker process (the Slicer module's path): the result's model_info carries the route,
+    and the status line the module shows names the network."""
+    from NeonatalLungSegLib.worker.client import WorkerClient
+
+    client = WorkerClient(session_dir=tmp_path / "session")
+    try:
+        job = client.submit(scan("clinic", 12), GEOMETRY, folders[0], device="cpu")
+        assert job.wait(120), job.status
+        result = job.result()
+    finally:
+        client.close(timeout=5)
+    assert result.model["gate"]["network"] == "fine-tuned", result.model
+    assert "fine-tuned network: scan like the corrected cases" in describe_inference(result.model)
