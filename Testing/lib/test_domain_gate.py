@@ -193,3 +193,12 @@ def test_the_worker_says_which_network_ran(folders, tmp_path) -> None:
         client.close(timeout=5)
     assert result.model["gate"]["network"] == "fine-tuned", result.model
     assert "fine-tuned network: scan like the corrected cases" in describe_inference(result.model)
+
+
+def test_the_model_list_says_a_folder_is_gated_and_what_it_falls_back_to(folders) -> None:
+    from NeonatalLungSegLib.models.registry import entry_for
+
+    gated, alone = entry_for(folders[0]), entry_for(folders[1])
+    assert gated.fallback == "tiny-test-model 0.0.1" and gated.to_dict()["fallback"] == gated.fallback
+    assert "gated: scans unlike its corrected cases get tiny-test-model 0.0.1" in gated.describe()
+    assert alone.fallback is None and "gated" not in alone.describe()

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Sequence
 
 from .. import json_input
 from ..errors import InputError, ModelFolderError
-from .model_folder import CONFIG_NAME, read_config
+from .gate_files import FALLBACK_FOLDER
+from .model_folder import CONFIG_NAME, ModelConfig, read_config
 
 MODEL_ENV = "NEONATAL_LUNG_SEG_MODEL"  # a folder to use instead of the bundled model as the default
 REGISTRY_ENV = "NEONATAL_LUNG_SEG_REGISTRY"
@@ -163,6 +164,7 @@ class ModelEntry:
     validation_data: str = ""
     problem: str | None = None
     kind: str = "segmentation"           # or "refine": a click-refinement model (input.guidance)
+    fallback: str | None = None          # a gated folder's parent ("name version"), which gets unlike scans
 
     @property
     def usable(self) -> bool:
@@ -185,6 +187,8 @@ class ModelEntry:
                          + (f" ({self.training_slices} slices)" if self.training_slices is not None else ""))
         if self.validation_dice is not None:
             parts.append(f"validation Dice {self.validation_dice:.3f}")
+        if self.fallback:
+            parts.append(f"gated: scans unlike its corrected cases get {self.fallback}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,7 +197,7 @@ class ModelEntry:
                 "training_slices": self.training_slices, "validation_dice": self.validation_dice,
                 "validation_dice_right": self.validation_dice_right,
                 "validation_dice_left": self.validation_dice_left, "validation_data": self.validation_data,
-                "problem": self.problem, "kind": self.kind}
+                "problem": self.problem, "kind": self.kind, "fallback": self.fallback}
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -225,7 +229,18 @@ def entry_for(folder: Path | str, origin: str = "given") -> ModelEntry:
                       training_slices=_number(training.get("training_slices"), int),
                       validation_dice=whole, validation_dice_right=right, validation_dice_left=left,
                       validation_data=str(validation.get("data", "")),
-                      kind="refine" if config.input.guidance else "segmentation")
+                      kind="refine" if config.input.guidance else "segmentation", fallback=_fallback(folder, config))
+
+
+def _fallback(folder: Path, config: ModelConfig) -> str | None:
+    """A gated folder's parent as "name version" (its config only; loading checks everything)."""
+    if not config.gate:
+        return None
+    try:
+        parent = read_config(folder / FALLBACK_FOLDER)
+    except (ModelFolderError, OSError, ValueError, TypeError, AttributeError):
+        return "an unreadable fallback model"
+    return f"{parent.name} {parent.version}"
 
 
 def model_folders_under(path: Path) -> list[Path]:
