@@ -430,8 +430,11 @@ def test_export_improve_switch_and_segment_through_the_real_command_in_a_gil_hol
     assert any(t.startswith("Preparing: making the rehearsal") for t in statuses)
     outcome = w.logic.improveOutcome
     rows = table_rows(ui.improveTableView.tableNode)
-    anchors = json.loads((outcome.folder / "improvement.json").read_text(encoding="utf-8"))["decision"]["anchors"]
-    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1" and len(rows) == 1 + len(anchors)
+    decided = json.loads((outcome.folder / "improvement.json").read_text(encoding="utf-8"))["decision"]
+    anchors, gated = decided["anchors"], decided["gated_anchors"]
+    assert rows[0][0] == "the held-out corrected cases" and rows[0][1] == "1"
+    assert len(rows) == 1 + len(anchors) + len(gated) and len(gated) == len(anchors)  # gated by default
+    assert rows[-1][0].endswith("(with the domain gate)") and rows[1][0].endswith("(fine-tuned network alone)")
     assert {a["key"] for a in anchors} == {"synthetic-neonatal", "synthetic-randomised", "synthetic-slices",
                                            "synthetic-dense"}  # the fixed seeds give dense lung slabs
     assert ui.improveDecisionLabel.text.startswith(("Promoted", "Kept as a candidate"))

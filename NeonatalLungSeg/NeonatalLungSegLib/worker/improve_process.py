@@ -349,16 +349,20 @@ def decision_text(record: dict[str, Any]) -> str:
 
 
 def score_rows(record: dict[str, Any]) -> list[tuple[str, int, float, float, float]]:
-    """(cases, count, parent Dice, new Dice, change) for the held-out corrected cases and each anchor set."""
+    """(cases, count, parent Dice, new Dice, change) for the held-out corrected cases and each anchor set; a
+    gated model's anchor sets twice: with the fine-tuned network alone and with the domain gate."""
     decision = record["decision"]
-    scores = ([decision["heldout"]] if isinstance(decision.get("heldout"), dict) else []) + \
-        [a for a in decision.get("anchors", []) if isinstance(a, dict)]
+    gated = [a for a in decision.get("gated_anchors") or [] if isinstance(a, dict)]
+    alone = " (fine-tuned network alone)" if gated else ""
+    scores = ([(decision["heldout"], "")] if isinstance(decision.get("heldout"), dict) else []) + \
+        [(a, alone) for a in decision.get("anchors", []) if isinstance(a, dict)] + \
+        [(a, " (with the domain gate)") for a in gated]
     rows = []
-    for score in scores:
+    for score, suffix in scores:
         try:
             parent, child = float(score["parent"]), float(score["child"])
-            rows.append((str(score.get("title") or score.get("key") or "?"), int(score.get("cases", 0)), parent,
-                         child, round(child - parent, 4)))
+            rows.append((str(score.get("title") or score.get("key") or "?") + suffix, int(score.get("cases", 0)),
+                         parent, child, round(child - parent, 4)))
         except (KeyError, TypeError, ValueError):
             continue
     return rows
