@@ -1,8 +1,8 @@
 """The domain gate of an improved model folder: each scan to the network its nearest reference case names, the
 parent's output unchanged for scans unlike the corrected cases, and every gate file checked like the weights.
 
-Real tiny smp U-Nets (random weights) and real folder files; the references are the parent encoder's own
-features of two kinds of toy scan, so the routing is the engine's, not a stand-in's."""
+Real tiny smp U-Nets (random weights) and real folder files; the references are the fine-tuned network's own
+encoder features of two kinds of toy scan, so the routing is the engine's, not a stand-in's."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ def scan(kind: str, seed: int) -> np.ndarray:
     return (image + rng.normal(0, 8, image.shape)).astype(np.float32)
 
 
-def features(parent: Path, kind: str, seeds) -> np.ndarray:
-    config = read_config(parent)
-    encoder = build_checked(parent, config).eval().encoder
+def features(folder: Path, kind: str, seeds) -> np.ndarray:
+    """The gate's features of toy scans, by ``folder``'s own encoder (a gated folder's fine-tuned network)."""
+    config = read_config(folder)
+    encoder = build_checked(folder, config).eval().encoder
     return np.array([scan_features(encoder, scan(kind, s), GEOMETRY, config.input) for s in seeds], np.float32)
 
 
@@ -53,7 +54,7 @@ def gated_folder(root: Path, parent: Path, seed: int = 3) -> tuple[Path, Path]:
     state = build_network(config).state_dict()
     alone = root / "alone"
     write_model_folder(alone, config, state, dtype="float32")
-    references = GateReferences(features(parent, "clinic", range(3)), features(parent, "known", range(3)))
+    references = GateReferences(features(alone, "clinic", range(3)), features(alone, "known", range(3)))
     staging = root / "refs.safetensors"
     write_references(staging, references)
     record = gate_record(sha256_of(staging), read_config(parent).weights_sha256, 16, references)
@@ -141,7 +142,7 @@ def _damage(problem: str, folder: Path, other: Path) -> str:
     references = GateReferences(np.ones((3, 7), np.float32), np.ones((3, 7), np.float32))
     write_references(folder / GATE_FILE, references)
     _rewrite_gate(folder, sha256=sha256_of(folder / GATE_FILE))
-    return "do not fit the parent's encoder"
+    return "do not fit the network's encoder"
 
 
 @pytest.mark.parametrize("problem", ["references altered", "references missing", "fallback swapped",

@@ -4,9 +4,10 @@ A model fine-tuned on a clinic's corrected cases is better on that clinic's scan
 its parent knew (docs/improve.md: batch-norm statistics of the mixed batches move in the first steps). A gated
 folder keeps the parent's network untouched beside the fine-tuned one and sends each scan to the network
 whose cases it resembles, so the parent's domains keep the parent's output by construction. The references
-are pooled encoder features (``inference/gate``) of the fine-tune's corrected cases and of the parent's
-rehearsal cases; they are numbers, stored as safetensors (no pickle), and every file is checksummed in
-model.json, so a folder whose gate was altered is refused, never silently routed differently.
+are pooled features of the fine-tuned network's own encoder (``inference/gate``) for the fine-tune's corrected
+cases and for the parent's rehearsal cases; they are numbers, stored as safetensors (no pickle), and every
+file is checksummed in model.json, so a folder whose gate was altered is refused, never silently routed
+differently.
 
 Layout (docs/model-folder.md, *The domain gate*): ``gate.safetensors`` beside ``model.safetensors``, and the
 parent as a complete, ungated model folder in ``fallback/``.
@@ -27,7 +28,7 @@ from .checksums import sha256_of
 GATE_FILE = "gate.safetensors"
 FALLBACK_FOLDER = "fallback"        # fixed: no name from a file ever becomes a path
 RULE = "nearer_centroid_cosine"     # the nearer centroid of the two reference sets (cosine) decides
-FEATURES = "encoder_deepest_mean"   # the parent encoder's deepest map, pooled over space and slices
+FEATURES = "own_encoder_deepest_mean"  # the folder's own (fine-tuned) encoder's deepest map, pooled
 MAX_SLICES = 64
 MAX_REFERENCES = 4096
 _HEX = re.compile(r"^[0-9a-f]{64}$")

@@ -5,9 +5,11 @@ Why: a fine-tune on a clinic's corrected cases loses ~0.01 Dice on what the pare
 first steps). The gate removes the loss instead of trading it: a scan like the corrected cases goes to the
 fine-tuned network, any other scan to the untouched parent (``NeonatalLungSegLib/inference/gate``).
 
-References: the fine-tune's training cases (never the held-out ones, so the before/after figures test the
-gate too) against the parent's rehearsal cases; an improved model improved again keeps its parent's
-corrected references and its parent's fallback, so a lineage always falls back to one ungated model.
+References, in the fine-tuned encoder's features: the fine-tune's training cases (never the held-out ones, so
+the before/after figures test the gate too) against the parent's rehearsal cases. An improved model improved
+again keeps its parent's fallback, so a lineage always falls back to one ungated model; its corrected
+references are the new training folder's (features of another network cannot be compared), which is why the
+Slicer module exports every correction into one folder.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from NeonatalLungSegLib.geometry import image_to_array
 from NeonatalLungSegLib.inference.gate.routing import GATE_SLICES, scan_features
 from NeonatalLungSegLib.json_input import dump_json
 from NeonatalLungSegLib.models.gate_files import (FALLBACK_FOLDER, GATE_FILE, GateReferences, gate_record,
-                                                  read_references, write_references)
+                                                  write_references)
 from NeonatalLungSegLib.models.model_folder import CONFIG_NAME, ModelConfig, read_config, sha256_of
 from NeonatalLungSegLib.models.network import build_checked
 
@@ -58,19 +60,15 @@ def attach_gate(output: Path, parent: Path, data: Path, adapted: Sequence[CaseRe
     if not adapted or not rehearsal:
         return "no gate: it needs corrected training cases and rehearsal cases to tell apart"
     base = base_model(parent)
-    base_config = read_config(base)
-    network = build_checked(base, base_config).eval()
+    base_config, config = read_config(base), read_config(output)
+    network = build_checked(output, config).eval()
     if not hasattr(network, "encoder"):
-        return f"no gate: the parent's network ({base_config.network.architecture}) has no encoder to compare with"
-    corrected = case_features(network.encoder, base_config, data, adapted)
-    parent_config = read_config(parent)
-    if parent_config.gate:  # the clinic's earlier corrected cases stay corrected cases
-        corrected = np.concatenate([read_references(parent, parent_config.gate).adapted, corrected])
-    others = np.concatenate([case_features(network.encoder, base_config, Path(f)) for f in rehearsal])
+        return f"no gate: the network ({config.network.architecture}) has no encoder to compare with"
+    corrected = case_features(network.encoder, config, data, adapted)
+    others = np.concatenate([case_features(network.encoder, config, Path(f)) for f in rehearsal])
     references = GateReferences(corrected, others)
     shutil.copytree(base, output / FALLBACK_FOLDER, ignore=shutil.ignore_patterns(".*"))
     write_references(output / GATE_FILE, references)
-    config = read_config(output)
     record = gate_record(sha256_of(output / GATE_FILE), base_config.weights_sha256, GATE_SLICES, references)
     _rewrite_config(output, replace(config, gate=record))
     line = (f"domain gate: {len(corrected)} corrected against {len(others)} rehearsal case(s); other scans get "

@@ -2,7 +2,7 @@
 
 The parent is a complete model folder of its own (``fallback/``), loaded by the same ``Segmenter.load`` with
 the same device and precision, so whichever network the gate picks runs exactly as it would alone: its own
-int8 file, boundary convention and batch size. The gate only reads the parent's encoder (in fp32).
+int8 file, boundary convention and batch size. The gate reads the fine-tuned network's encoder (in fp32).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ class DomainGate:
     slices: int
 
     def choose(self, adapted: Segmenter, array: np.ndarray, geometry: Geometry) -> tuple[Segmenter, dict]:
-        features = scan_features(self.encoder, array, geometry, self.fallback.config.input, self.slices,
-                                 self.device)
+        features = scan_features(self.encoder, array, geometry, adapted.config.input, self.slices, self.device)
         decision = route(features, self.references)
         record = {**decision.to_dict(),
                   "parent": f"{self.fallback.config.name} {self.fallback.config.version}"}
@@ -60,13 +59,13 @@ def attach_gate(segmenter: Segmenter, load: Callable[..., Segmenter], device: st
                                "network (input settings differ)")
     fallback = load(parent_folder, device=device, batch_size=batch_size, precision=precision,
                               channels_last=channels_last)
-    if fallback.backend == "torch":
-        network, where = fallback.network, fallback.device
-    else:  # the parent runs from its int8 file: the gate still needs its encoder
-        network, where = build_checked(parent_folder, parent_config).eval(), torch.device("cpu")
+    if segmenter.backend == "torch":
+        network, where = segmenter.network, segmenter.device
+    else:  # the fine-tuned network runs from its int8 file: the gate still needs its torch encoder
+        network, where = build_checked(folder, segmenter.config).eval(), torch.device("cpu")
     encoder = getattr(network, "encoder", None)
     width = getattr(encoder, "out_channels", [None])[-1]
     if encoder is None or width != references.dimension:
         raise ModelFolderError(f"{folder}: the gate's references ({references.dimension} features) do not fit "
-                               f"the parent's encoder ({width})")
+                               f"the network's encoder ({width})")
     segmenter.gate = DomainGate(encoder, where, references, fallback, int(gate["slices"]))
