@@ -72,8 +72,8 @@ def _gate_text(record: dict) -> str:
     gate = record.get("gate")
     if not isinstance(gate, str) or not gate.startswith("domain gate"):
         return ""
-    return (f"This folder is gated ({gate}): each scan goes to the fine-tuned network when its parent-encoder "
-            "features are nearer the corrected cases' centroid than the rehearsal cases', otherwise to the parent "
+    return (f"This folder is gated ({gate}): each scan goes to the fine-tuned network when its features (the fine-tuned "
+            "encoder's) are nearer the corrected cases' centroid than the rehearsal cases', otherwise to the parent "
             "kept unchanged in `fallback/`; every result's `inference.gate` says which network segmented it. The "
             "held-out row is the gated model as users get it.\n\n")
 
