@@ -76,12 +76,35 @@ def main(argv: list[str] | None = None) -> int:
                                                   f"'--device', 'cpu', '--model', {str(folder)!r}")
                 seconds, _ = timed(command, env)
                 times[name].append(seconds)
+        warm = warm_seconds(configurations, args.input, args.repeats)
         started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"{started}; {machine()}; input {args.input.name}; {args.repeats} rounds")
     for name, values in times.items():
-        print(f"  {name:8s} median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+        print(f"  {name:8s} command median {statistics.median(values):.2f} s (min {min(values):.2f}, max "
+              f"{max(values):.2f}); in a warm process (the Slicer worker's case): load {warm[name][0]:.2f} s, "
+              f"segment median {statistics.median(warm[name][1]):.2f} s")
     extra = statistics.median(times["gated"]) - statistics.median(times["ungated"])
-    print(f"  the gate costs {extra:+.2f} s per command")
+    warm_extra = statistics.median(warm["gated"][1]) - statistics.median(warm["ungated"][1])
+    print(f"  the gate costs {extra:+.2f} s per command, {warm_extra:+.2f} s per segment in a warm process")
+
+
+def warm_seconds(configurations: dict[str, Path], volume: Path, repeats: int) -> dict[str, tuple[float, list]]:
+    """(load seconds, segment seconds per repeat) in this process, the model loaded once, as the worker does."""
+    from NeonatalLungSegLib.inference.engine import Segmenter
+    from NeonatalLungSegLib.volumes.volume_io import read_volume
+
+    image = read_volume(volume)
+    loaded, out = {}, {}
+    for name, folder in configurations.items():
+        started = time.perf_counter()
+        loaded[name] = Segmenter.load(folder, device="cpu")
+        out[name] = (time.perf_counter() - started, [])
+    for _ in range(repeats):
+        for name, segmenter in loaded.items():
+            started = time.perf_counter()
+            segmenter.segment_image(image)
+            out[name][1].append(time.perf_counter() - started)
+    return out
     return 0
 
 
