@@ -143,7 +143,7 @@ def test_the_engine_runs_the_check_after_the_convention_and_reports_what_it_took
     # four voxels wide: the expert convention takes its outer voxels, the signal check the core it leaves
     tongue = _tongue_below(labels, image, lung, TISSUE, width=4)
     geometry = Geometry((40, 40, 34), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
-    network_predict = Segmenter.predict
+    network_predict = Segmenter.predict_unrouted
 
     def predict(self, array, geometry, progress=None, cancel=None):
         # the real network runs; its output is replaced by the phantom's lung, so the steps after it are
@@ -151,7 +151,7 @@ def test_the_engine_runs_the_check_after_the_convention_and_reports_what_it_took
         _, plan = network_predict(self, array, geometry, progress, cancel)
         return plan.to_canonical(labels.astype(np.float16)), plan
 
-    monkeypatch.setattr(Segmenter, "predict", predict)
+    monkeypatch.setattr(Segmenter, "predict_unrouted", predict)
     array = image.astype(np.float32)
     a = Segmenter.load(plain, device="cpu").segment_array(array, geometry)
     b = Segmenter.load(checked, device="cpu").segment_array(array, geometry)

@@ -218,10 +218,11 @@ class Segmenter:
                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
         """Lung probability (float16) on the canonical grid, and the map between the two grids (a gated
         folder's: of the network the gate chose)."""
-        return self.routed(array, geometry)[0]._predict(array, geometry, progress, cancel)
+        return self.routed(array, geometry)[0].predict_unrouted(array, geometry, progress, cancel)
 
-    def _predict(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
-                 cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
+    def predict_unrouted(self, array: np.ndarray, geometry: Geometry, progress: ProgressCallback | None = None,
+                         cancel: CancelCheck | None = None) -> tuple[np.ndarray, Reorientation]:
+        """This segmenter's own network, whatever a gate would choose: the network step of ``segment_array``."""
         inp = self.config.input
         if inp.spatial_dims == 3:  # volumetric model: sliding windows (volume_inference.py)
             from .volume_inference import predict_volume
@@ -261,7 +262,7 @@ class Segmenter:
     def _segment_checked(self, array: np.ndarray, geometry: Geometry, options: PostprocessOptions | None,
                          with_probabilities: bool, progress: ProgressCallback | None,
                          cancel: CancelCheck | None) -> SegmentationResult:
-        probability, plan = self._predict(array, geometry, progress, cancel)
+        probability, plan = self.predict_unrouted(array, geometry, progress, cancel)
         canonical_geometry = plan.target
         mask = probability >= self.config.output.threshold
         raw = PostprocessOptions(keep_largest_components=False, fill_holes=False, split_left_right=False)
