@@ -12,7 +12,6 @@ turns the running job into one ``WorkerError`` naming the exit status and the wo
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import subprocess
 import tempfile
@@ -26,15 +25,14 @@ from . import protocol as wp
 from ..geometry import Geometry
 from ..inference.postprocess import PostprocessOptions
 from .jobs import WorkerJob, WorkerResult
-from .process import (SESSION_PREFIX, default_python, describe_exit, find_python_slicer, kill_process_tree,
-                      new_group_options, sweep_stale_sessions, track, write_owner)
+from .process import (SESSION_PREFIX, child_environment, default_python, describe_exit, find_python_slicer,
+                      kill_process_tree, new_group_options, sweep_stale_sessions, track, write_owner)
 from .refine_jobs import click_message, place_array, start_message
 
 # The jobs and process helpers live in jobs.py and process.py; processRunner and the tests import them here.
 __all__ = ["WorkerClient", "WorkerJob", "WorkerResult", "default_python", "describe_exit", "find_python_slicer",
            "kill_process_tree"]
 
-LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding NeonatalLungSegLib/
 LOG_TAIL_LINES = 6
 
 
@@ -75,12 +73,7 @@ class WorkerClient:
         if self._owns_session:
             write_owner(self.session)
         self.events_path.write_bytes(b"")  # emptied: a reused folder's old events would answer our r1, r2...
-        env = dict(os.environ if self.env is None else self.env)
-        paths = [str(LIBRARY_ROOT), *self.extra_paths]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment(self.env, self.extra_paths)
         with open(self.log_path, "ab") as log:  # its own process group: cancel kills the whole tree
             command = [self.python, "-m", "NeonatalLungSegLib.worker.server", str(self.events_path)]
             for loader in self.loaders:

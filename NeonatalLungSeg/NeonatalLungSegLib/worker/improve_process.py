@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -26,12 +25,11 @@ from typing import Any, Sequence
 
 from .. import json_input
 from ..errors import Cancelled, InputError, NeonatalLungSegError, OutputExistsError
-from .process import default_python, describe_exit, kill_process_tree, new_group_options, track
+from .process import child_environment, default_python, describe_exit, kill_process_tree, new_group_options, track
 
 IMPROVE_MODULE = "neonatal_lung_training.improve.command"
 RECORD_NAME = "improvement.json"  # what improve writes into the new folder (Training/.../improve/run.py)
 MAX_RECORD_BYTES = 1 << 20
-LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding NeonatalLungSegLib/
 EPOCH_LINE = re.compile(r"^epoch\s+(?P<epoch>\d+)\s.*?\bval Dice\s+(?P<dice>\S+)\s"
                         r".*?\s(?P<minutes>\d+(?:\.\d+)?) min\b")
 SCORING_PREFIXES = ("early stop", "held-out test cases", "scoring", "wrote ")
@@ -180,10 +178,7 @@ class ImproveRun:
             self._made_models_folder = True
         self.session = Path(tempfile.mkdtemp(prefix="NeonatalLungSeg-improve-"))
         self.log_path = self.session / "improve.log"
-        env = dict(os.environ if self.env is None else self.env)
-        paths = [str(LIBRARY_ROOT), *self.extra_paths] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment(self.env, self.extra_paths)
         command = improve_command(self.python, self.training_folder, self.output, self.parent, self.minutes,
                                   self.device, self.int8, self.module)
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 _LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding NeonatalLungSegLib/
 
 
 def track(client: Any) -> None:
@@ -54,6 +55,17 @@ def find_python_slicer(search: Sequence[Path] = ()) -> str | None:
         if candidate.is_file():
             return str(candidate)
     return None
+
+
+def child_environment(base: dict[str, str] | None, extra_paths: Sequence[str] = ()) -> dict[str, str]:
+    """The environment a child process of ours starts with: ``base`` (this process's when None) with the
+    library first on PYTHONPATH, so the child imports the same code as its host whatever Python runs it, and
+    unbuffered output, so its log is complete up to the moment it is killed."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(LIBRARY_ROOT), *extra_paths] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def new_group_options() -> dict[str, Any]:
