@@ -10,7 +10,7 @@ beside it; the Logic holds the run, so it outlives a collapsed panel or another 
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from NeonatalLungSegSlicerLib import pipeline
+from NeonatalLungSegSlicerLib import mrmlNodes, pipeline
 from NeonatalLungSegSlicerLib.correcting import aiCorrect
 from NeonatalLungSegSlicerLib.environment import dependencies
 from NeonatalLungSegSlicerLib.improving import improvement
@@ -60,7 +60,7 @@ class NeonatalLungSegLogic(ScriptedLoadableModuleLogic):
 
     def finishSegmentation(self, job, parameterNode=None):
         """On the GUI thread once ``job.done``: build the nodes (re-raises the job's error or Cancelled)."""
-        return pipeline.runSteps(self.finishSegmentationSteps(job, parameterNode))
+        return mrmlNodes.runSteps(self.finishSegmentationSteps(job, parameterNode))
 
     def finishSegmentationSteps(self, job, parameterNode=None):
         """``finishSegmentation`` as a generator, one short step per ``next()`` (the GUI timer runs one per tick,

@@ -218,7 +218,12 @@ def tableVolumes(table):
 
 def updateProbabilityVolume(scene, segmentationNode, volumeNode, probabilities):
     """The lung probability (0..1) as a scalar volume on the input grid, referenced by the segmentation."""
-    steps = updateProbabilityVolumeSteps(scene, segmentationNode, volumeNode, probabilities)
+    return runSteps(updateProbabilityVolumeSteps(scene, segmentationNode, volumeNode, probabilities))
+
+
+def runSteps(steps):
+    """Run a step generator (the GUI-thread work split over timer ticks) to its end, at once; its return
+    value. For scripts, tests and the self-test, which have no timer to wait for."""
     while True:
         try:
             next(steps)

@@ -134,18 +134,9 @@ def makeRequest(parameterNode):
         replacePrevious=bool(parameterNode.replacePrevious), flipCheck=bool(parameterNode.flipCheck))
 
 
-def runSteps(steps):
-    """Run a step generator to its end; its return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-
-
 def applyResult(scene, request, result, model, confidence=None):
     """GUI-thread part, all at once (scripts, tests, the self-test): see ``applyResultSteps``."""
-    return runSteps(applyResultSteps(scene, request, result, model, confidence))
+    return mrmlNodes.runSteps(applyResultSteps(scene, request, result, model, confidence))
 
 
 PROBABILITY_SLICES_PER_STEP = 24  # float32 slices copied per step (512 x 512: 25 MB, tens of milliseconds)
