@@ -92,10 +92,8 @@ def test_an_old_torch_is_reported_not_replaced(deps):
     assert state["calls"] == []
 
 
-def test_without_pip_ensure_falls_back_to_pip_install(deps, monkeypatch):
-    dependencies, state = deps
-    state["torch"] = "2.15.0"
-    monkeypatch.setattr(dependencies, "_pipEnsureModule", lambda: None)
+def _record_pip_install(state, monkeypatch) -> list:
+    """slicer.util.pip_install replaced by one that records its command and 'installs' smp."""
     commands = []
 
     def pip_install(command):
@@ -103,6 +101,14 @@ def test_without_pip_ensure_falls_back_to_pip_install(deps, monkeypatch):
         state["smp"] = "0.6.0"
 
     monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    return commands
+
+
+def test_without_pip_ensure_falls_back_to_pip_install(deps, monkeypatch):
+    dependencies, state = deps
+    state["torch"] = "2.15.0"
+    monkeypatch.setattr(dependencies, "_pipEnsureModule", lambda: None)
+    commands = _record_pip_install(state, monkeypatch)
     assert dependencies.ensureDependencies(lambda text: True)
     assert commands[0].startswith('"segmentation-models-pytorch>=0.5" -c ')
     assert dependencies.lastInstallMethod == "slicer.util.pip_install"
@@ -124,13 +130,7 @@ def test_slicer_without_packaging_module_uses_pip_install(deps, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_packaging)
-    commands = []
-
-    def pip_install(command):
-        commands.append(command)
-        state["smp"] = "0.6.0"
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    commands = _record_pip_install(state, monkeypatch)
     assert dependencies.ensureDependencies(lambda text: True)
     assert commands and dependencies.lastInstallMethod == "slicer.util.pip_install"
 
