@@ -325,3 +325,22 @@ def boundaryText(segmentationNode):
 def modelInfo(segmentationNode):
     text = segmentationNode.GetAttribute(MODEL_ATTRIBUTE)
     return json.loads(text) if text else None
+
+
+def fillTable(table, columns):
+    """Replace ``table``'s columns by ``columns`` ((title, vtk array class, values); None is NaN) in one
+    modification, so a view showing the table redraws once."""
+    arrays = []
+    for title, arrayClass, values in columns:
+        array = arrayClass()
+        array.SetName(title)
+        for value in values:
+            array.InsertNextValue(float("nan") if value is None else value)
+        arrays.append(array)
+    wasModifying = table.StartModify()
+    table.RemoveAllColumns()
+    for array in arrays:
+        table.AddColumn(array)
+    table.SetUseColumnTitleAsColumnHeader(True)
+    table.EndModify(wasModifying)
+    return table

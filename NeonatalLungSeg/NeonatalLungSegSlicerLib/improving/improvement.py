@@ -16,6 +16,7 @@ import vtk
 
 from NeonatalLungSegLib.worker import improve_process
 from NeonatalLungSegLib.worker.improve_process import IMPROVE_MODULE, ImproveRun
+from NeonatalLungSegSlicerLib import mrmlNodes
 
 TRAINING_REQUIREMENTS = {"monai": "1.4"}  # pyproject.toml [train]; the rest of improve's needs are the engine's
 IMPROVE_DEVICES = {"auto": "auto", "GPU": "cuda", "CPU": "cpu"}  # the improve command's device names
@@ -196,20 +197,11 @@ def resultTable(scene, record, table=None):
     """Held-out corrected cases and each anchor set: parent against new model (mean Dice)."""
     if table is None or table.GetScene() is not scene:
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(TABLE_NAME))
-    columns = [vtk.vtkStringArray(), vtk.vtkIntArray(), vtk.vtkDoubleArray(), vtk.vtkDoubleArray(),
-               vtk.vtkDoubleArray()]
-    for column, name in zip(columns, ("Cases", "Count", "Parent Dice", "New model Dice", "Change")):
-        column.SetName(name)
-    for row in improve_process.score_rows(record):
-        for column, value in zip(columns, row):
-            column.InsertNextValue(value)
-    wasModifying = table.StartModify()
-    table.RemoveAllColumns()
-    for column in columns:
-        table.AddColumn(column)
-    table.SetUseColumnTitleAsColumnHeader(True)
-    table.EndModify(wasModifying)
-    return table
+    rows = improve_process.score_rows(record)
+    classes = (vtk.vtkStringArray, vtk.vtkIntArray, vtk.vtkDoubleArray, vtk.vtkDoubleArray, vtk.vtkDoubleArray)
+    titles = ("Cases", "Count", "Parent Dice", "New model Dice", "Change")
+    return mrmlNodes.fillTable(table, [(title, arrayClass, [row[index] for row in rows])
+                                       for index, (title, arrayClass) in enumerate(zip(titles, classes))])
 
 
 def makeDefault(folder):

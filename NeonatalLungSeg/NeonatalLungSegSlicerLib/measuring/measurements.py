@@ -71,31 +71,13 @@ def _referenced(scene, segmentationNode, role, className, name):
     return node
 
 
-def _fill(table, columns):
-    """Replace the table's columns by ``columns`` ((title, vtk array class, values))."""
-    arrays = []
-    for title, arrayClass, values in columns:
-        array = arrayClass()
-        array.SetName(title)
-        for value in values:
-            array.InsertNextValue(float("nan") if value is None else value)
-        arrays.append(array)
-    wasModifying = table.StartModify()
-    table.RemoveAllColumns()
-    for array in arrays:
-        table.AddColumn(array)
-    table.SetUseColumnTitleAsColumnHeader(True)
-    table.EndModify(wasModifying)
-    return table
-
-
 def updateDescriptorTable(scene, segmentationNode, descriptors):
     rows = tableRows(descriptors)
     table = _referenced(scene, segmentationNode, TABLE_ROLE, "vtkMRMLTableNode", "descriptors")
     columns = [("descriptor", vtk.vtkStringArray, [r[0] for r in rows]),
                ("unit", vtk.vtkStringArray, [r[1] for r in rows])]
     columns += [(title, vtk.vtkDoubleArray, [r[2 + i] for r in rows]) for i, (_, title) in enumerate(LUNG_COLUMNS)]
-    return _fill(table, columns)
+    return mrmlNodes.fillTable(table, columns)
 
 
 def updateHistogram(scene, segmentationNode, descriptors):
@@ -104,7 +86,7 @@ def updateHistogram(scene, segmentationNode, descriptors):
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     table = _referenced(scene, segmentationNode, HISTOGRAM_ROLE, "vtkMRMLTableNode", "signal histogram")
     lungs = descriptors["lungs"]
-    _fill(table, [(SIGNAL_COLUMN, vtk.vtkDoubleArray, centres),
+    mrmlNodes.fillTable(table, [(SIGNAL_COLUMN, vtk.vtkDoubleArray, centres),
                   *((title, vtk.vtkDoubleArray, lungs[lung]["intensity"]["histogram"])
                     for lung, title in LUNG_COLUMNS[:2])])
     chart = _referenced(scene, segmentationNode, CHART_ROLE, "vtkMRMLPlotChartNode", "signal histogram")
