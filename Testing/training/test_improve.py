@@ -17,6 +17,7 @@ from NeonatalLungSegLib.dataset.training_folder import add_case, read_training_f
 from NeonatalLungSegLib.models import registry
 from NeonatalLungSegLib.models.model_folder import read_config
 from neonatal_lung_training.improve.anchors import AnchorSet
+from neonatal_lung_training.improve.gating import FEW_REFERENCES
 from neonatal_lung_training.improve.promotion import Rule, Score, decide
 from neonatal_lung_training.improve.run import ImproveSettings, holdout_subjects, improve
 from neonatal_lung_training.training.train import main as train_main
@@ -257,6 +258,7 @@ def test_the_gate_keeps_the_parent_for_its_domain_and_a_lineage_falls_back_to_on
         config.gate["fallback_weights_sha256"]
     record = json.loads((out / "improvement.json").read_text(encoding="utf-8"))
     assert record["gate"].startswith("domain gate: 8 corrected against 12 rehearsal")
+    assert not any("fewer than" in reason for reason in decision.reasons)
     assert record["heldout_fine_tuned_alone"]["child"] > record["heldout_fine_tuned_alone"]["parent"]
     assert decision.heldout.routed == 1.0, decision.reasons  # both held-out clinic chests to the fine-tuned one
     assert decision.gated_anchors and decision.gated_anchors[0].routed == 0.0
@@ -281,6 +283,9 @@ def test_the_gate_keeps_the_parent_for_its_domain_and_a_lineage_falls_back_to_on
     assert not (again / FALLBACK_FOLDER / FALLBACK_FOLDER).exists()
     new_train = 5 - len(holdout_subjects([f"chest{s:03d}" for s in range(220, 225)]))
     assert lineage.gate["adapted_cases"] == new_train  # in the new network's features: the new folder's cases
+    assert new_train < FEW_REFERENCES  # so the record warns that the gate's references are thin
+    reasons = json.loads((again / "improvement.json").read_text(encoding="utf-8"))["decision"]["reasons"]
+    assert f"from {new_train} corrected case(s): with fewer than {FEW_REFERENCES}" in reasons[-1]
 
 
 def test_without_the_gate_the_folder_is_one_network(toys, tmp_path, monkeypatch) -> None:

@@ -52,6 +52,12 @@ def case_features(encoder, config: ModelConfig, folder: Path, cases: Sequence[Ca
     return np.array(rows, dtype=np.float32)
 
 
+# Below this many corrected training cases the references are thin: in the ventilation experiment two sent 14 % of
+# the held-out slices to the parent, and one sent 28 % of unlike synthetic slices to the fine-tuned network; from
+# five on, 100 % and 0 % in every run (docs/improve-experiment.md).
+FEW_REFERENCES = 5
+
+
 def attach_gate(output: Path, parent: Path, data: Path, adapted: Sequence[CaseRecord],
                 rehearsal: Sequence[Path], echo: Callable[..., None] = print) -> str:
     """Add the gate to the freshly written ``output`` folder; returns a line for the improvement record.
@@ -75,6 +81,15 @@ def attach_gate(output: Path, parent: Path, data: Path, adapted: Sequence[CaseRe
             f"{base_config.name} {base_config.version}")
     echo(line, flush=True)
     return line
+
+
+def thin_references_note(adapted_cases: int) -> str | None:
+    """A reason for the decision when the gate learnt the clinic's scans from too few corrected cases."""
+    if adapted_cases >= FEW_REFERENCES:
+        return None
+    return (f"The domain gate learnt the clinic's scans from {adapted_cases} corrected case(s): with fewer than "
+            f"{FEW_REFERENCES} it can send some of them to the parent (docs/improve.md, Limits). Export more cases, "
+            "then improve again.")
 
 
 def _rewrite_config(folder: Path, config: ModelConfig) -> None:

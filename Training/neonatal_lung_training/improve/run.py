@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,7 @@ from ..training.dataset import select_cases
 from ..training.model_card import write_model_card
 from ..training.split import split_subjects
 from .anchors import AnchorSet, anchor_sets, rehearsal_folders
-from .gating import attach_gate
+from .gating import attach_gate, thin_references_note
 from .promotion import Decision, Rule, decide
 from .scoring import score_gated, score_pair
 
@@ -169,6 +169,10 @@ def improve(data: Path | str, output: Path | str, parent: Path | str | None = No
             held, gated_anchors = score_gated(output, data, cases, heldout, held, anchors, anchor_scores,
                                               settings.device, echo)
     decision = decide(held, anchor_scores, settings.rule, gated_anchors)
+    gate = read_config(output).gate if settings.gate else {}
+    thin = thin_references_note(gate["adapted_cases"]) if gate else None
+    if thin:
+        decision = replace(decision, reasons=[*decision.reasons, thin])
     record = {"format": RECORD_FORMAT, "parent": {"folder": str(parent.resolve()), "name": parent_config.name,
                                                   "version": parent_config.version},
               "training_folder": str(data.resolve()), "settings": {**asdict(settings), "rule": asdict(settings.rule)},
